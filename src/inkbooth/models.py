@@ -1,0 +1,86 @@
+"""Where a base model comes from: a hub id, a local folder, or an ``s3://`` prefix.
+
+All three end as a local folder that ``from_pretrained`` reads, so the loading code after this point
+is the same for a tiny test model and a real checkpoint. Pickle-based weights (``.bin``, ``.ckpt``,
+``.pt``) can run code when loaded: they are refused unless ``allow_pickle`` is set, and
+``trust_remote_code`` is never used.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+
+from inkbooth import artifacts, storage
+
+PICKLE_SUFFIXES = (".bin", ".ckpt", ".pt", ".pth", ".pkl", ".pickle")
+SAFE_SUFFIXES = (".safetensors", ".onnx")
+_HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+class ModelSourceError(ValueError):
+    """A model location that cannot be used (missing, unsafe weights, unknown form)."""
+
+
+def check_weights(folder: Path, source: str, allow_pickle: bool = False) -> None:
+    """Refuse a model folder whose only weights are pickle files (unless explicitly allowed)."""
+    files = [p for p in folder.rglob("*") if p.is_file()]
+    safe = [p for p in files if p.suffix in SAFE_SUFFIXES]
+    pickled = [p for p in files if p.suffix in PICKLE_SUFFIXES]
+    if not safe and pickled and not allow_pickle:
+        names = ", ".join(sorted(p.name for p in pickled)[:3])
+        raise ModelSourceError(
+            f"{source}: only pickle-based weights ({names}); pickle can execute code when loaded. "
+            "Convert the checkpoint to safetensors, or set allow_pickle if you trust its origin"
+        )
+    if not safe and not pickled:
+        raise ModelSourceError(f"{source}: no model weights found (expected *.safetensors or *.onnx)")
+
+
+def resolve(source: str, *, allow_pickle: bool = False, revision: str | None = None) -> Path:
+    """A local folder holding the model at ``source`` (hub id, local folder or ``s3://`` prefix)."""
+    if storage.is_s3(source):
+        folder = _from_s3(source)
+    elif Path(source).expanduser().exists():
+        folder = Path(source).expanduser()
+        if not folder.is_dir():
+            raise ModelSourceError(f"{source}: is a file; a model is a folder (save_pretrained layout)")
+        if artifacts.is_published(str(folder)):
+            artifacts.fetch(str(folder))  # verifies every file against its manifest
+    elif _HUB_ID.match(source):
+        folder = _from_hub(source, allow_pickle=allow_pickle, revision=revision)
+    else:
+        raise ModelSourceError(f"{source}: not a local folder, an s3:// URI or a hub id (owner/name)")
+    check_weights(folder, source, allow_pickle)
+    return folder
+
+
+def _from_s3(uri: str) -> Path:
+    if artifacts.is_published(uri):
+        return artifacts.fetch(uri)
+    # A plain prefix (e.g. a checkpoint someone copied up): cached by the listing's recorded hashes.
+    keys = storage.list_files(uri)
+    if not keys:
+        raise ModelSourceError(f"{uri}: nothing stored under this prefix")
+    infos = [storage.stat(storage.join(uri, k)) for k in keys]
+    key = hashlib.sha256(json.dumps([[k, i.size, i.sha256] for k, i in zip(keys, infos)]).encode()).hexdigest()
+    dest = storage.local_cache_dir() / "models" / key
+    done = dest / ".complete"
+    if not done.exists():
+        for k, info in zip(keys, infos):
+            storage.download(storage.join(uri, k), dest / k, expected_sha256=info.sha256)
+        done.write_text(uri)
+    return dest
+
+
+def _from_hub(repo_id: str, *, allow_pickle: bool, revision: str | None) -> Path:
+    from huggingface_hub import snapshot_download
+
+    ignore = [] if allow_pickle else [f"*{s}" for s in PICKLE_SUFFIXES]
+    try:
+        path = snapshot_download(repo_id, revision=revision, ignore_patterns=ignore + ["*.msgpack", "*.h5"])
+    except Exception as e:  # noqa: BLE001 - offline, gated, missing: all end here
+        raise ModelSourceError(f"{repo_id}: cannot fetch from the hub: {e}") from None
+    return Path(path)

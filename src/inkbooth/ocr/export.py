@@ -1,0 +1,322 @@
+"""export_trocr: a VisionEncoderDecoder checkpoint to ONNX (fp32, INT8, FP16), with parity checks.
+
+Layout of the result::
+
+    fp32/  encoder_model.onnx  decoder_model.onnx  decoder_with_past_model.onnx  decoder_attn_model.onnx
+    int8/  the same four, dynamically quantised (ORTQuantizer preset avx2 or avx512_vnni)
+    fp16/  the same four in half precision (for CUDA)
+    parity.json, manifest.json
+
+Each variant folder also holds config, generation config, tokenizer and image processor, so it
+loads on its own. optimum exports encoder, decoder and decoder-with-past; those decoders return no
+attention weights, so ``decoder_attn_model.onnx`` (exported with ``torch.onnx.export``) returns the
+cross-attention that token boxes are made from, together with the logits used for confidences.
+
+Parity is measured on line images (given, or rendered by ``inkbooth.ocr.synth``): token exact match
+of ORT fp32 against PyTorch for greedy and beam search, exact match and CER of INT8 against ORT fp32,
+and file sizes. Below the configured thresholds nothing is published and the error names the check.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Literal
+
+from inkbooth import artifacts, models, storage
+from inkbooth.config import option, to_dict
+
+log = logging.getLogger(__name__)
+
+ENCODER, DECODER, DECODER_PAST, DECODER_ATTN = (
+    "encoder_model.onnx", "decoder_model.onnx", "decoder_with_past_model.onnx", "decoder_attn_model.onnx")
+ONNX_FILES = (ENCODER, DECODER, DECODER_PAST, DECODER_ATTN)
+KIND = "trocr-onnx"
+
+
+class ParityError(RuntimeError):
+    """An exported model does not reproduce the source model closely enough to be published."""
+
+
+@dataclasses.dataclass
+class ExportConfig:
+    """How a TrOCR checkpoint is exported, quantised and checked."""
+
+    opset: int = option(17, "ONNX opset")
+    variants: list[str] = option(["fp32", "int8", "fp16"], "variants to produce: fp32 (always), int8, fp16")
+    int8_preset: Literal["avx2", "avx512_vnni"] = option("avx512_vnni", "ORTQuantizer preset for INT8")
+    int8_per_channel: bool = option(False, "per-channel INT8 weights (larger, sometimes more accurate)")
+    parity_images: int = option(64, "line images in the parity set (rendered when none are given)")
+    parity_num_beams: int = option(4, "beams for the beam-search parity check")
+    parity_max_new_tokens: int = option(48, "token limit during parity decoding")
+    min_fp32_exact: float = option(0.98, "least share of lines where ORT fp32 tokens equal PyTorch's "
+                                         "(greedy and beam search each)")
+    max_int8_cer: float = option(0.05, "largest CER of INT8 text against fp32 text")
+    max_fp16_cer: float = option(0.02, "largest CER of FP16 text against fp32 text (checked on CUDA only)")
+    allow_pickle: bool = option(False, "accept pickle-based source weights (.bin); only for trusted models")
+    threads: int = option(0, "intra-op threads for ONNX Runtime and torch (0: library default)")
+
+    def validate(self) -> None:
+        bad = sorted(set(self.variants) - {"fp32", "int8", "fp16"})
+        if bad:
+            raise ValueError(f"variants: unknown {bad}; choose from fp32, int8, fp16")
+        if "fp32" not in self.variants:
+            self.variants = ["fp32", *self.variants]
+        for name in ("min_fp32_exact", "max_int8_cer", "max_fp16_cer"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be between 0 and 1")
+
+
+# ---------------------------------------------------------------------------------------------
+# Export pieces
+# ---------------------------------------------------------------------------------------------
+
+
+def _export_optimum(model_dir: Path, out: Path, opset: int) -> None:
+    from optimum.exporters.onnx import main_export
+
+    # no_post_process: keep decoder and decoder-with-past as two files, no merged duplicate.
+    main_export(str(model_dir), output=out, task="image-to-text-with-past", opset=opset,
+                no_post_process=True, do_validation=False, device="cpu")
+    for extra in out.glob("decoder_model_merged*.onnx"):
+        extra.unlink()
+
+
+def _export_attention_decoder(model: Any, out_file: Path, opset: int) -> None:
+    """The teacher-forced decoder returning logits and cross-attention (see recognize)."""
+    import torch
+
+    from inkbooth.ocr.recognize import make_attention_decoder
+
+    wrapper = make_attention_decoder(model)
+    enc_dim = model.encoder.config.hidden_size
+    ids = torch.tensor([[2, 5, 6, 7]], dtype=torch.long)
+    states = torch.randn(1, 11, enc_dim)
+    with torch.no_grad():
+        torch.onnx.export(
+            wrapper, (ids, states), str(out_file), dynamo=False, opset_version=opset,
+            input_names=["input_ids", "encoder_hidden_states"], output_names=["logits", "cross_attentions"],
+            dynamic_axes={"input_ids": {0: "batch", 1: "target"},
+                          "encoder_hidden_states": {0: "batch", 1: "source"},
+                          "logits": {0: "batch", 1: "target"},
+                          "cross_attentions": {0: "batch", 1: "target", 2: "source"}},
+        )
+
+
+def _copy_support_files(src: Path, dest: Path) -> None:
+    dest.mkdir(parents=True, exist_ok=True)
+    for p in src.iterdir():
+        if p.is_file() and p.suffix != ".onnx" and p.name != artifacts.MANIFEST:
+            shutil.copy2(p, dest / p.name)
+
+
+def _quantize_int8(fp32: Path, out: Path, preset: str, per_channel: bool) -> None:
+    from optimum.onnxruntime import ORTQuantizer
+    from optimum.onnxruntime.configuration import AutoQuantizationConfig
+
+    qconfig = getattr(AutoQuantizationConfig, preset)(is_static=False, per_channel=per_channel)
+    _copy_support_files(fp32, out)
+    for name in ONNX_FILES:
+        quantizer = ORTQuantizer.from_pretrained(fp32, file_name=name)
+        with storage.temp_dir() as tmp:
+            produced = quantizer.quantize(quantization_config=qconfig, save_dir=tmp, file_suffix=None)
+            onnx_file = Path(produced) / name if Path(produced).is_dir() else Path(produced)
+            if not onnx_file.exists():
+                onnx_file = next(Path(tmp).glob("*.onnx"))
+            shutil.move(onnx_file, out / name)
+
+
+def _convert_fp16(fp32: Path, out: Path) -> None:
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    _copy_support_files(fp32, out)
+    for name in ONNX_FILES:
+        model = onnx.load(str(fp32 / name))
+        # Inputs and outputs stay fp32 so the same runtime code feeds every variant.
+        half = convert_float_to_float16(model, keep_io_types=True, disable_shape_infer=True)
+        onnx.save(half, str(out / name))
+
+
+def onnx_bytes(folder: Path) -> int:
+    return sum((folder / n).stat().st_size for n in ONNX_FILES if (folder / n).exists())
+
+
+# ---------------------------------------------------------------------------------------------
+# Parity
+# ---------------------------------------------------------------------------------------------
+
+
+def _parity_set(images_uri: str | None, n: int) -> list[Any]:
+    if images_uri is None:
+        from inkbooth.ocr.synth import line_images
+
+        return [img for img, _ in line_images(n, seed=1234)]
+    import io
+
+    from PIL import Image
+
+    keys = [k for k in storage.list_files(images_uri) if k.lower().endswith((".png", ".jpg", ".jpeg", ".tif", ".tiff"))]
+    if not keys:
+        raise ValueError(f"{images_uri}: no line images (.png/.jpg/.tif) for the parity check")
+    return [Image.open(io.BytesIO(storage.read_bytes(storage.join(images_uri, k)))).convert("RGB") for k in keys[:n]]
+
+
+def cer(hyp: str, ref: str) -> float:
+    """Character error rate: Levenshtein distance over the reference length."""
+    if not ref:
+        return 0.0 if not hyp else 1.0
+    prev = list(range(len(hyp) + 1))
+    for i, rc in enumerate(ref, 1):
+        cur = [i] + [0] * len(hyp)
+        for j, hc in enumerate(hyp, 1):
+            cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (rc != hc))
+        prev = cur
+    return prev[-1] / len(ref)
+
+
+def _same_tokens(a: Any, b: Any, pad: int) -> list[bool]:
+    """Per row: equal token sequences once trailing padding is ignored."""
+    out = []
+    for x, y in zip(a.tolist(), b.tolist()):
+        while x and x[-1] == pad:
+            x.pop()
+        while y and y[-1] == pad:
+            y.pop()
+        out.append(x == y)
+    return out
+
+
+def measure_parity(source_dir: Path, out: Path, variants: list[str], images: list[Any],
+                   config: ExportConfig) -> dict[str, Any]:
+    """Token exact-match and CER numbers between PyTorch, ORT fp32 and the quantised variants."""
+    import torch
+    from transformers import TrOCRProcessor, VisionEncoderDecoderModel
+
+    from inkbooth.ocr.recognize import load_ort_model
+
+    processor = TrOCRProcessor.from_pretrained(source_dir)
+    model = VisionEncoderDecoderModel.from_pretrained(source_dir, attn_implementation="eager").eval()
+    pad = processor.tokenizer.pad_token_id
+    pixel_values = processor(images=images, return_tensors="pt").pixel_values
+    gen = {"max_new_tokens": config.parity_max_new_tokens}
+    batches = [pixel_values[i:i + 16] for i in range(0, len(pixel_values), 16)]
+
+    def run(m: Any, beams: int) -> Any:
+        seqs = []
+        with torch.no_grad():
+            for pv in batches:
+                s = m.generate(pixel_values=pv, num_beams=beams, **gen)
+                seqs.append(s)
+        width = max(s.shape[1] for s in seqs)
+        return torch.cat([torch.nn.functional.pad(s, (0, width - s.shape[1]), value=pad) for s in seqs])
+
+    metrics: dict[str, Any] = {"parity_images": len(images), "num_beams": config.parity_num_beams}
+    torch_greedy, torch_beam = run(model, 1), run(model, config.parity_num_beams)
+    fp32 = load_ort_model(out / "fp32", provider="CPUExecutionProvider", threads=config.threads)
+    ort_greedy, ort_beam = run(fp32, 1), run(fp32, config.parity_num_beams)
+    metrics["fp32_greedy_exact"] = sum(_same_tokens(torch_greedy, ort_greedy, pad)) / len(images)
+    metrics["fp32_beam_exact"] = sum(_same_tokens(torch_beam, ort_beam, pad)) / len(images)
+    ref_text = processor.batch_decode(ort_greedy, skip_special_tokens=True)
+    for variant in variants:
+        if variant == "fp32":
+            continue
+        provider = "CPUExecutionProvider"
+        if variant == "fp16":
+            import onnxruntime as ort
+
+            if "CUDAExecutionProvider" not in ort.get_available_providers():
+                metrics["fp16_parity"] = "not measured: CUDAExecutionProvider unavailable"
+                continue
+            provider = "CUDAExecutionProvider"
+        m = load_ort_model(out / variant, provider=provider, threads=config.threads)
+        greedy = run(m, 1)
+        text = processor.batch_decode(greedy, skip_special_tokens=True)
+        metrics[f"{variant}_greedy_exact"] = sum(_same_tokens(ort_greedy, greedy, pad)) / len(images)
+        total_ref = sum(len(r) for r in ref_text) or 1
+        metrics[f"{variant}_cer_vs_fp32"] = sum(cer(h, r) * len(r) for h, r in zip(text, ref_text)) / total_ref
+    return metrics
+
+
+def check_parity(metrics: dict[str, Any], config: ExportConfig) -> list[str]:
+    """The failed checks, each a sentence; empty when the export may be published."""
+    failed = []
+    for key in ("fp32_greedy_exact", "fp32_beam_exact"):
+        if metrics[key] < config.min_fp32_exact:
+            failed.append(f"{key} = {metrics[key]:.3f} is below min_fp32_exact = {config.min_fp32_exact}")
+    if "int8_cer_vs_fp32" in metrics and metrics["int8_cer_vs_fp32"] > config.max_int8_cer:
+        failed.append(f"int8_cer_vs_fp32 = {metrics['int8_cer_vs_fp32']:.4f} exceeds max_int8_cer = {config.max_int8_cer}")
+    if "fp16_cer_vs_fp32" in metrics and metrics["fp16_cer_vs_fp32"] > config.max_fp16_cer:
+        failed.append(f"fp16_cer_vs_fp32 = {metrics['fp16_cer_vs_fp32']:.4f} exceeds max_fp16_cer = {config.max_fp16_cer}")
+    return failed
+
+
+# ---------------------------------------------------------------------------------------------
+# The stage
+# ---------------------------------------------------------------------------------------------
+
+
+def export_trocr(model: str, output: str, config: ExportConfig | None = None,
+                 parity_images: str | None = None) -> artifacts.Manifest:
+    """Export the TrOCR checkpoint at ``model`` (hub id, folder, s3://) to an ONNX artifact at ``output``.
+
+    ``output`` is a local folder or an ``s3://`` prefix; the artifact appears there only if every
+    parity check passes. A rerun for the same source and config finds the published artifact and
+    returns its manifest without redoing the work.
+    """
+    import torch
+    from transformers import VisionEncoderDecoderModel
+
+    config = config or ExportConfig()
+    config.validate()
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    source_dir = models.resolve(model, allow_pickle=config.allow_pickle)
+    source_hash = artifacts.content_hash(artifacts.scan_dir(source_dir))
+    if artifacts.is_published(output):
+        existing = artifacts.read_manifest(output)
+        if existing.inputs.get("model") == source_hash and existing.config == to_dict(config):
+            log.info("%s: already exported from this model and config; reusing it", output)
+            return existing
+
+    started = time.perf_counter()
+    with storage.temp_dir("inkbooth-export-") as tmp:
+        work = Path(tmp)
+        fp32 = work / "fp32"
+        _export_optimum(source_dir, fp32, config.opset)
+        hf_model = VisionEncoderDecoderModel.from_pretrained(source_dir, attn_implementation="eager").eval()
+        _export_attention_decoder(hf_model, fp32 / DECODER_ATTN, config.opset)
+        if "int8" in config.variants:
+            _quantize_int8(fp32, work / "int8", config.int8_preset, config.int8_per_channel)
+        if "fp16" in config.variants:
+            _convert_fp16(fp32, work / "fp16")
+        export_seconds = time.perf_counter() - started
+
+        images = _parity_set(parity_images, config.parity_images)
+        metrics = measure_parity(source_dir, work, config.variants, images, config)
+        metrics["export_seconds"] = round(export_seconds, 2)
+        for variant in config.variants:
+            metrics[f"{variant}_bytes"] = onnx_bytes(work / variant)
+        if "int8" in config.variants:
+            metrics["int8_size_ratio"] = metrics["int8_bytes"] / metrics["fp32_bytes"]
+        failed = check_parity(metrics, config)
+        (work / "parity.json").write_text(json.dumps({"metrics": metrics, "failed": failed}, indent=2))
+        if failed:
+            raise ParityError(f"{model}: export not published; parity check failed: " + "; ".join(failed))
+        target = storage.parse(output)
+        if not target.is_s3:
+            # Into the (possibly pre-created, e.g. by KFP) output folder, then the manifest last.
+            target.path.mkdir(parents=True, exist_ok=True)
+            for item in work.iterdir():
+                dest = target.path / item.name
+                if dest.exists():
+                    shutil.rmtree(dest) if dest.is_dir() else dest.unlink()
+                shutil.move(str(item), dest)
+            work = target.path
+        return artifacts.publish(work, output, kind=KIND, inputs={"model": source_hash},
+                                 config=to_dict(config), metrics=metrics,
+                                 lineage={"source": model, "variants": config.variants}, overwrite=True)

@@ -1,0 +1,408 @@
+"""Batch OCR: documents to line records (text, confidence, token and word boxes).
+
+One code path for both backends. Per batch of line crops: the encoder runs once; ``generate``
+(greedy or beam search) reuses its output; then one teacher-forced decoder pass over the chosen
+tokens returns their log-probabilities (the line confidence is their mean) and the cross-attention
+that token boxes come from. With ONNX Runtime that pass is ``decoder_attn_model.onnx``; with PyTorch
+it is the very module that file was exported from.
+
+Per document, the result is written as one object under ``<output>/work/`` (atomic), so a rerun
+skips documents already done (same bytes, same model, same config) and an interrupted shard loses
+at most the document it was reading. A document that cannot be read becomes an error record.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any, Literal
+
+from inkbooth import artifacts, storage
+from inkbooth.config import config_hash, option, to_dict
+from inkbooth.ocr import localize, pages
+
+log = logging.getLogger(__name__)
+
+WORK = "work"
+DOC_SUFFIX = ".json"
+
+
+@dataclasses.dataclass
+class RecognizeConfig:
+    """How lines are read."""
+
+    backend: Literal["onnx", "torch"] = option("onnx", "onnx (ONNX Runtime, default) or torch")
+    variant: Literal["fp32", "int8", "fp16"] = option("int8", "which exported variant ONNX Runtime runs")
+    device: Literal["auto", "cpu", "cuda"] = option("auto", "cuda when available (auto), or force one")
+    num_beams: int = option(4, "beam search width (1 = greedy)")
+    max_new_tokens: int = option(128, "longest line in tokens (the library default of 20 truncates lines)")
+    batch_size: int = option(8, "line crops per forward pass")
+    threads: int = option(0, "intra-op threads (0: library default)")
+    token_boxes: bool = option(True, "token and word boxes from cross-attention")
+    box_threshold: float = option(0.5, "attention share of the peak that still belongs to a token's box")
+    pages: pages.PagesConfig = option(None, "how pages are read and cut into lines")
+    skip_done: bool = option(True, "skip documents whose result already exists for the same input, model and config")
+
+    def __post_init__(self) -> None:
+        if self.pages is None:
+            self.pages = pages.PagesConfig()
+
+    def validate(self) -> None:
+        if self.num_beams < 1 or self.batch_size < 1 or self.max_new_tokens < 1:
+            raise ValueError("num_beams, batch_size and max_new_tokens must be at least 1")
+        if self.backend == "torch" and self.variant != "fp32":
+            self.variant = "fp32"
+
+
+# ---------------------------------------------------------------------------------------------
+# Models
+# ---------------------------------------------------------------------------------------------
+
+
+def make_attention_decoder(model: Any) -> Any:
+    """A module: (decoder input ids, encoder states) -> (logits, cross-attention mean over layers, heads)."""
+    import torch
+
+    class DecoderWithCrossAttention(torch.nn.Module):
+        def __init__(self, m: Any) -> None:
+            super().__init__()
+            self.decoder = m.decoder
+            # VisionEncoderDecoderModel projects encoder states when the hidden sizes differ.
+            needs = (m.encoder.config.hidden_size != m.decoder.config.hidden_size
+                     and m.decoder.config.cross_attention_hidden_size is None)
+            self.proj = m.enc_to_dec_proj if needs else None
+
+        def forward(self, input_ids: torch.Tensor, encoder_hidden_states: torch.Tensor):
+            if self.proj is not None:
+                encoder_hidden_states = self.proj(encoder_hidden_states)
+            out = self.decoder(input_ids=input_ids, encoder_hidden_states=encoder_hidden_states,
+                               output_attentions=True, use_cache=False, return_dict=True)
+            cross = torch.stack(out.cross_attentions, dim=1)  # batch, layer, head, target, source
+            return out.logits, cross.mean(dim=(1, 2))
+
+    return DecoderWithCrossAttention(model).eval()
+
+
+def _providers(device: str) -> list[str]:
+    import onnxruntime as ort
+
+    available = ort.get_available_providers()
+    if device == "cuda" or (device == "auto" and "CUDAExecutionProvider" in available):
+        if "CUDAExecutionProvider" not in available:
+            raise RuntimeError("device=cuda, but ONNX Runtime has no CUDAExecutionProvider (install onnxruntime-gpu)")
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    return ["CPUExecutionProvider"]
+
+
+def _session_options(threads: int) -> Any:
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    if threads:
+        so.intra_op_num_threads = threads
+        so.inter_op_num_threads = 1
+    so.log_severity_level = 3
+    return so
+
+
+def load_ort_model(folder: Path, provider: str = "CPUExecutionProvider", threads: int = 0) -> Any:
+    """optimum's ORTModelForVision2Seq over encoder, decoder and decoder-with-past of ``folder``."""
+    from optimum.onnxruntime import ORTModelForVision2Seq
+
+    from inkbooth.ocr.export import DECODER, DECODER_PAST, ENCODER
+
+    return ORTModelForVision2Seq.from_pretrained(
+        folder, provider=provider, session_options=_session_options(threads), use_cache=True, use_merged=False,
+        encoder_file_name=ENCODER, decoder_file_name=DECODER, decoder_with_past_file_name=DECODER_PAST,
+    )
+
+
+@dataclasses.dataclass
+class LineResult:
+    text: str
+    confidence: float  # mean log-probability of the tokens (EOS included)
+    tokens: list[str]
+    token_logprobs: list[float]
+    attention: Any  # tokens x encoder positions (numpy), or None
+
+
+class Recognizer:
+    """Reads batches of line images with the ONNX or PyTorch backend."""
+
+    def __init__(self, model_dir: str | Path, config: RecognizeConfig | None = None) -> None:
+        import torch
+        from transformers import GenerationConfig, TrOCRProcessor
+
+        self.config = config or RecognizeConfig()
+        self.dir = Path(model_dir)
+        if self.config.threads:
+            torch.set_num_threads(self.config.threads)
+        root = self.dir / self.config.variant if (self.dir / self.config.variant).is_dir() else self.dir
+        self.root = root
+        self.processor = TrOCRProcessor.from_pretrained(root)
+        self.tokenizer = self.processor.tokenizer
+        gen = GenerationConfig.from_pretrained(root)
+        self.pad_id = gen.pad_token_id if gen.pad_token_id is not None else self.tokenizer.pad_token_id
+        self.eos_id = gen.eos_token_id if gen.eos_token_id is not None else self.tokenizer.eos_token_id
+        if self.config.backend == "torch":
+            from transformers import VisionEncoderDecoderModel
+
+            self.model = VisionEncoderDecoderModel.from_pretrained(root, attn_implementation="eager").eval()
+            self.device = "cuda" if self.config.device != "cpu" and torch.cuda.is_available() else "cpu"
+            if self.config.device == "cuda" and self.device != "cuda":
+                raise RuntimeError("device=cuda, but torch sees no CUDA device")
+            self.model.to(self.device)
+            self.attn_decoder = make_attention_decoder(self.model)
+            enc_cfg = self.model.config.encoder
+        else:
+            import onnxruntime as ort
+            from transformers import AutoConfig
+
+            from inkbooth.ocr.export import DECODER_ATTN
+
+            providers = _providers(self.config.device)
+            self.device = "cuda" if providers[0].startswith("CUDA") else "cpu"
+            self.model = load_ort_model(root, provider=providers[0], threads=self.config.threads)
+            self.attn_session = ort.InferenceSession(str(root / DECODER_ATTN), _session_options(self.config.threads),
+                                                     providers=providers)
+            enc_cfg = AutoConfig.from_pretrained(root).encoder
+        size = enc_cfg.image_size if isinstance(enc_cfg.image_size, (list, tuple)) else (enc_cfg.image_size,) * 2
+        patch = enc_cfg.patch_size if isinstance(enc_cfg.patch_size, (list, tuple)) else (enc_cfg.patch_size,) * 2
+        self.grid = (size[0] // patch[0], size[1] // patch[1])
+        self.max_new_tokens = self._token_limit()
+
+    def _token_limit(self) -> int:
+        from transformers import AutoConfig
+
+        positions = AutoConfig.from_pretrained(self.root).decoder.max_position_embeddings
+        # Learned positions cap the sequence; the start token takes one of them.
+        return max(1, min(self.config.max_new_tokens, positions - 2))
+
+    def read(self, images: list[Any]) -> list[LineResult]:
+        """Text, confidence, tokens and attention for each line image."""
+        import numpy as np
+        import torch
+
+        if not images:
+            return []
+        pixel_values = self.processor(images=images, return_tensors="pt").pixel_values
+        gen_kwargs = {"num_beams": self.config.num_beams, "max_new_tokens": self.max_new_tokens,
+                      "early_stopping": True if self.config.num_beams > 1 else False}
+        with torch.inference_mode():
+            if self.config.backend == "torch":
+                pixel_values = pixel_values.to(self.device)
+                encoder_outputs = self.model.encoder(pixel_values=pixel_values)
+                sequences = self.model.generate(pixel_values=pixel_values, encoder_outputs=encoder_outputs, **gen_kwargs)
+                states = encoder_outputs.last_hidden_state
+                logits, cross = self.attn_decoder(sequences[:, :-1], states)
+                logits, cross, sequences = logits.float().cpu().numpy(), cross.float().cpu().numpy(), sequences.cpu()
+            else:
+                encoder_outputs = self.model.encoder(pixel_values=pixel_values)
+                sequences = self.model.generate(pixel_values=pixel_values, encoder_outputs=encoder_outputs, **gen_kwargs)
+                states = encoder_outputs.last_hidden_state
+                logits, cross = self.attn_session.run(None, {
+                    "input_ids": sequences[:, :-1].cpu().numpy().astype(np.int64),
+                    "encoder_hidden_states": states.float().cpu().numpy(),
+                })
+        seqs = sequences.numpy()
+        logits = logits.astype(np.float64)
+        logprobs = logits - logits.max(-1, keepdims=True)
+        logprobs -= np.log(np.exp(logprobs).sum(-1, keepdims=True))
+        results = []
+        for b in range(len(images)):
+            targets = seqs[b, 1:]
+            n = len(targets)
+            eos = np.flatnonzero(targets == self.eos_id)
+            if len(eos):
+                n = int(eos[0]) + 1
+            else:
+                pads = np.flatnonzero(targets == self.pad_id)
+                n = int(pads[0]) if len(pads) else n
+            ids = targets[:n]
+            lp = logprobs[b, np.arange(n), ids] if n else np.zeros(0)
+            visible = [i for i, t in enumerate(ids) if t != self.eos_id]
+            tokens = self.tokenizer.convert_ids_to_tokens([int(ids[i]) for i in visible])
+            text = self.tokenizer.decode([int(ids[i]) for i in visible], skip_special_tokens=True).strip()
+            results.append(LineResult(
+                text=text, confidence=float(lp.mean()) if n else float("-inf"), tokens=tokens,
+                token_logprobs=[float(lp[i]) for i in visible],
+                attention=cross[b, visible] if self.config.token_boxes else None,
+            ))
+        return results
+
+
+# ---------------------------------------------------------------------------------------------
+# Documents
+# ---------------------------------------------------------------------------------------------
+
+
+def line_records(doc: str, lines: list[pages.Line], results: list[LineResult], grid: tuple[int, int],
+                 config: RecognizeConfig) -> list[dict[str, Any]]:
+    """JSON-able records, one per line, boxes in page pixels."""
+    records = []
+    for idx, (line, res) in enumerate(zip(lines, results)):
+        rec: dict[str, Any] = {
+            "document": doc, "page": line.page + 1, "line": idx + 1, "box": list(line.box), "text": res.text,
+            "confidence": round(res.confidence, 5) if math.isfinite(res.confidence) else None,
+        }
+        if config.token_boxes and res.attention is not None and len(res.tokens):
+            boxes = localize.token_boxes(res.attention, grid, line.image.size, line.to_page, config.box_threshold)
+            rec["tokens"] = [
+                {"text": _decode_tokens(t), "box": list(b), "logprob": round(lp, 5)}
+                for t, b, lp in zip(res.tokens, boxes, res.token_logprobs)
+            ]
+            words = []
+            for group in localize.group_words(res.tokens):
+                text = _decode_tokens("".join(res.tokens[i] for i in group)).strip()
+                words.append({"text": text, "box": list(localize.union([boxes[i] for i in group])),
+                              "logprob": round(sum(res.token_logprobs[i] for i in group) / len(group), 5)})
+            rec["words"] = words
+        records.append(rec)
+    return records
+
+
+_BYTE_DECODER: dict[str, int] | None = None
+
+
+def _decode_tokens(text: str) -> str:
+    """Byte-level BPE token characters back to UTF-8 text."""
+    global _BYTE_DECODER
+    if _BYTE_DECODER is None:
+        from transformers.models.roberta.tokenization_roberta import bytes_to_unicode
+
+        _BYTE_DECODER = {v: k for k, v in bytes_to_unicode().items()}
+    raw = bytes(_BYTE_DECODER[c] for c in text if c in _BYTE_DECODER)
+    return raw.decode("utf-8", errors="replace")
+
+
+def resolve_model(model: str, config: RecognizeConfig) -> tuple[Path, str]:
+    """The local folder and content hash of the model a backend reads.
+
+    ONNX Runtime reads an export artifact (see ``inkbooth.ocr.export``); PyTorch reads the source
+    checkpoint (hub id, folder or s3://).
+    """
+    if config.backend == "torch":
+        from inkbooth import models
+
+        folder = models.resolve(model)
+        return folder, artifacts.content_hash(artifacts.scan_dir(folder))
+    if not artifacts.is_published(model):
+        raise ValueError(f"{model}: not an exported model (no {artifacts.MANIFEST}); run export-trocr first, "
+                         "or use backend=torch with a PyTorch checkpoint")
+    manifest = artifacts.read_manifest(model)
+    if manifest.kind != "trocr-onnx":
+        raise ValueError(f"{model}: is a {manifest.kind!r} artifact, not a trocr-onnx export")
+    return artifacts.fetch(model), manifest.content_hash
+
+
+def parse_shard(shard: str) -> tuple[int, int]:
+    """``"i/n"`` -> (i, n), with 0 <= i < n."""
+    try:
+        i, n = (int(x) for x in shard.split("/"))
+    except ValueError:
+        raise ValueError(f"shard {shard!r}: expected i/n, e.g. 0/4") from None
+    if not 0 <= i < n:
+        raise ValueError(f"shard {shard!r}: need 0 <= i < n")
+    return i, n
+
+
+def list_documents(documents: str) -> list[str]:
+    """Relative keys of the documents under a prefix (hidden files and partial writes skipped)."""
+    keys = []
+    for rel in storage.list_files(documents):
+        name = rel.rsplit("/", 1)[-1]
+        if name.startswith(".") or name == artifacts.MANIFEST:
+            continue
+        keys.append(rel)
+    return keys
+
+
+def result_uri(output: str, rel: str) -> str:
+    """Where a document's result lives: named by a hash of its key, so no input name becomes a key."""
+    digest = hashlib.sha256(rel.encode("utf-8", "surrogateescape")).hexdigest()[:40]
+    return storage.join(output, WORK, digest + DOC_SUFFIX)
+
+
+def _error_record(doc: str, message: str) -> dict[str, Any]:
+    return {"document": doc, "page": None, "line": None, "status": "error", "error": message}
+
+
+def recognize_documents(documents: str, model: str, output: str, config: RecognizeConfig | None = None, *,
+                        shard: str = "0/1", keys: list[str] | None = None, progress: bool = True) -> dict[str, Any]:
+    """OCR every document of shard ``shard`` under ``documents``; per-document results go to ``output``.
+
+    ``model`` is an ONNX export artifact (local folder or ``s3://``). ``keys`` (relative document
+    keys) overrides listing ``documents``, so all shards of a run work from one snapshot.
+    """
+    from tqdm import tqdm
+
+    config = config or RecognizeConfig()
+    config.validate()
+    index, count = parse_shard(shard)
+    model_dir, model_hash = resolve_model(model, config)
+    settings = config_hash({k: v for k, v in to_dict(config).items() if k != "skip_done"})
+    all_keys = sorted(keys) if keys is not None else list_documents(documents)
+    mine = all_keys[index::count]
+    recognizer: Recognizer | None = None
+    summary = {"shard": shard, "documents": len(mine), "done": 0, "skipped": 0, "errors": 0, "lines": 0,
+               "pages": 0, "seconds": 0.0}
+    bar = tqdm(mine, desc=f"ocr shard {shard}", unit="doc", file=sys.stderr, disable=not progress)
+    for rel in bar:
+        started = time.perf_counter()
+        out_uri = result_uri(output, rel)
+        try:
+            data = storage.read_bytes(storage.join(documents, rel))
+        except (storage.StorageError, ValueError) as e:
+            result = {"document": rel, "status": "error", "records": [_error_record(rel, f"{rel!r}: {e}")]}
+            storage.write_text(out_uri, json.dumps(result))
+            summary["errors"] += 1
+            continue
+        digest = hashlib.sha256(data).hexdigest()
+        if config.skip_done and storage.exists(out_uri):
+            try:
+                prev = json.loads(storage.read_text(out_uri))
+            except (ValueError, storage.StorageError):
+                prev = {}
+            if (prev.get("status") == "ok" and prev.get("sha256") == digest and prev.get("model") == model_hash
+                    and prev.get("config") == settings):
+                summary["skipped"] += 1
+                continue
+        try:
+            doc_lines = list(pages.document_lines(data, rel, config.pages))
+            if recognizer is None:
+                recognizer = Recognizer(model_dir, config)
+            results: list[LineResult] = []
+            # Similar widths in a batch keep beam lengths alike; order is restored afterwards.
+            order = sorted(range(len(doc_lines)), key=lambda i: doc_lines[i].image.width)
+            for start in range(0, len(order), config.batch_size):
+                chunk = order[start:start + config.batch_size]
+                results.extend(zip(chunk, recognizer.read([doc_lines[i].image for i in chunk])))
+            results.sort(key=lambda pair: pair[0])
+            records = line_records(rel, doc_lines, [r for _, r in results], recognizer.grid, config)
+            n_pages = len({ln.page for ln in doc_lines})
+            result = {"document": rel, "status": "ok", "sha256": digest, "model": model_hash, "config": settings,
+                      "pages_with_text": n_pages, "lines": len(records),
+                      "seconds": round(time.perf_counter() - started, 4), "records": records}
+            summary["done"] += 1
+            summary["lines"] += len(records)
+            summary["pages"] += n_pages
+        except pages.InputError as e:
+            result = {"document": rel, "status": "error", "sha256": digest, "records": [_error_record(rel, str(e))]}
+            summary["errors"] += 1
+            log.warning("%s", e)
+        except Exception as e:  # noqa: BLE001 - one bad document must not stop the batch
+            message = f"{rel}: {type(e).__name__}: {e}"
+            result = {"document": rel, "status": "error", "sha256": digest, "records": [_error_record(rel, message)]}
+            summary["errors"] += 1
+            log.exception("%s", message)
+        storage.write_text(out_uri, json.dumps(result))
+        summary["seconds"] += time.perf_counter() - started
+        bar.set_postfix(lines=summary["lines"], errors=summary["errors"])
+    summary["seconds"] = round(summary["seconds"], 3)
+    return summary

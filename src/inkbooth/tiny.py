@@ -1,0 +1,112 @@
+"""Tiny models of the real architectures, built offline from configs, seeded.
+
+They are saved with ``save_pretrained`` in exactly the layout of the real checkpoints, so every
+loading path (hub id, local folder, ``s3://``) is the one a real model takes. They do not read or
+draw anything meaningful: they exist to exercise the code, not to score.
+
+The TrOCR here is a ``VisionEncoderDecoderModel`` (ViT encoder + ``TrOCRForCausalLM`` decoder) with a
+``TrOCRProcessor`` whose byte-level BPE tokenizer (RoBERTa's kind, like ``microsoft/trocr-base-printed``)
+is trained locally on a fixed text. Its output projection is scaled up so that, like a trained model's,
+its next-token choices are clear rather than near-ties; quantisation parity then measures the
+quantiser, not the coin flips of a random network.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from inkbooth.config import option
+
+_CORPUS = """\
+Invoice number 20931 dated 14 March 2026. Total amount due: 1,284.50 EUR. Payment within 30 days.
+The quick brown fox jumps over the lazy dog. Page 3 of 12. Order reference ABX-4471, quantity 12.
+Printed documents are read line by line; each line is a crop of the page with its box.
+Account holder, bank name, address, postal code, city, country, telephone, email, tax id, VAT.
+Lorem ipsum dolor sit amet, consectetur adipiscing elit, sed do eiusmod tempor incididunt ut labore.
+0123456789 !"#$%&'()*+,-./:;<=>?@[]_{|}~ ABCDEFGHIJKLMNOPQRSTUVWXYZ abcdefghijklmnopqrstuvwxyz
+"""
+
+
+@dataclasses.dataclass
+class TinyTrOCRConfig:
+    """Shape of the tiny TrOCR (about 9 MB of ONNX: big enough that weights, not graph, dominate the files)."""
+
+    image_height: int = option(32, "encoder input height (pixels)")
+    image_width: int = option(128, "encoder input width (pixels); wide, because inputs are text lines")
+    patch_size: int = option(8, "ViT patch size")
+    hidden_size: int = option(96, "encoder hidden size")
+    encoder_layers: int = option(2, "encoder layers")
+    d_model: int = option(128, "decoder hidden size (differs from the encoder's, as in trocr-base)")
+    decoder_layers: int = option(2, "decoder layers")
+    heads: int = option(2, "attention heads (encoder and decoder)")
+    vocab_size: int = option(400, "BPE vocabulary size, special tokens included")
+    max_positions: int = option(128, "decoder positions, hence the longest line in tokens")
+    logit_scale: float = option(12.0, "factor on the output projection: peaked, trained-like choices")
+    seed: int = option(0, "seed of the random weights")
+
+
+def build_tiny_trocr(out_dir: str | Path, config: TinyTrOCRConfig | None = None) -> Path:
+    """Write a tiny TrOCR checkpoint (model, tokenizer, image processor) to ``out_dir``."""
+    import tempfile
+
+    import torch
+    from tokenizers import ByteLevelBPETokenizer
+    from transformers import (
+        RobertaTokenizerFast,
+        TrOCRConfig,
+        TrOCRProcessor,
+        ViTConfig,
+        ViTImageProcessor,
+        VisionEncoderDecoderConfig,
+        VisionEncoderDecoderModel,
+    )
+
+    cfg = config or TinyTrOCRConfig()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+
+    specials = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]  # RoBERTa's ids 0..4, as in trocr-base
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(_CORPUS.splitlines() * 4, vocab_size=cfg.vocab_size, min_frequency=2,
+                            special_tokens=specials, show_progress=False)
+    with tempfile.TemporaryDirectory() as tmp:
+        bpe.save_model(tmp)
+        tokenizer = RobertaTokenizerFast(vocab_file=f"{tmp}/vocab.json", merges_file=f"{tmp}/merges.txt",
+                                         model_max_length=cfg.max_positions)
+
+    encoder = ViTConfig(
+        image_size=[cfg.image_height, cfg.image_width], patch_size=cfg.patch_size, num_channels=3,
+        hidden_size=cfg.hidden_size, num_hidden_layers=cfg.encoder_layers, num_attention_heads=cfg.heads,
+        intermediate_size=cfg.hidden_size * 4, qkv_bias=False,
+    )
+    decoder = TrOCRConfig(
+        vocab_size=len(tokenizer), d_model=cfg.d_model, decoder_layers=cfg.decoder_layers,
+        decoder_attention_heads=cfg.heads, decoder_ffn_dim=cfg.d_model * 4,
+        max_position_embeddings=cfg.max_positions, use_learned_position_embeddings=True,
+        layernorm_embedding=True, activation_function="gelu", scale_embedding=False,
+        pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id, decoder_start_token_id=tokenizer.eos_token_id,
+        tie_word_embeddings=False,
+    )
+    model_cfg = VisionEncoderDecoderConfig.from_encoder_decoder_configs(encoder, decoder)
+    # As in microsoft/trocr-base-printed: decoding starts from </s> (id 2).
+    model_cfg.decoder_start_token_id = tokenizer.eos_token_id
+    model_cfg.pad_token_id = tokenizer.pad_token_id
+    model_cfg.eos_token_id = tokenizer.eos_token_id
+
+    torch.manual_seed(cfg.seed)
+    model = VisionEncoderDecoderModel(model_cfg)
+    with torch.no_grad():
+        model.decoder.output_projection.weight.mul_(cfg.logit_scale)
+    model.generation_config.decoder_start_token_id = tokenizer.eos_token_id
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.save_pretrained(out, safe_serialization=True)
+
+    image_processor = ViTImageProcessor(
+        do_resize=True, size={"height": cfg.image_height, "width": cfg.image_width}, resample=2,
+        do_normalize=True, image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5],
+    )
+    TrOCRProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(out)
+    return out
