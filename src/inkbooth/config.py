@@ -91,6 +91,9 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     if tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
+        # JSON and protobuf Structs (KFP dict parameters) carry every number as a float.
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
         raise ConfigError(f"{where}: expected an integer, got {type(value).__name__} {value!r}")
     if tp is str:
         if isinstance(value, str):

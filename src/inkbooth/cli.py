@@ -1,0 +1,242 @@
+"""``inkbooth``: one command line over the library.
+
+Every subcommand maps its arguments onto one library function and its typed config: a config file
+(``--config``, YAML) first, then one flag per config field on top. Nothing heavy is imported until a
+subcommand runs, so ``inkbooth --help`` is instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from inkbooth import __version__
+
+
+def _config_parser(sub: Any, name: str, help_text: str, cls_path: str, positionals: list[tuple[str, str]]) -> Any:
+    """A subcommand whose flags are the fields of a config dataclass (cheap to import: no torch)."""
+    import importlib
+
+    from inkbooth.config import add_arguments
+
+    module, attr = cls_path.split(":")
+    p = sub.add_parser(name, help=help_text, description=help_text)
+    for arg, arg_help in positionals:
+        p.add_argument(arg, help=arg_help)
+    p.add_argument("--config", help="YAML file with config fields; flags below override it")
+    add_arguments(p, getattr(importlib.import_module(module), attr))
+    p.set_defaults(_config_cls=cls_path)
+    return p
+
+
+def _load_config(args: argparse.Namespace) -> Any:
+    import importlib
+
+    from inkbooth import config
+
+    module, attr = args._config_cls.split(":")
+    cls = getattr(importlib.import_module(module), attr)
+    return config.load(cls, args.config, config.overrides_from_args(args, cls))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="inkbooth",
+        description="Pipelines for TrOCR printed-text OCR (and DreamBooth), locally or on Kubeflow Pipelines.",
+    )
+    parser.add_argument("--version", action="version", version=f"inkbooth {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = _config_parser(sub, "export-trocr", "export a TrOCR checkpoint to ONNX (fp32/INT8/FP16) with parity checks",
+                       "inkbooth.ocr.export:ExportConfig",
+                       [("model", "hub id, local folder or s3:// URI of the checkpoint"),
+                        ("output", "folder or s3:// prefix for the ONNX artifact")])
+    p.add_argument("--parity-images-uri", help="folder or s3:// prefix of line images for the parity set")
+
+    p = _config_parser(sub, "ocr", "OCR documents (one shard of them) with an exported model",
+                       "inkbooth.ocr.recognize:RecognizeConfig",
+                       [("documents", "folder or s3:// prefix of PNG/JPEG/TIFF/PDF documents"),
+                        ("model", "exported model (export-trocr output); with --backend torch, a checkpoint"),
+                        ("output", "folder or s3:// prefix for the results")])
+    p.add_argument("--shard", default="0/1", help="this worker's share, i/n (default 0/1: everything)")
+    p.add_argument("--no-merge", action="store_true", help="do not merge results after this shard")
+    p.add_argument("--ground-truth", default="", help="prefix with <document>.txt transcripts, for CER")
+
+    p = sub.add_parser("pages", help="print the line boxes found in a document (JSON)")
+    p.add_argument("document", help="path or s3:// URI of a document")
+    p.add_argument("--crops", help="folder to write the line crops to")
+
+    p = sub.add_parser("run", help="run a pipeline (locally through kfp.local)",
+                       description="Run a pipeline end to end. With --local it runs here through kfp.local.")
+    p.add_argument("pipeline", help="pipeline name: ocr")
+    p.add_argument("--local", action="store_true", help="run here with kfp.local (the only mode in this version)")
+    p.add_argument("--config", required=False, help="YAML run config (see examples/)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a run config field (YAML value), e.g. --set num_shards=8")
+    p.add_argument("--store", choices=["env", "embedded"], default="env",
+                   help="env: S3 endpoint and credentials from the environment; embedded: start SeaweedFS here")
+    p.add_argument("--workdir", default=".inkbooth", help="local pipeline root and embedded store data")
+
+    p = sub.add_parser("compile", help="compile pipelines to KFP v2 IR YAML")
+    p.add_argument("pipeline", nargs="?", default="all", help="pipeline name, or all")
+    p.add_argument("--out-dir", help="where to write (default: beside the pipeline modules)")
+
+    p = sub.add_parser("store", help="the embedded SeaweedFS object store")
+    p.add_argument("action", choices=["start"], help="start: run in the foreground and print its environment")
+    p.add_argument("--data", default=".inkbooth/s3", help="data folder")
+
+    p = sub.add_parser("tiny", help="build a tiny model of a real architecture (offline, seeded)")
+    p.add_argument("kind", choices=["trocr"])
+    p.add_argument("output", help="folder to save it to")
+
+    p = sub.add_parser("demo", help="run the OCR pipeline end to end on tiny models and the embedded store")
+    p.add_argument("--workdir", default=".inkbooth", help="where the demo keeps its files")
+    p.add_argument("--num-shards", type=int, default=2)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s")
+    for noisy in ("botocore", "urllib3", "s3transfer", "filelock", "kfp", "httpx"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    from inkbooth.config import ConfigError
+
+    try:
+        return COMMANDS[args.command](args)
+    except ConfigError as e:
+        print(f"inkbooth: config error: {e}", file=sys.stderr)
+        return 2
+    except (ValueError, FileNotFoundError, RuntimeError) as e:
+        print(f"inkbooth {args.command}: {e}", file=sys.stderr)
+        return 1
+
+
+def _export(args: argparse.Namespace) -> int:
+    from inkbooth.ocr.export import export_trocr
+
+    manifest = export_trocr(args.model, args.output, _load_config(args), parity_images=args.parity_images_uri)
+    print(json.dumps({"output": args.output, "content_hash": manifest.content_hash, "metrics": manifest.metrics},
+                     indent=2))
+    return 0
+
+
+def _ocr(args: argparse.Namespace) -> int:
+    from inkbooth.ocr.batch import merge_results, plan_documents
+    from inkbooth.ocr.recognize import recognize_documents
+
+    cfg = _load_config(args)
+    summary = recognize_documents(args.documents, args.model, args.output, cfg, shard=args.shard)
+    print(json.dumps(summary))
+    if not args.no_merge and args.shard.split("/")[1] == "1":
+        manifest = merge_results(plan_documents(args.documents, 1), args.output, args.ground_truth or None)
+        print(json.dumps({"results": f"{args.output.rstrip('/')}/results", "report": manifest.metrics}))
+    return 0
+
+
+def _pages(args: argparse.Namespace) -> int:
+    from inkbooth import storage
+    from inkbooth.ocr import pages
+
+    data = storage.read_bytes(args.document)
+    out = []
+    for i, line in enumerate(pages.document_lines(data, args.document)):
+        out.append({"page": line.page + 1, "box": list(line.box)})
+        if args.crops:
+            Path(args.crops).mkdir(parents=True, exist_ok=True)
+            line.image.save(Path(args.crops) / f"p{line.page + 1:03d}-l{i + 1:04d}.png")
+    print(json.dumps(out))
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    import yaml
+
+    from inkbooth import config, objectstore, runs, storage
+
+    if not args.local:
+        print("inkbooth run: only --local is available in this version; compile the pipeline and submit the "
+              "YAML to your KFP endpoint", file=sys.stderr)
+        return 2
+    spec = runs.get(args.pipeline)
+    overrides = {}
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise config.ConfigError(f"--set {item!r}: expected KEY=VALUE")
+        overrides[key] = yaml.safe_load(value)
+    run = config.load(spec.run_config, args.config, overrides)
+    workdir = Path(args.workdir)
+    if args.store == "embedded":
+        with objectstore.EmbeddedS3(workdir / "s3") as store, objectstore.environment(store.env()):
+            for uri in (run.documents, run.output):
+                if storage.is_s3(uri):
+                    storage.ensure_bucket(uri)
+            result = runs.run_local(args.pipeline, run, workdir / "kfp-local")
+    else:
+        result = runs.run_local(args.pipeline, run, workdir / "kfp-local")
+    print(json.dumps({"pipeline": args.pipeline, "output": result}))
+    return 0
+
+
+def _compile(args: argparse.Namespace) -> int:
+    from inkbooth import runs
+
+    names = sorted(runs.PIPELINES) if args.pipeline == "all" else [args.pipeline]
+    for name in names:
+        target = Path(args.out_dir) / runs.get(name).yaml if args.out_dir else runs.packaged_yaml(name)
+        runs.compile_pipeline(name, target)
+        print(target)
+    return 0
+
+
+def _store(args: argparse.Namespace) -> int:
+    import signal
+    import threading
+
+    from inkbooth import objectstore
+
+    with objectstore.EmbeddedS3(args.data) as store:
+        for key, value in store.env().items():
+            print(f"export {key}={value}")
+        sys.stdout.flush()
+        stop = threading.Event()
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        try:
+            stop.wait()
+        except KeyboardInterrupt:
+            pass
+    return 0
+
+
+def _tiny(args: argparse.Namespace) -> int:
+    from inkbooth import tiny
+
+    print(tiny.build_tiny_trocr(args.output))
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from inkbooth.demo import run_demo
+
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    run_demo(args.workdir, num_shards=args.num_shards)
+    return 0
+
+
+COMMANDS = {"export-trocr": _export, "ocr": _ocr, "pages": _pages, "run": _run, "compile": _compile,
+            "store": _store, "tiny": _tiny, "demo": _demo}
+
+if __name__ == "__main__":
+    sys.exit(main())
