@@ -208,21 +208,31 @@ def retrying(fn: Callable[[], T], what: str, policy: RetryPolicy | None = None) 
     for attempt in range(policy.attempts):
         try:
             return fn()
-        except Exception as exc:  # noqa: BLE001 - classified below
+        except Exception as raised:  # noqa: BLE001 - classified below
+            exc = _as_checksum_error(raised, what)
             if not _is_transient(exc):
                 raise
             # A mismatch read twice is corruption at rest, not on the wire: no point in more tries.
             if isinstance(exc, ChecksumError) and attempt >= 1:
-                raise
+                raise exc from raised
             if attempt == policy.attempts - 1:
                 if isinstance(exc, ChecksumError):
-                    raise
+                    raise exc from raised
                 raise StorageError(f"{what}: failed after {policy.attempts} attempts: {_describe(exc)}") from exc
             wait = policy.delay(attempt)
             log.warning("%s: %s; retrying in %.2fs (%d/%d)", what, _describe(exc), wait, attempt + 1,
                         policy.attempts - 1)
             time.sleep(wait)
     raise AssertionError("unreachable")
+
+
+def _as_checksum_error(exc: BaseException, what: str) -> BaseException:
+    """botocore's own integrity check (the server's CRC) failing is a checksum error too."""
+    from botocore.exceptions import FlexibleChecksumError
+
+    if isinstance(exc, FlexibleChecksumError):
+        return ChecksumError(f"{what}: checksum mismatch on the wire ({exc})")
+    return exc
 
 
 def _describe(exc: BaseException) -> str:

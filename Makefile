@@ -1,0 +1,46 @@
+# inkbooth: `make help` lists the targets. Everything runs in a virtual environment in .venv.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+TESTDATA := .inkbooth/testdata
+
+.DEFAULT_GOAL := help
+
+help: ## list the targets
+	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+setup: $(STAMP) ## create .venv and install inkbooth with its dev, OCR and local-store extras
+
+demo: setup ## set up, then run the OCR pipeline end to end locally (embedded S3, tiny models)
+	$(BIN)/inkbooth demo
+
+testdata: ## fetch test data from Debian (a LaTeX-typeset PDF manual) into .inkbooth/testdata
+	bash scripts/fetch-testdata.sh $(TESTDATA)
+
+test: setup testdata ## set up, then run the test suite (what CI runs)
+	$(BIN)/pytest -q -m "not slow and not gpu"
+
+test-all: setup testdata ## every test, slow ones too
+	$(BIN)/pytest -q -m "not gpu"
+
+lint: setup ## ruff
+	$(BIN)/ruff check src components pipelines tests bench
+
+compile: setup ## recompile pipelines/*.yaml from the pipeline code
+	$(BIN)/inkbooth compile
+
+bench: setup ## benchmarks (bench/*.py); figures go in the README
+	$(BIN)/python bench/ocr.py
+
+clean: ## remove the venv and local run data
+	rm -rf $(VENV) .inkbooth .pytest_cache
+
+.PHONY: help setup demo testdata test test-all lint compile bench clean

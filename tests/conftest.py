@@ -1,0 +1,59 @@
+"""Shared fixtures: a real SeaweedFS S3 server, the tiny TrOCR and its ONNX export."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import pytest
+
+from inkbooth import objectstore, storage
+
+REPO = Path(__file__).resolve().parent.parent
+TESTDATA = REPO / ".inkbooth" / "testdata"
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never download
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory):
+    """A SeaweedFS server on 127.0.0.1 for the whole session; its environment is set for everyone."""
+    store = objectstore.EmbeddedS3(tmp_path_factory.mktemp("seaweedfs")).start()
+    with objectstore.environment(store.env()):
+        yield store
+    store.stop()
+
+
+@pytest.fixture(autouse=True, scope="session")
+def fast_retries():
+    storage.set_retry_policy(storage.RetryPolicy(attempts=4, base_delay=0.01, max_delay=0.05))
+    yield
+    storage.set_retry_policy(storage.DEFAULT_RETRY)
+
+
+@pytest.fixture
+def bucket(s3_server) -> str:
+    """A fresh bucket, as an s3:// URI."""
+    uri = f"s3://test-{uuid.uuid4().hex[:12]}"
+    storage.ensure_bucket(uri)
+    return uri
+
+
+@pytest.fixture(scope="session")
+def tiny_trocr(tmp_path_factory) -> Path:
+    from inkbooth import tiny
+
+    return tiny.build_tiny_trocr(tmp_path_factory.mktemp("tiny") / "tiny-trocr")
+
+
+@pytest.fixture(scope="session")
+def tiny_onnx(tiny_trocr, tmp_path_factory):
+    """The tiny TrOCR exported (fp32, int8, fp16) with parity measured on 50 line images."""
+    from inkbooth.ocr.export import ExportConfig, export_trocr
+
+    out = tmp_path_factory.mktemp("onnx") / "tiny-onnx"
+    # A random model's INT8 text drifts far more than a trained model's: see inkbooth.tiny.
+    manifest = export_trocr(str(tiny_trocr), str(out), ExportConfig(parity_images=50, max_int8_cer=0.6))
+    return out, manifest
