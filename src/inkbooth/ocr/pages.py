@@ -207,7 +207,7 @@ def binarize(gray: np.ndarray) -> np.ndarray:
     return ink
 
 
-def estimate_skew(ink: np.ndarray, max_degrees: float = 5.0) -> float:
+def estimate_skew(ink: np.ndarray, max_degrees: float = 5.0, strips: int = 4) -> float:
     """Skew angle (degrees, counter-clockwise positive) that makes text rows most horizontal."""
     import numpy as np
 
@@ -217,13 +217,17 @@ def estimate_skew(ink: np.ndarray, max_degrees: float = 5.0) -> float:
     if len(xs) > 200_000:  # a sample is plenty to find the angle
         pick = np.random.default_rng(0).choice(len(xs), 200_000, replace=False)
         ys, xs = ys[pick], xs[pick]
-    xs = xs - ink.shape[1] / 2.0
+    width = ink.shape[1]
+    xs = xs - width / 2.0
+    # Profiles are scored per vertical strip: across columns whose rows are offset, a shear could
+    # line the columns up with each other and look "sharper" than the true angle.
+    strip = np.minimum((xs + width / 2.0) * strips // max(width, 1), strips - 1).astype(np.int64)
 
     def sharpness(deg: float) -> float:
         t = math.tan(math.radians(deg))
         rows = np.round(ys + xs * t).astype(np.int64)
         rows -= rows.min()
-        profile = np.bincount(rows)
+        profile = np.bincount(strip * (rows.max() + 1) + rows)
         return float((profile.astype(np.float64) ** 2).sum())
 
     coarse = np.arange(-max_degrees, max_degrees + 1e-9, 0.5)

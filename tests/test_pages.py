@@ -1,0 +1,158 @@
+"""Pages to lines: rendered pages with exact line boxes, a real typeset PDF, and awkward inputs."""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from inkbooth.ocr import pages, synth
+from tests.conftest import TESTDATA
+from tests.pdftruth import pdf_line_boxes, recall
+
+
+def lines_of(img: Image.Image, **cfg) -> list[pages.Line]:
+    return pages.page_lines(pages.Page(0, img.convert("L")), pages.PagesConfig(**cfg))
+
+
+@pytest.mark.parametrize("columns", [1, 2])
+def test_rendered_pages_lines_found_with_iou(columns):
+    found = total = 0
+    for seed in range(3):
+        page = synth.render_page(seed=seed, columns=columns)
+        rate, misses = recall([ln.box for ln in page.lines], [ln.box for ln in lines_of(page.image)])
+        found += len(page.lines) - len(misses)
+        total += len(page.lines)
+    assert total > 60
+    assert found / total >= 0.95, f"{found}/{total} lines found with IoU >= 0.7"
+
+
+@pytest.mark.parametrize("angle", [1.5, -2.5])
+def test_skewed_page_is_straightened_and_boxes_map_back(angle):
+    page = synth.render_page(seed=5, max_lines=20)
+    w, h = page.image.size
+    rotated = page.image.rotate(angle, fillcolor=255, resample=Image.BILINEAR)
+    t = math.radians(angle)
+    truth = []
+    for ln in page.lines:  # the true boxes, rotated like the page
+        xs, ys = [], []
+        for x, y in ((ln.box[0], ln.box[1]), (ln.box[2], ln.box[1]), (ln.box[0], ln.box[3]), (ln.box[2], ln.box[3])):
+            dx, dy = x - w / 2, y - h / 2
+            xs.append(w / 2 + dx * math.cos(t) + dy * math.sin(t))
+            ys.append(h / 2 - dx * math.sin(t) + dy * math.cos(t))
+        truth.append((min(xs), min(ys), max(xs), max(ys)))
+    assert abs(pages.estimate_skew(pages.binarize(np.asarray(rotated))) - angle) < 0.2
+    rate, misses = recall(truth, [ln.box for ln in lines_of(rotated)])
+    assert rate >= 0.95, misses
+
+
+def test_real_typeset_pdf_lines_match_its_text_layer():
+    pdf_path = TESTDATA / "camlidl-1.04.doc.pdf"
+    if not pdf_path.exists():
+        if os.environ.get("CI"):
+            pytest.fail(f"{pdf_path} missing: `make testdata` fetches it (Debian package camlidl-doc)")
+        pytest.skip(f"{pdf_path} missing: run `make testdata`")
+    import pypdfium2 as pdfium
+
+    dpi = 200
+    doc = pdfium.PdfDocument(str(pdf_path))
+    data = pdf_path.read_bytes()
+    found = total = 0
+    for page in pages.load_pages(data, pdf_path.name, pages.PagesConfig(pdf_dpi=dpi, max_pages=12)):
+        truth = pdf_line_boxes(doc[page.index], dpi)
+        predicted = [ln.box for ln in pages.page_lines(page)]
+        _, misses = recall(truth, predicted)
+        found += len(truth) - len(misses)
+        total += len(truth)
+    assert total > 300
+    assert found / total >= 0.95, f"{found}/{total} text-layer lines found with IoU >= 0.7"
+
+
+def test_crops_hold_the_line_and_map_to_page_boxes():
+    page = synth.render_page(seed=9, max_lines=5)
+    got = lines_of(page.image)
+    assert len(got) == 5
+    for ln in got:
+        assert ln.image.mode == "RGB"
+        x0, y0, x1, y1 = ln.box
+        assert ln.image.width >= x1 - x0 and ln.image.height >= y1 - y0
+        assert ln.to_page((0, 0, ln.image.width, ln.image.height))[0] <= x0
+
+
+def encode(img: Image.Image, fmt: str, **kw) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format=fmt, **kw)
+    return buf.getvalue()
+
+
+def test_formats_and_pixel_modes_all_read():
+    page = synth.render_page(seed=2, max_lines=4, width=900, height=700).image
+    rgb = page.convert("RGB")
+    rgba = rgb.convert("RGBA")
+    rgba.putalpha(Image.fromarray((np.asarray(page) < 128).astype(np.uint8) * 255))  # ink opaque, rest clear
+    variants = {
+        "png-gray": encode(page, "PNG"),
+        "jpeg": encode(rgb, "JPEG", quality=90),
+        "cmyk-tiff": encode(rgb.convert("CMYK"), "TIFF"),
+        "palette-png": encode(rgb.convert("P", palette=Image.ADAPTIVE), "PNG"),
+        "alpha-png": encode(rgba, "PNG"),
+        "16bit-png": encode(Image.fromarray((np.asarray(page).astype(np.uint16) * 257)), "PNG"),
+        "bilevel-tiff": encode(page.convert("1"), "TIFF", compression="group4"),
+        "pdf": encode(rgb, "PDF", resolution=100),
+    }
+    for name, data in variants.items():
+        got = list(pages.document_lines(data, name))
+        assert len(got) == 4, f"{name}: {len(got)} lines"
+
+
+def test_multipage_tiff_keeps_page_numbers():
+    imgs = [synth.render_page(seed=s, max_lines=n, width=800, height=600).image for s, n in ((1, 2), (2, 3))]
+    data = encode(imgs[0], "TIFF", save_all=True, append_images=[imgs[1]])
+    got = list(pages.document_lines(data, "two.tiff"))
+    assert [ln.page for ln in got] == [0, 0, 1, 1, 1]
+
+
+@pytest.mark.parametrize("data, message", [
+    (b"", "empty file"),
+    (b"this is not an image", "unrecognised format"),
+    (b"%PDF-1.4\n garbage", "broken PDF"),
+])
+def test_bad_inputs_are_clear_errors(data, message):
+    with pytest.raises(pages.InputError, match=message) as err:
+        list(pages.document_lines(data, "bad-input.bin"))
+    assert "bad-input.bin" in str(err.value)
+
+
+def test_truncated_image_is_an_input_error():
+    data = encode(synth.render_page(seed=1, max_lines=3, width=600, height=400).image, "PNG")
+    with pytest.raises(pages.InputError, match="truncated.png: page 1 cannot be decoded"):
+        list(pages.document_lines(data[: len(data) // 2], "truncated.png"))
+
+
+def test_decompression_bomb_refused_with_configurable_limit():
+    big = encode(Image.new("L", (4000, 3000), 255), "PNG")
+    with pytest.raises(pages.InputError, match="over the limit of 1000000"):
+        list(pages.load_pages(big, "huge.png", pages.PagesConfig(max_pixels=1_000_000)))
+    assert len(list(pages.load_pages(big, "huge.png", pages.PagesConfig(max_pixels=20_000_000)))) == 1
+
+
+def test_blank_page_has_no_lines():
+    assert lines_of(Image.new("L", (800, 600), 255)) == []
+    assert lines_of(Image.new("L", (800, 600), 0)) == []
+
+
+def test_white_on_black_text_is_read():
+    page = synth.render_page(seed=4, max_lines=6, width=900, height=700).image
+    inverted = Image.fromarray(255 - np.asarray(page))
+    assert len(lines_of(inverted)) == 6
+
+
+def test_config_is_validated():
+    from inkbooth.config import ConfigError, from_dict
+
+    with pytest.raises(ConfigError, match="pdf_dpi must be between"):
+        from_dict(pages.PagesConfig, {"pdf_dpi": 5})
