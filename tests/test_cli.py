@@ -1,0 +1,56 @@
+"""The command line: light to start, strict with its input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from inkbooth import cli
+from inkbooth.ocr import synth
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "inkbooth.cli", *args], capture_output=True, text=True, timeout=120)
+
+
+def test_help_and_import_do_not_load_torch():
+    code = ("import sys, inkbooth, inkbooth.cli, inkbooth.runs, inkbooth.pipelines.ocr; "
+            "inkbooth.cli.build_parser(); "
+            "heavy = [m for m in ('torch', 'transformers', 'onnxruntime', 'numpy') if m in sys.modules]; "
+            "print(heavy)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+    assert run_cli("--help").returncode == 0
+
+
+def test_wrong_flag_value_names_the_field():
+    res = run_cli("ocr", "docs", "model", "out", "--num-beams", "four")
+    assert res.returncode == 2
+    assert "num_beams: expected an integer, got str 'four'" in res.stderr
+
+
+def test_unknown_config_key_names_the_file_and_key(tmp_path):
+    cfg = tmp_path / "export.yaml"
+    cfg.write_text("parity_imgs: 10\n")
+    res = run_cli("export-trocr", "model", "out", "--config", str(cfg))
+    assert res.returncode == 2
+    assert str(cfg) in res.stderr and "unknown key(s) 'parity_imgs'" in res.stderr
+
+
+def test_pages_command_prints_line_boxes(tmp_path, capsys):
+    page = synth.render_page(seed=3, max_lines=3, width=800, height=500)
+    page.image.save(tmp_path / "p.png")
+    assert cli.main(["pages", str(tmp_path / "p.png"), "--crops", str(tmp_path / "crops")]) == 0
+    boxes = json.loads(capsys.readouterr().out)
+    assert len(boxes) == 3 and len(list((tmp_path / "crops").iterdir())) == 3
+
+
+def test_ocr_command_end_to_end(tiny_onnx, tmp_path, capsys):
+    (tmp_path / "docs").mkdir()
+    synth.render_page(seed=3, max_lines=2, width=800, height=500).image.save(tmp_path / "docs" / "p.png")
+    model, _ = tiny_onnx
+    code = cli.main(["ocr", str(tmp_path / "docs"), str(model), str(tmp_path / "out"), "--num-beams", "1",
+                     "--max-new-tokens", "8"])
+    assert code == 0
+    assert (tmp_path / "out" / "results" / "results.jsonl").read_text().count("\n") == 2

@@ -1,0 +1,103 @@
+"""The tiny TrOCR, its ONNX export and the parity gate."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+
+from inkbooth import artifacts, models, storage
+from inkbooth.ocr import export
+
+
+def test_tiny_trocr_loads_like_trocr_base_printed(tiny_trocr):
+    from transformers import (RobertaTokenizerFast, TrOCRForCausalLM, TrOCRProcessor, ViTModel,
+                              VisionEncoderDecoderModel)
+
+    model = VisionEncoderDecoderModel.from_pretrained(tiny_trocr)
+    processor = TrOCRProcessor.from_pretrained(tiny_trocr)
+    assert isinstance(model.encoder, ViTModel) and isinstance(model.decoder, TrOCRForCausalLM)
+    assert isinstance(processor.tokenizer, RobertaTokenizerFast)
+    assert model.config.decoder_start_token_id == processor.tokenizer.eos_token_id == 2
+    # Encoder and decoder widths differ, as in trocr-base: the projection between them is exercised.
+    assert model.config.encoder.hidden_size != model.config.decoder.d_model
+    assert processor.tokenizer.decode(processor.tokenizer("Invoice 42").input_ids, skip_special_tokens=True) == "Invoice 42"
+
+
+def test_tiny_build_is_deterministic(tiny_trocr, tmp_path):
+    from inkbooth import tiny
+
+    again = tiny.build_tiny_trocr(tmp_path / "again")
+    for name in ("model.safetensors", "vocab.json", "merges.txt", "config.json"):
+        assert hashlib.sha256((again / name).read_bytes()).digest() == hashlib.sha256((tiny_trocr / name).read_bytes()).digest(), name
+
+
+def test_export_parity_on_50_images(tiny_onnx):
+    out, manifest = tiny_onnx
+    m = manifest.metrics
+    assert m["parity_images"] >= 50 and m["num_beams"] == 4
+    assert m["fp32_greedy_exact"] == 1.0, "ORT fp32 greedy tokens must equal PyTorch's"
+    assert m["fp32_beam_exact"] == 1.0, "ORT fp32 beam-4 tokens must equal PyTorch's"
+    assert m["int8_size_ratio"] <= 0.35
+    assert m["int8_bytes"] < m["fp16_bytes"] < m["fp32_bytes"]
+    assert 0.0 <= m["int8_cer_vs_fp32"] <= 1.0
+    for variant in ("fp32", "int8", "fp16"):
+        for name in export.ONNX_FILES + ("config.json", "preprocessor_config.json", "vocab.json"):
+            assert (out / variant / name).is_file(), f"{variant}/{name}"
+    assert artifacts.read_manifest(str(out)).content_hash == manifest.content_hash
+    assert manifest.kind == "trocr-onnx" and manifest.inputs["model"]
+
+
+def test_int8_graph_is_really_quantized(tiny_onnx):
+    import onnx
+
+    out, _ = tiny_onnx
+    ops = [n.op_type for n in onnx.load(str(out / "int8" / export.DECODER_PAST)).graph.node]
+    assert ops.count("MatMulInteger") >= 8 and "DynamicQuantizeLinear" in ops
+    assert "MatMulInteger" not in [n.op_type for n in onnx.load(str(out / "fp32" / export.DECODER_PAST)).graph.node]
+
+
+def test_export_refuses_to_publish_below_threshold(tiny_trocr, tmp_path):
+    cfg = export.ExportConfig(variants=["fp32", "int8"], parity_images=16, max_int8_cer=0.0)
+    with pytest.raises(export.ParityError, match=r"parity check failed: int8_cer_vs_fp32 = .* exceeds max_int8_cer = 0.0"):
+        export.export_trocr(str(tiny_trocr), str(tmp_path / "out"), cfg)
+    assert not artifacts.is_published(str(tmp_path / "out"))
+
+
+def test_export_rerun_reuses_the_published_artifact(tiny_trocr, tiny_onnx, monkeypatch):
+    out, manifest = tiny_onnx
+    monkeypatch.setattr(export, "_export_optimum", lambda *a: pytest.fail("exported again"))
+    again = export.export_trocr(str(tiny_trocr), str(out), export.ExportConfig(parity_images=50, max_int8_cer=0.6))
+    assert again.content_hash == manifest.content_hash
+
+
+def test_check_parity_names_each_failed_check():
+    cfg = export.ExportConfig()
+    failed = export.check_parity({"fp32_greedy_exact": 0.5, "fp32_beam_exact": 1.0, "int8_cer_vs_fp32": 0.2}, cfg)
+    assert len(failed) == 2 and "fp32_greedy_exact" in failed[0] and "int8_cer_vs_fp32" in failed[1]
+
+
+def test_cer():
+    assert export.cer("abc", "abc") == 0.0
+    assert export.cer("abd", "abc") == pytest.approx(1 / 3)
+    assert export.cer("", "abcd") == 1.0
+    assert export.cer("kitten", "sitting") == pytest.approx(3 / 7)
+
+
+def test_model_sources(tiny_trocr, bucket, tmp_path):
+    assert models.resolve(str(tiny_trocr)) == tiny_trocr
+    storage.upload_dir(tiny_trocr, f"{bucket}/models/tiny")
+    local = models.resolve(f"{bucket}/models/tiny")
+    assert (local / "model.safetensors").read_bytes() == (tiny_trocr / "model.safetensors").read_bytes()
+    assert models.resolve(f"{bucket}/models/tiny") == local, "cached by content"
+    pickled = tmp_path / "pickled"
+    pickled.mkdir()
+    (pickled / "config.json").write_text("{}")
+    (pickled / "pytorch_model.bin").write_bytes(b"\x80\x04pickle")
+    with pytest.raises(models.ModelSourceError, match="pickle"):
+        models.resolve(str(pickled))
+    assert models.resolve(str(pickled), allow_pickle=True) == pickled
+    with pytest.raises(models.ModelSourceError, match="not a local folder"):
+        models.resolve("no such thing!")
+    with pytest.raises(models.ModelSourceError, match="nothing stored"):
+        models.resolve(f"{bucket}/models/missing")
