@@ -25,7 +25,8 @@ demo: setup ## set up, then run the OCR pipeline end to end locally (embedded S3
 testdata: ## fetch test data from Debian (a LaTeX-typeset PDF manual) into .inkbooth/testdata
 	bash scripts/fetch-testdata.sh $(TESTDATA)
 
-test: setup testdata ## set up, then run the test suite (what CI runs)
+test: setup testdata ## set up, then lint and run the test suite (what CI runs)
+	$(BIN)/ruff check src components pipelines tests bench
 	$(BIN)/pytest -q -m "not slow and not gpu"
 
 test-all: setup testdata ## every test, slow ones too

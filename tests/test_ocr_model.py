@@ -11,8 +11,13 @@ from inkbooth.ocr import export
 
 
 def test_tiny_trocr_loads_like_trocr_base_printed(tiny_trocr):
-    from transformers import (RobertaTokenizerFast, TrOCRForCausalLM, TrOCRProcessor, ViTModel,
-                              VisionEncoderDecoderModel)
+    from transformers import (
+        RobertaTokenizerFast,
+        TrOCRForCausalLM,
+        TrOCRProcessor,
+        VisionEncoderDecoderModel,
+        ViTModel,
+    )
 
     model = VisionEncoderDecoderModel.from_pretrained(tiny_trocr)
     processor = TrOCRProcessor.from_pretrained(tiny_trocr)

@@ -100,7 +100,7 @@ def test_formats_and_pixel_modes_all_read():
         "cmyk-tiff": encode(rgb.convert("CMYK"), "TIFF"),
         "palette-png": encode(rgb.convert("P", palette=Image.ADAPTIVE), "PNG"),
         "alpha-png": encode(rgba, "PNG"),
-        "16bit-png": encode(Image.fromarray((np.asarray(page).astype(np.uint16) * 257)), "PNG"),
+        "16bit-png": encode(Image.fromarray(np.asarray(page).astype(np.uint16) * 257), "PNG"),
         "bilevel-tiff": encode(page.convert("1"), "TIFF", compression="group4"),
         "pdf": encode(rgb, "PDF", resolution=100),
     }

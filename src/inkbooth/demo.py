@@ -121,6 +121,6 @@ def print_summary(summary: dict[str, Any], store: objectstore.EmbeddedS3) -> Non
     print(f"  text per doc    {summary['results']}/text/")
     print(f"  report          {summary['results']}/report.json  (lines/s {report.get('lines_per_second')}, "
           f"CER {report.get('cer')} - the tiny model is random, so CER is ~1 by design)")
-    for doc, err in summary["error_records"].items():
+    for err in summary["error_records"].values():
         print(f"  error record    {err}")
     print(f"  object store    data kept in {store.data_dir}; `inkbooth store start` serves it again")

@@ -12,8 +12,9 @@ import importlib
 import logging
 import os
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from inkbooth.config import option, to_dict
 

@@ -40,10 +40,21 @@ class TinyTrOCRConfig:
     d_model: int = option(128, "decoder hidden size (differs from the encoder's, as in trocr-base)")
     decoder_layers: int = option(2, "decoder layers")
     heads: int = option(2, "attention heads (encoder and decoder)")
+    decoder_heads: int = option(0, "decoder attention heads (0: same as heads)")
+    encoder_intermediate: int = option(0, "encoder MLP width (0: 4 x hidden_size)")
+    decoder_ffn: int = option(0, "decoder FFN width (0: 4 x d_model)")
     vocab_size: int = option(400, "BPE vocabulary size, special tokens included")
     max_positions: int = option(128, "decoder positions, hence the longest line in tokens")
     logit_scale: float = option(12.0, "factor on the output projection: peaked, trained-like choices")
     seed: int = option(0, "seed of the random weights")
+
+
+# The shape of microsoft/trocr-small-printed (DeiT-small encoder, 6-layer decoder), random weights:
+# for benchmarks, where the tiny model's size would only measure overheads.
+TROCR_SMALL_SHAPE = TinyTrOCRConfig(
+    image_height=384, image_width=384, patch_size=16, hidden_size=384, encoder_layers=12, d_model=256,
+    decoder_layers=6, heads=6, decoder_heads=8, encoder_intermediate=1536, decoder_ffn=1024, max_positions=256,
+)
 
 
 def build_tiny_trocr(out_dir: str | Path, config: TinyTrOCRConfig | None = None) -> Path:
@@ -56,10 +67,10 @@ def build_tiny_trocr(out_dir: str | Path, config: TinyTrOCRConfig | None = None)
         RobertaTokenizerFast,
         TrOCRConfig,
         TrOCRProcessor,
-        ViTConfig,
-        ViTImageProcessor,
         VisionEncoderDecoderConfig,
         VisionEncoderDecoderModel,
+        ViTConfig,
+        ViTImageProcessor,
     )
 
     cfg = config or TinyTrOCRConfig()
@@ -78,11 +89,11 @@ def build_tiny_trocr(out_dir: str | Path, config: TinyTrOCRConfig | None = None)
     encoder = ViTConfig(
         image_size=[cfg.image_height, cfg.image_width], patch_size=cfg.patch_size, num_channels=3,
         hidden_size=cfg.hidden_size, num_hidden_layers=cfg.encoder_layers, num_attention_heads=cfg.heads,
-        intermediate_size=cfg.hidden_size * 4, qkv_bias=False,
+        intermediate_size=cfg.encoder_intermediate or cfg.hidden_size * 4, qkv_bias=False,
     )
     decoder = TrOCRConfig(
         vocab_size=len(tokenizer), d_model=cfg.d_model, decoder_layers=cfg.decoder_layers,
-        decoder_attention_heads=cfg.heads, decoder_ffn_dim=cfg.d_model * 4,
+        decoder_attention_heads=cfg.decoder_heads or cfg.heads, decoder_ffn_dim=cfg.decoder_ffn or cfg.d_model * 4,
         max_position_embeddings=cfg.max_positions, use_learned_position_embeddings=True,
         layernorm_embedding=True, activation_function="gelu", scale_embedding=False,
         pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,

@@ -184,8 +184,11 @@ class Recognizer:
         # Learned positions cap the sequence; the start token takes one of them.
         return max(1, min(self.config.max_new_tokens, positions - 2))
 
-    def read(self, images: list[Any]) -> list[LineResult]:
-        """Text, confidence, tokens and attention for each line image."""
+    def read(self, images: list[Any], *, min_new_tokens: int = 0) -> list[LineResult]:
+        """Text, confidence, tokens and attention for each line image.
+
+        ``min_new_tokens`` forces that many decoding steps (benchmarks compare equal work with it).
+        """
         import numpy as np
         import torch
 
@@ -193,7 +196,9 @@ class Recognizer:
             return []
         pixel_values = self.processor(images=images, return_tensors="pt").pixel_values
         gen_kwargs = {"num_beams": self.config.num_beams, "max_new_tokens": self.max_new_tokens,
-                      "early_stopping": True if self.config.num_beams > 1 else False}
+                      "early_stopping": self.config.num_beams > 1}
+        if min_new_tokens:
+            gen_kwargs["min_new_tokens"] = min(min_new_tokens, self.max_new_tokens)
         with torch.inference_mode():
             if self.config.backend == "torch":
                 pixel_values = pixel_values.to(self.device)
