@@ -70,3 +70,11 @@ def test_ocr_pipeline_end_to_end_on_s3(s3_server, bucket, tmp_path):
     from inkbooth import artifacts
 
     assert artifacts.read_manifest(results).kind == "ocr-results"
+
+
+@pytest.mark.parametrize("path", sorted((runs.Path(__file__).parent.parent / "examples").glob("*-run.yaml")))
+def test_example_run_configs_load(path):
+    from inkbooth import config
+
+    name = path.name.split("-")[0]
+    config.load(runs.get(name).run_config, path).validate()

@@ -46,9 +46,18 @@ class OCRRun:
 
     def arguments(self) -> dict[str, Any]:
         d = to_dict(self)
-        return {"model": d["model"], "documents": d["documents"], "output": d["output"],
-                "num_shards": d["num_shards"], "ground_truth": d["ground_truth"],
+        # Steps may run elsewhere (another working directory, a container): local paths go absolute.
+        # A model is only a path when it exists here; "owner/name" is a hub id.
+        model = _absolute(d["model"]) if Path(d["model"]).exists() else d["model"]
+        return {"model": model, "documents": _absolute(d["documents"]), "output": _absolute(d["output"]),
+                "num_shards": d["num_shards"], "ground_truth": _absolute(d["ground_truth"]) if d["ground_truth"] else "",
                 "export_config": d["export"], "recognize_config": d["recognize"]}
+
+
+def _absolute(uri: str) -> str:
+    from inkbooth import storage
+
+    return uri if storage.is_s3(uri) else str(Path(uri).expanduser().absolute())
 
 
 @dataclasses.dataclass(frozen=True)
