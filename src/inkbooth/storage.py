@@ -285,6 +285,16 @@ def _transfer_config() -> Any:
     return TransferConfig(multipart_threshold=16 * CHUNK, multipart_chunksize=16 * CHUNK, max_concurrency=4)
 
 
+def _object_call(method: str, uri: str, loc: Location) -> dict[str, Any]:
+    """``get_object`` / ``head_object`` on one key, a 404 turned into NotFoundError."""
+    try:
+        return getattr(s3_client(), method)(Bucket=loc.bucket, Key=loc.key)
+    except Exception as e:
+        if _not_found(e):
+            raise NotFoundError(f"{uri}: no such object") from None
+        raise
+
+
 def _not_found(exc: BaseException) -> bool:
     from botocore.exceptions import ClientError
 
@@ -409,12 +419,7 @@ def read_bytes(uri: str, *, expected_sha256: str | None = None) -> bytes:
         return data
 
     def get() -> bytes:
-        try:
-            resp = s3_client().get_object(Bucket=loc.bucket, Key=loc.key)
-        except Exception as e:
-            if _not_found(e):
-                raise NotFoundError(f"{uri}: no such object") from None
-            raise
+        resp = _object_call("get_object", uri, loc)
         body = resp["Body"].read()
         recorded = resp.get("Metadata", {}).get(SHA256_META)
         _verify(uri, hashlib.sha256(body).hexdigest(), expected_sha256 or recorded)
@@ -497,12 +502,7 @@ def stat(uri: str) -> ObjectInfo:
         return ObjectInfo(uri, st.st_size, None)
 
     def head() -> ObjectInfo:
-        try:
-            resp = s3_client().head_object(Bucket=loc.bucket, Key=loc.key)
-        except Exception as e:
-            if _not_found(e):
-                raise NotFoundError(f"{uri}: no such object") from None
-            raise
+        resp = _object_call("head_object", uri, loc)
         return ObjectInfo(uri, resp["ContentLength"], resp.get("Metadata", {}).get(SHA256_META))
 
     return retrying(head, f"looking up {uri}")
