@@ -28,7 +28,7 @@ def s3_server(tmp_path_factory):
 
 @pytest.fixture(autouse=True, scope="session")
 def fast_retries():
-    storage.set_retry_policy(storage.RetryPolicy(attempts=4, base_delay=0.01, max_delay=0.05))
+    storage.set_retry_policy(storage.RetryPolicy(attempts=4, base_delay=0.01, max_delay=0.05, request_attempts=2))
     yield
     storage.set_retry_policy(storage.DEFAULT_RETRY)
 

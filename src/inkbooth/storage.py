@@ -166,6 +166,8 @@ class RetryPolicy:
     attempts: int = 6
     base_delay: float = 0.2
     max_delay: float = 8.0
+    # botocore's own retries of one HTTP request (a multipart part is retried alone this way).
+    request_attempts: int = 3
 
     def delay(self, attempt: int) -> float:
         # Full jitter: spread retries of many workers so they do not hammer a throttled store in step.
@@ -256,7 +258,7 @@ _ENV_KEYS = ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AW
 
 def s3_client() -> Any:
     """A boto3 S3 client configured from the environment (cached per environment)."""
-    key = tuple(os.environ.get(k) for k in _ENV_KEYS)
+    key = (*(os.environ.get(k) for k in _ENV_KEYS), _retry_policy.request_attempts)
     with _clients_lock:
         client = _clients.get(key)
         if client is None:
@@ -265,7 +267,7 @@ def s3_client() -> Any:
 
             custom_endpoint = bool(os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL"))
             config = Config(
-                retries={"max_attempts": 3, "mode": "standard"},
+                retries={"max_attempts": _retry_policy.request_attempts, "mode": "standard"},
                 connect_timeout=10,
                 read_timeout=120,
                 max_pool_connections=32,
