@@ -188,6 +188,27 @@ def _publish_local(src: Path, dest: Path, manifest: Manifest, overwrite: bool) -
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def seal(uri: str, *, kind: str, files: list[str] | None = None, **manifest_fields: Any) -> Manifest:
+    """Publish, in place, files already stored under ``uri`` (each written atomically on its own).
+
+    Checksums come from each object's recorded SHA-256 (hashed afresh where none is recorded). The
+    manifest is written with a no-overwrite condition: of two sealers, one wins and both succeed.
+    """
+    names = files if files is not None else [f for f in storage.list_files(uri) if f not in (MANIFEST, CLAIM)]
+    entries = []
+    for rel in sorted(names):
+        info = storage.stat(storage.join(uri, rel))
+        digest = info.sha256 or hashlib.sha256(storage.read_bytes(storage.join(uri, rel))).hexdigest()
+        entries.append(FileEntry(rel, info.size, digest))
+    manifest = Manifest(kind=kind, content_hash=content_hash(entries), files=entries, code_version=_code_version(),
+                        created_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), **manifest_fields)
+    try:
+        storage.write_text(storage.join(uri, MANIFEST), manifest.to_json(), if_absent=True)
+    except storage.AlreadyExistsError:
+        return read_manifest(uri)
+    return manifest
+
+
 def read_manifest(uri: str) -> Manifest:
     """The manifest of the artifact at ``uri``; NotPublishedError where there is none."""
     target = storage.join(uri, MANIFEST)

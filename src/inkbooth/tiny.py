@@ -121,3 +121,97 @@ def build_tiny_trocr(out_dir: str | Path, config: TinyTrOCRConfig | None = None)
     )
     TrOCRProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(out)
     return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Stable Diffusion
+# ---------------------------------------------------------------------------------------------
+
+_SD_WORDS = (
+    "a photo of sks dog cat person man woman in the on at with by and beach forest city snow street "
+    "painting drawing portrait style oil watercolor sitting running red blue green small big high quality "
+    "bad blurry low resolution picture image toy backpack house garden"
+).split()
+
+
+@dataclasses.dataclass
+class TinySDConfig:
+    """Shape of the tiny Stable Diffusion 1.x (UNet, VAE, CLIP text encoder)."""
+
+    sample_size: int = option(32, "image size in pixels (latents are half of it)")
+    unet_channels: list[int] = option([32, 64], "UNet block widths")
+    vae_channels: list[int] = option([32, 64], "VAE block widths")
+    text_hidden: int = option(32, "CLIP text encoder width (= UNet cross-attention width)")
+    text_layers: int = option(2, "CLIP text encoder layers")
+    max_length: int = option(77, "prompt length in tokens, as in SD 1.x")
+    seed: int = option(0, "seed of the random weights")
+
+
+def _clip_tokenizer_files(folder: Path, words: list[str]) -> None:
+    """vocab.json and merges.txt of a CLIP BPE whose merges spell out ``words`` whole."""
+    import json
+
+    from transformers.models.clip.tokenization_clip import bytes_to_unicode
+
+    byte_chars = list(bytes_to_unicode().values())
+    vocab: list[str] = byte_chars + [c + "</w>" for c in byte_chars]
+    merges: list[str] = []
+    seen = set(vocab)
+    for word in words:
+        pieces = list(word[:-1]) + [word[-1] + "</w>"]
+        while len(pieces) > 1:
+            a, b = pieces[0], pieces[1]
+            merged = a + b
+            if f"{a} {b}" not in merges:
+                merges.append(f"{a} {b}")
+            if merged not in seen:
+                seen.add(merged)
+                vocab.append(merged)
+            pieces = [merged] + pieces[2:]
+    vocab += ["<|startoftext|>", "<|endoftext|>"]
+    (folder / "vocab.json").write_text(json.dumps({tok: i for i, tok in enumerate(vocab)}, ensure_ascii=False))
+    (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n", encoding="utf-8")
+
+
+def build_tiny_sd(out_dir: str | Path, config: TinySDConfig | None = None) -> Path:
+    """Write a tiny Stable Diffusion 1.x pipeline in diffusers format (safetensors) to ``out_dir``."""
+    import tempfile
+
+    import torch
+    from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    cfg = config or TinySDConfig()
+    out = Path(out_dir)
+    with tempfile.TemporaryDirectory() as tmp:
+        _clip_tokenizer_files(Path(tmp), _SD_WORDS)
+        tokenizer = CLIPTokenizer(f"{tmp}/vocab.json", f"{tmp}/merges.txt", model_max_length=cfg.max_length)
+    torch.manual_seed(cfg.seed)
+    n = len(cfg.unet_channels)
+    unet = UNet2DConditionModel(
+        sample_size=cfg.sample_size // 2 ** (len(cfg.vae_channels) - 1), in_channels=4, out_channels=4,
+        block_out_channels=tuple(cfg.unet_channels), layers_per_block=2,
+        down_block_types=("CrossAttnDownBlock2D",) * (n - 1) + ("DownBlock2D",),
+        up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * (n - 1),
+        cross_attention_dim=cfg.text_hidden, attention_head_dim=8, norm_num_groups=8,
+    )
+    vae = AutoencoderKL(
+        in_channels=3, out_channels=3, latent_channels=4, block_out_channels=tuple(cfg.vae_channels),
+        down_block_types=("DownEncoderBlock2D",) * len(cfg.vae_channels),
+        up_block_types=("UpDecoderBlock2D",) * len(cfg.vae_channels), layers_per_block=1, norm_num_groups=8,
+        sample_size=cfg.sample_size,
+    )
+    text_encoder = CLIPTextModel(CLIPTextConfig(
+        vocab_size=len(tokenizer), hidden_size=cfg.text_hidden, intermediate_size=cfg.text_hidden * 4,
+        num_hidden_layers=cfg.text_layers, num_attention_heads=4, max_position_embeddings=cfg.max_length,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id, hidden_act="quick_gelu",
+    ))
+    # SD 1.x's own scheduler settings (and its default sampler, PNDM).
+    scheduler = PNDMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                              num_train_timesteps=1000, skip_prk_steps=True, set_alpha_to_one=False, steps_offset=1)
+    pipe = StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
+                                   scheduler=scheduler, safety_checker=None, feature_extractor=None,
+                                   requires_safety_checker=False)
+    pipe.save_pretrained(out, safe_serialization=True)
+    return out
