@@ -1,9 +1,13 @@
-"""The demo: the OCR pipeline end to end on this machine, on the embedded object store.
+"""The demo: both pipelines end to end on this machine, on the embedded object store.
 
-It builds the tiny TrOCR, uploads it and a set of documents (PNG, JPEG, a multi-page TIFF, an
+OCR: it builds the tiny TrOCR, uploads it and a set of documents (PNG, JPEG, a multi-page TIFF, an
 image PDF, and one corrupt file) with their transcripts to ``s3://inkbooth-demo/``, runs the
-pipeline through kfp.local, checks that every line of every page has a record and the corrupt file
-an error record, and prints where everything is.
+pipeline through kfp.local, and checks that every line of every page has a record and the corrupt
+file an error record.
+
+DreamBooth: it builds the tiny Stable Diffusion, draws a few subject images, and runs class images
+-> training -> export and registration -> samples; then it retrains with one subject image more,
+which makes a new model version and reuses the class images. It prints where everything is.
 """
 
 from __future__ import annotations
@@ -58,37 +62,118 @@ def make_documents(folder: Path, seed: int = 7) -> dict[str, int]:
     return expected
 
 
-def run_demo(workdir: str | Path = ".inkbooth", num_shards: int = 2) -> dict[str, Any]:
-    """Run the demo; returns a summary (and prints where the outputs are)."""
-    from inkbooth import runs, tiny
-
+def run_demo(workdir: str | Path = ".inkbooth", num_shards: int = 2, pipelines: tuple[str, ...] = ("ocr", "dreambooth")
+             ) -> dict[str, Any]:
+    """Run the demo; returns a summary per pipeline (and prints where the outputs are)."""
     workdir = Path(workdir).absolute()
-    local = workdir / "demo"
-    local.mkdir(parents=True, exist_ok=True)
-    started = time.perf_counter()
+    summary: dict[str, Any] = {}
     with objectstore.EmbeddedS3(workdir / "s3") as store, objectstore.environment(store.env()):
         print(f"object store: SeaweedFS at {store.endpoint} (data in {store.data_dir})")
         storage.ensure_bucket(BUCKET)
-        model_dir = tiny.build_tiny_trocr(local / "tiny-trocr")
-        model_uri = f"{BUCKET}/models/tiny-trocr"
-        storage.upload_dir(model_dir, model_uri)
-        expected = make_documents(local)
-        storage.upload_dir(local / "documents", f"{BUCKET}/documents")
-        storage.upload_dir(local / "ground-truth", f"{BUCKET}/ground-truth")
-        run = runs.OCRRun(
-            model=model_uri, documents=f"{BUCKET}/documents", output=f"{BUCKET}/ocr", num_shards=num_shards,
-            ground_truth=f"{BUCKET}/ground-truth",
-            # The tiny model is random: its INT8 text drifts from fp32 far more than a trained
-            # model's does (CER about 0.26). The real-model default (0.05) stays for real checkpoints.
-            export={"max_int8_cer": 0.5, "parity_images": 50},
-            recognize={"num_beams": 2, "max_new_tokens": 32},
-        )
-        run.validate()
-        results_uri = runs.run_local("ocr", run, workdir / "kfp-local")
-        summary = check_results(results_uri, expected)
-        summary["seconds"] = round(time.perf_counter() - started, 1)
-        print_summary(summary, store)
+        if "ocr" in pipelines:
+            summary["ocr"] = run_ocr_demo(workdir, num_shards)
+        if "dreambooth" in pipelines:
+            summary["dreambooth"] = run_dreambooth_demo(workdir)
+        print()
+        if "ocr" in summary:
+            print_summary(summary["ocr"])
+        if "dreambooth" in summary:
+            print_dreambooth_summary(summary["dreambooth"])
+        print(f"  object store    data kept in {store.data_dir}; `inkbooth store start` serves it again")
     return summary
+
+
+def run_ocr_demo(workdir: Path, num_shards: int) -> dict[str, Any]:
+    from inkbooth import runs, tiny
+
+    local = workdir / "demo"
+    local.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    model_dir = tiny.build_tiny_trocr(local / "tiny-trocr")
+    model_uri = f"{BUCKET}/models/tiny-trocr"
+    storage.upload_dir(model_dir, model_uri)
+    expected = make_documents(local)
+    storage.upload_dir(local / "documents", f"{BUCKET}/documents")
+    storage.upload_dir(local / "ground-truth", f"{BUCKET}/ground-truth")
+    run = runs.OCRRun(
+        model=model_uri, documents=f"{BUCKET}/documents", output=f"{BUCKET}/ocr", num_shards=num_shards,
+        ground_truth=f"{BUCKET}/ground-truth",
+        # The tiny model is random: its INT8 text drifts from fp32 far more than a trained
+        # model's does (CER about 0.26). The real-model default (0.05) stays for real checkpoints.
+        export={"max_int8_cer": 0.5, "parity_images": 50},
+        recognize={"num_beams": 2, "max_new_tokens": 32},
+    )
+    run.validate()
+    results_uri = runs.run_local("ocr", run, workdir / "kfp-local")
+    summary = check_results(results_uri, expected)
+    summary["seconds"] = round(time.perf_counter() - started, 1)
+    return summary
+
+
+def subject_images(folder: Path, n: int, seed: int = 3) -> None:
+    """``n`` pictures of one made-up subject (an orange ball on varied backgrounds)."""
+    import random
+
+    from PIL import Image, ImageDraw
+
+    rng = random.Random(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        bg = tuple(rng.randint(40, 220) for _ in range(3))
+        img = Image.new("RGB", (64, 64), bg)
+        x, y, r = rng.randint(18, 46), rng.randint(18, 46), rng.randint(10, 16)
+        ImageDraw.Draw(img).ellipse((x - r, y - r, x + r, y + r), fill=(230, 120, 30), outline=(90, 40, 10))
+        img.save(folder / f"subject-{i:02d}.png")
+
+
+def run_dreambooth_demo(workdir: Path) -> dict[str, Any]:
+    from inkbooth import artifacts, runs, tiny
+
+    local = workdir / "demo"
+    started = time.perf_counter()
+    base = tiny.build_tiny_sd(local / "tiny-sd")
+    storage.upload_dir(base, f"{BUCKET}/models/tiny-sd")
+    subject_images(local / "subject", 4)
+    storage.upload_dir(local / "subject", f"{BUCKET}/subjects/orange-ball")
+    run = runs.DreamBoothRun(
+        base_model=f"{BUCKET}/models/tiny-sd", instance_images=f"{BUCKET}/subjects/orange-ball",
+        prior_output=f"{BUCKET}/class-images", registry=f"{BUCKET}/models/registry", prior_shards=2,
+        prior={"num_images": 4, "steps": 10, "batch_size": 2},
+        train={"instance_prompt": "a photo of sks dog", "class_prompt": "a photo of dog", "max_train_steps": 6,
+               "learning_rate": 1e-4, "checkpoint_every": 3, "validation_every": 3, "validation_steps": 5},
+        export={"name": "orange-ball"},
+        sample={"prompts": ["a photo of sks dog on the beach", "a painting of sks dog"], "steps": 10},
+    )
+    run.validate()
+    first = runs.run_local("dreambooth", run, workdir / "kfp-local")
+    prior_sets = [k for k in storage.list_files(f"{BUCKET}/class-images") if k.endswith(artifacts.MANIFEST)]
+    # Retraining with one more subject image: a new version; the class images are reused.
+    subject_images(local / "subject-more", 1, seed=99)
+    storage.upload(local / "subject-more" / "subject-00.png", f"{BUCKET}/subjects/orange-ball/subject-new.png")
+    second = runs.run_local("dreambooth", run, workdir / "kfp-local")
+    if first == second:
+        raise RuntimeError("demo check failed: retraining with a new subject image did not make a new version")
+    prior_after = [k for k in storage.list_files(f"{BUCKET}/class-images") if k.endswith(artifacts.MANIFEST)]
+    if prior_after != prior_sets:
+        raise RuntimeError("demo check failed: the retrain made new class images instead of reusing them")
+    manifest = artifacts.read_manifest(second)
+    return {"versions": [first, second], "single_file": f"{second}/orange-ball.safetensors",
+            "class_images": storage.join(f"{BUCKET}/class-images", prior_sets[0].split("/")[0]),
+            "lineage": manifest.lineage, "seconds": round(time.perf_counter() - started, 1),
+            "samples": _latest_samples(workdir / "kfp-local")}
+
+
+def _latest_samples(root: Path) -> str:
+    grids = sorted(root.glob("inkbooth-dreambooth-*/sample-model/samples/grid.png"), key=lambda p: p.stat().st_mtime)
+    return str(grids[-1]) if grids else "(not found)"
+
+
+def print_dreambooth_summary(summary: dict[str, Any]) -> None:
+    print(f"DreamBooth pipeline finished (two runs) in {summary['seconds']} s")
+    print(f"  model versions  {summary['versions'][0]}  then, after adding a subject image, {summary['versions'][1]}")
+    print(f"  single file     {summary['single_file']}  (original SD layout, for AUTOMATIC1111/ComfyUI)")
+    print(f"  class images    {summary['class_images']}  (made once, reused by the retrain)")
+    print(f"  sample grid     {summary['samples']}")
 
 
 def check_results(results_uri: str, expected: dict[str, int]) -> dict[str, Any]:
@@ -112,9 +197,8 @@ def check_results(results_uri: str, expected: dict[str, int]) -> dict[str, Any]:
             "error_records": errors, "report": report}
 
 
-def print_summary(summary: dict[str, Any], store: objectstore.EmbeddedS3) -> None:
+def print_summary(summary: dict[str, Any]) -> None:
     report = summary["report"]
-    print()
     print("OCR pipeline finished in", summary["seconds"], "s")
     print(f"  results         {summary['results']}/results.jsonl  ({summary['line_records']} line records, "
           f"{len(summary['error_records'])} error record)")
@@ -123,4 +207,3 @@ def print_summary(summary: dict[str, Any], store: objectstore.EmbeddedS3) -> Non
           f"CER {report.get('cer')} - the tiny model is random, so CER is ~1 by design)")
     for err in summary["error_records"].values():
         print(f"  error record    {err}")
-    print(f"  object store    data kept in {store.data_dir}; `inkbooth store start` serves it again")

@@ -60,6 +60,55 @@ def _absolute(uri: str) -> str:
     return uri if storage.is_s3(uri) else str(Path(uri).expanduser().absolute())
 
 
+@dataclasses.dataclass
+class DreamBoothRun:
+    """Parameters of one DreamBooth pipeline run."""
+
+    base_model: str = option(help="Stable Diffusion 1.x: hub id, diffusers folder or s3:// URI")
+    instance_images: str = option(help="prefix (s3:// or folder) with the 3-20 subject images")
+    prior_output: str = option(help="prefix where class-image sets are kept (and reused by later runs)")
+    registry: str = option(help="model registry root; the export becomes <registry>/<name>/vN")
+    checkpoints: str = option("", "prefix for full-state training checkpoints (empty: beside the trained model)")
+    prior_shards: int = option(2, "parallel class-image shards")
+    prior: dict[str, Any] = option({}, "class images (inkbooth.dreambooth.prior.PriorConfig fields)")
+    train: dict[str, Any] = option({}, "training (inkbooth.dreambooth.train.TrainConfig fields)")
+    export: dict[str, Any] = option({}, "export (inkbooth.dreambooth.export.ExportCheckpointConfig fields)")
+    sample: dict[str, Any] = option({}, "samples (inkbooth.dreambooth.sample.SampleConfig fields)")
+
+    def __post_init__(self) -> None:
+        # One class prompt for both the class images and the prior loss.
+        class_prompt = self.train.get("class_prompt", "a photo of dog")
+        given = self.prior.get("class_prompt")
+        if given is not None and given != class_prompt:
+            from inkbooth.config import ConfigError
+
+            raise ConfigError(f"prior.class_prompt {given!r} differs from train.class_prompt {class_prompt!r}")
+        self.prior = {**self.prior, "class_prompt": class_prompt}
+
+    def validate(self) -> None:
+        from inkbooth import config
+        from inkbooth.dreambooth.export import ExportCheckpointConfig
+        from inkbooth.dreambooth.prior import PriorConfig
+        from inkbooth.dreambooth.sample import SampleConfig
+        from inkbooth.dreambooth.train import TrainConfig
+
+        config.from_dict(PriorConfig, self.prior, source="prior")
+        config.from_dict(TrainConfig, self.train, source="train")
+        config.from_dict(ExportCheckpointConfig, self.export, source="export")
+        config.from_dict(SampleConfig, self.sample, source="sample")
+        if self.prior_shards < 1:
+            raise ValueError("prior_shards must be at least 1")
+
+    def arguments(self) -> dict[str, Any]:
+        d = to_dict(self)
+        model = _absolute(d["base_model"]) if Path(d["base_model"]).exists() else d["base_model"]
+        return {"base_model": model, "instance_images": _absolute(d["instance_images"]),
+                "prior_output": _absolute(d["prior_output"]), "registry": _absolute(d["registry"]),
+                "checkpoints": _absolute(d["checkpoints"]) if d["checkpoints"] else "",
+                "prior_shards": d["prior_shards"], "prior_config": d["prior"], "train_config": d["train"],
+                "export_config": d["export"], "sample_config": d["sample"]}
+
+
 @dataclasses.dataclass(frozen=True)
 class PipelineSpec:
     name: str
@@ -74,6 +123,8 @@ class PipelineSpec:
 
 PIPELINES = {
     "ocr": PipelineSpec("ocr", "inkbooth.pipelines.ocr:ocr_pipeline", OCRRun, "ocr.yaml"),
+    "dreambooth": PipelineSpec("dreambooth", "inkbooth.pipelines.dreambooth:dreambooth_pipeline", DreamBoothRun,
+                               "dreambooth.yaml"),
 }
 
 
@@ -113,5 +164,13 @@ def run_local(name: str, run: Any, pipeline_root: str | Path) -> Any:
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root), raise_on_error=True)
     # Steps are subprocesses: keep their threads in check on small machines.
     os.environ.setdefault("OMP_NUM_THREADS", str(min(4, os.cpu_count() or 1)))
-    task = spec.load()(**run.arguments())
+    # kfp.local swaps builtins.print per task; with concurrent ParallelFor tasks the swaps interleave
+    # and can leave an indenting print installed after the run. Put ours back.
+    import builtins
+
+    saved_print = builtins.print
+    try:
+        task = spec.load()(**run.arguments())
+    finally:
+        builtins.print = saved_print
     return task.output

@@ -180,3 +180,20 @@ def finish_prior(root: str, num_images: int, spec: dict[str, Any]) -> bool:
     artifacts.seal(root, kind=KIND, files=[*names, SPEC], config=spec, inputs={"model": spec["model_hash"]},
                    metrics={"images": num_images})
     return True
+
+
+def shard_specs(num_shards: int) -> list[str]:
+    """``["0/n", ..., "n-1/n"]``."""
+    if num_shards < 1:
+        raise ValueError(f"num_shards must be at least 1, got {num_shards}")
+    return [f"{i}/{num_shards}" for i in range(num_shards)]
+
+
+def complete_set(uris: list[str]) -> str:
+    """The one class-image set that all prior shards wrote to, checked to be complete and published."""
+    distinct = sorted(set(uris))
+    if len(distinct) != 1:
+        raise ValueError(f"prior shards disagree on their class-image set: {distinct}")
+    if not artifacts.is_published(distinct[0]):
+        raise ValueError(f"{distinct[0]}: class-image set incomplete (a prior shard did not finish)")
+    return distinct[0]

@@ -1,0 +1,26 @@
+"""KFP component: DreamBooth fine-tuning with prior preservation."""
+
+from kfp import dsl
+
+from inkbooth._image import image
+
+
+@dsl.component(base_image=image("train-cuda"), install_kfp_package=False)
+def train(
+    base_model: str,
+    instance_images: str,
+    class_sets: list,
+    checkpoints: str,
+    config: dict,
+    trained: dsl.Output[dsl.Model],
+):
+    """Train on the subject images; `class_sets` are the prior shards' outputs (one set)."""
+    from inkbooth import config as cfg
+    from inkbooth.dreambooth.prior import complete_set
+    from inkbooth.dreambooth.train import TrainConfig, train_dreambooth
+
+    manifest = train_dreambooth(
+        base_model, instance_images, trained.path, cfg.from_dict(TrainConfig, config, source="train config"),
+        class_images=complete_set(class_sets), checkpoints=checkpoints or None,
+    )
+    trained.metadata.update(manifest.metrics)

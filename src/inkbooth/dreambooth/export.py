@@ -1,0 +1,77 @@
+"""export_checkpoint: a trained DreamBooth model as a registry version in the formats people load.
+
+* ``diffusers/``: the pipeline in diffusers layout, safetensors, in fp32, fp16 or bf16;
+* ``<name>.safetensors``: one file in the original Stable Diffusion layout (AUTOMATIC1111, ComfyUI);
+* ``lora/``: the LoRA weights alone, when the run trained LoRA.
+
+The result is registered as the next version of ``models/<name>/`` with the training lineage (base
+model, subject images, class images, config, metrics); identical content maps to its old version.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+from pathlib import Path
+from typing import Any, Literal
+
+from inkbooth import artifacts, storage
+from inkbooth.config import option, to_dict
+
+KIND = "dreambooth-export"
+
+
+@dataclasses.dataclass
+class ExportCheckpointConfig:
+    """Formats and precision of an exported DreamBooth model."""
+
+    name: str = option("dreambooth", "model name in the registry (a-z, 0-9, '.', '_', '-')")
+    dtype: Literal["fp32", "fp16", "bf16"] = option("fp16", "precision of the diffusers folder")
+    single_file: bool = option(True, "also write one .safetensors in the original SD layout")
+    single_file_dtype: Literal["fp32", "fp16", "bf16"] = option("fp16", "precision of the single file")
+    alias: str = option("latest", "registry alias moved to the new version ('' for none)")
+
+    def validate(self) -> None:
+        artifacts.Registry.check_name(self.name)
+
+
+def _dtype(name: str) -> Any:
+    import torch
+
+    return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[name]
+
+
+def export_checkpoint(trained: str, registry: str, config: ExportCheckpointConfig,
+                      work_dir: str | None = None) -> tuple[str, artifacts.Manifest]:
+    """Export the training artifact at ``trained`` and register it; returns (version URI, manifest)."""
+    from diffusers import StableDiffusionPipeline
+    from safetensors.torch import save_file
+
+    from inkbooth.dreambooth.singlefile import pipeline_to_original
+
+    config.validate()
+    source = artifacts.fetch(trained)
+    training = artifacts.read_manifest(trained)
+    with storage.temp_dir("inkbooth-export-") as tmp:
+        out = Path(work_dir) if work_dir else Path(tmp) / "export"
+        out.mkdir(parents=True, exist_ok=True)
+        pipe = StableDiffusionPipeline.from_pretrained(source / "model", safety_checker=None,
+                                                       requires_safety_checker=False, local_files_only=True)
+        pipe.to(_dtype(config.dtype)).save_pretrained(out / "diffusers", safe_serialization=True)
+        if config.single_file:
+            pipe.to(_dtype(config.single_file_dtype))
+            save_file(pipeline_to_original(pipe), str(out / f"{config.name}.safetensors"),
+                      metadata={"format": "pt", "inkbooth_base_model": str(training.lineage.get("base_model", ""))})
+        if (source / "lora").is_dir():
+            shutil.copytree(source / "lora", out / "lora", dirs_exist_ok=True)
+        (out / "training.json").write_text(json.dumps({"metrics": training.metrics, "lineage": training.lineage,
+                                                       "config": training.config}, indent=2))
+        reg = artifacts.Registry(registry)
+        version, manifest = reg.register(
+            config.name, out, kind=KIND, alias=config.alias or None, config={"export": to_dict(config),
+                                                                            "train": training.config},
+            metrics=training.metrics, lineage={**training.lineage, "trained": training.content_hash},
+            inputs={"trained": training.content_hash, **training.inputs},
+        )
+    return reg.uri(config.name, version), manifest
