@@ -57,3 +57,28 @@ def tiny_onnx(tiny_trocr, tmp_path_factory):
     # A random model's INT8 text drifts far more than a trained model's: see inkbooth.tiny.
     manifest = export_trocr(str(tiny_trocr), str(out), ExportConfig(parity_images=50, max_int8_cer=0.6))
     return out, manifest
+
+
+@pytest.fixture(scope="session")
+def tiny_sd(tmp_path_factory) -> Path:
+    from inkbooth import tiny
+
+    return tiny.build_tiny_sd(tmp_path_factory.mktemp("tiny-sd") / "sd")
+
+
+@pytest.fixture(scope="session")
+def subject_dir(tmp_path_factory) -> Path:
+    from inkbooth.demo import subject_images
+
+    folder = tmp_path_factory.mktemp("subject") / "images"
+    subject_images(folder, 4)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def class_set(tiny_sd, tmp_path_factory) -> str:
+    from inkbooth.dreambooth import prior
+
+    out = tmp_path_factory.mktemp("prior") / "sets"
+    cfg = prior.PriorConfig(class_prompt="a photo of dog", num_images=4, steps=4, batch_size=4)
+    return prior.generate_prior_images(str(tiny_sd), str(out), cfg)["uri"]

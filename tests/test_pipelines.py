@@ -78,3 +78,45 @@ def test_example_run_configs_load(path):
 
     name = path.name.split("-")[0]
     config.load(runs.get(name).run_config, path).validate()
+
+
+def test_dreambooth_pipeline_end_to_end_and_retrain(s3_server, bucket, tmp_path):
+    """Base model, subject images, class images and registry on S3; then a retrain with one more image."""
+    from inkbooth import artifacts
+    from inkbooth.demo import subject_images
+
+    base = tiny.build_tiny_sd(tmp_path / "sd")
+    storage.upload_dir(base, f"{bucket}/base")
+    subject_images(tmp_path / "subject", 3)
+    storage.upload_dir(tmp_path / "subject", f"{bucket}/subject")
+    run = runs.DreamBoothRun(
+        base_model=f"{bucket}/base", instance_images=f"{bucket}/subject", prior_output=f"{bucket}/priors",
+        registry=f"{bucket}/registry", prior_shards=2, prior={"num_images": 2, "steps": 3},
+        train={"max_train_steps": 2, "checkpoint_every": 1}, export={"name": "ball"},
+        sample={"prompts": ["a photo of sks dog"], "steps": 2, "images_per_prompt": 1},
+    )
+    run.validate()
+    v1 = runs.run_local("dreambooth", run, tmp_path / "root")
+    assert v1 == f"{bucket}/registry/ball/v1"
+    m1 = artifacts.read_manifest(v1)
+    assert {"diffusers/model_index.json", "ball.safetensors", "training.json"} <= {f.path for f in m1.files}
+    assert m1.lineage["base_model"] == f"{bucket}/base" and m1.lineage["class_images"].startswith(f"{bucket}/priors/")
+    priors = [k for k in storage.list_files(f"{bucket}/priors") if k.endswith(".png")]
+    assert len(priors) == 2
+    assert list((tmp_path / "root").glob("inkbooth-dreambooth-*/sample-model/samples/grid.png"))
+
+    storage.write_bytes(f"{bucket}/subject/extra.png", _another_subject_png(tmp_path))
+    v2 = runs.run_local("dreambooth", run, tmp_path / "root")
+    assert v2 == f"{bucket}/registry/ball/v2", "a retrain with a new subject image is a new version"
+    assert artifacts.Registry(f"{bucket}/registry").resolve("ball", "latest") == "v2"
+    assert [k for k in storage.list_files(f"{bucket}/priors") if k.endswith(".png")] == priors, "class images reused"
+    m2 = artifacts.read_manifest(v2)
+    assert m2.lineage["instance_images_hash"] != m1.lineage["instance_images_hash"]
+    assert m2.lineage["class_images"] == m1.lineage["class_images"]
+
+
+def _another_subject_png(tmp_path) -> bytes:
+    from inkbooth.demo import subject_images
+
+    subject_images(tmp_path / "more", 1, seed=42)
+    return (tmp_path / "more" / "subject-00.png").read_bytes()
