@@ -1,10 +1,11 @@
 """The OCR pipeline: export and quantize, OCR the documents in parallel shards, merge and report."""
 
+from kfp import dsl
+
 from inkbooth.components.ocr_export.component import export_trocr
 from inkbooth.components.ocr_merge.component import merge_ocr
 from inkbooth.components.ocr_plan.component import plan_ocr
 from inkbooth.components.ocr_recognize.component import recognize_shard
-from kfp import dsl
 
 
 @dsl.pipeline(name="inkbooth-ocr", description="TrOCR printed-text OCR: ONNX export with parity checks, sharded batch OCR, report")

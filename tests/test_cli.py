@@ -54,3 +54,21 @@ def test_ocr_command_end_to_end(tiny_onnx, tmp_path, capsys):
                      "--max-new-tokens", "8"])
     assert code == 0
     assert (tmp_path / "out" / "results" / "results.jsonl").read_text().count("\n") == 2
+
+
+def test_dreambooth_commands_chain(tiny_sd, subject_dir, tmp_path, capsys):
+    assert cli.main(["prior", str(tiny_sd), str(tmp_path / "prior"), "--class-prompt", "a photo of dog",
+                     "--num-images", "2", "--steps", "2"]) == 0
+    prior_uri = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["uri"]
+    assert cli.main(["train", str(tiny_sd), str(subject_dir), str(tmp_path / "trained"), "--class-images", prior_uri,
+                     "--max-train-steps", "1"]) == 0
+    capsys.readouterr()
+    assert cli.main(["export-model", str(tmp_path / "trained"), str(tmp_path / "registry"), "--name", "dog"]) == 0
+    version = json.loads(capsys.readouterr().out)["version"]
+    assert cli.main(["sample", version, str(tmp_path / "samples"), "--steps", "2", "--images-per-prompt", "1"]) == 0
+    assert (tmp_path / "samples" / "grid.png").is_file()
+
+
+def test_training_refuses_a_prompt_without_the_identifier(tmp_path):
+    res = run_cli("train", "m", "i", str(tmp_path / "o"), "--instance-prompt", "a photo of dog")
+    assert res.returncode == 2 and "does not contain the identifier 'sks'" in res.stderr

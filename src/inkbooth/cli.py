@@ -47,7 +47,7 @@ def _load_config(args: argparse.Namespace) -> Any:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="inkbooth",
-        description="Pipelines for TrOCR printed-text OCR (and DreamBooth), locally or on Kubeflow Pipelines.",
+        description="Pipelines for TrOCR printed-text OCR and DreamBooth, locally or on Kubeflow Pipelines.",
     )
     parser.add_argument("--version", action="version", version=f"inkbooth {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -68,13 +68,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-merge", action="store_true", help="do not merge results after this shard")
     p.add_argument("--ground-truth", default="", help="prefix with <document>.txt transcripts, for CER")
 
+    p = _config_parser(sub, "prior", "generate class images for prior preservation (content-keyed, resumable)",
+                       "inkbooth.dreambooth.prior:PriorConfig",
+                       [("model", "Stable Diffusion: hub id, diffusers folder or s3:// URI"),
+                        ("output", "prefix where class-image sets are kept")])
+    p.add_argument("--shard", default="0/1", help="this worker's share, i/n")
+
+    p = _config_parser(sub, "train", "DreamBooth fine-tuning (for several GPUs: accelerate launch -m inkbooth.dreambooth.train)",
+                       "inkbooth.dreambooth.train:TrainConfig",
+                       [("model", "Stable Diffusion: hub id, diffusers folder or s3:// URI"),
+                        ("instance_images", "folder or s3:// prefix of the 3-20 subject images"),
+                        ("output", "local folder for the trained model")])
+    p.add_argument("--class-images", help="class-image set (output of `inkbooth prior`)")
+    p.add_argument("--checkpoints", help="prefix for full-state checkpoints (default: beside the output)")
+
+    p = _config_parser(sub, "export-model", "export a trained DreamBooth model and register it as a new version",
+                       "inkbooth.dreambooth.export:ExportCheckpointConfig",
+                       [("trained", "output of `inkbooth train`"), ("registry", "registry root (folder or s3://)")])
+
+    p = _config_parser(sub, "sample", "sample images (and a grid) from a model version",
+                       "inkbooth.dreambooth.sample:SampleConfig",
+                       [("model", "registry version URI or diffusers folder"), ("output", "folder or s3:// prefix")])
+
     p = sub.add_parser("pages", help="print the line boxes found in a document (JSON)")
     p.add_argument("document", help="path or s3:// URI of a document")
     p.add_argument("--crops", help="folder to write the line crops to")
 
     p = sub.add_parser("run", help="run a pipeline (locally through kfp.local)",
                        description="Run a pipeline end to end. With --local it runs here through kfp.local.")
-    p.add_argument("pipeline", help="pipeline name: ocr")
+    p.add_argument("pipeline", help="pipeline name: ocr or dreambooth")
     p.add_argument("--local", action="store_true", help="run here with kfp.local (the only mode in this version)")
     p.add_argument("--config", required=False, help="YAML run config (see examples/)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -92,12 +114,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", default=".inkbooth/s3", help="data folder")
 
     p = sub.add_parser("tiny", help="build a tiny model of a real architecture (offline, seeded)")
-    p.add_argument("kind", choices=["trocr"])
+    p.add_argument("kind", choices=["trocr", "sd"])
     p.add_argument("output", help="folder to save it to")
 
-    p = sub.add_parser("demo", help="run the OCR pipeline end to end on tiny models and the embedded store")
+    p = sub.add_parser("demo", help="run both pipelines end to end on tiny models and the embedded store")
     p.add_argument("--workdir", default=".inkbooth", help="where the demo keeps its files")
     p.add_argument("--num-shards", type=int, default=2)
+    p.add_argument("--only", choices=["ocr", "dreambooth"], help="run one pipeline only")
     return parser
 
 
@@ -220,10 +243,43 @@ def _store(args: argparse.Namespace) -> int:
     return 0
 
 
+def _prior(args: argparse.Namespace) -> int:
+    from inkbooth.dreambooth.prior import generate_prior_images
+
+    print(json.dumps(generate_prior_images(args.model, args.output, _load_config(args), shard=args.shard)))
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    from inkbooth.dreambooth.train import train_dreambooth
+
+    manifest = train_dreambooth(args.model, args.instance_images, args.output, _load_config(args),
+                                class_images=args.class_images, checkpoints=args.checkpoints)
+    if manifest is not None:
+        print(json.dumps({"output": args.output, "metrics": manifest.metrics}))
+    return 0
+
+
+def _export_model(args: argparse.Namespace) -> int:
+    from inkbooth.dreambooth.export import export_checkpoint
+
+    uri, manifest = export_checkpoint(args.trained, args.registry, _load_config(args))
+    print(json.dumps({"version": uri, "content_hash": manifest.content_hash}))
+    return 0
+
+
+def _sample(args: argparse.Namespace) -> int:
+    from inkbooth.dreambooth.sample import sample
+
+    manifest = sample(args.model, args.output, _load_config(args))
+    print(json.dumps({"output": args.output, "grid": f"{args.output.rstrip('/')}/grid.png", **manifest.metrics}))
+    return 0
+
+
 def _tiny(args: argparse.Namespace) -> int:
     from inkbooth import tiny
 
-    print(tiny.build_tiny_trocr(args.output))
+    print(tiny.build_tiny_trocr(args.output) if args.kind == "trocr" else tiny.build_tiny_sd(args.output))
     return 0
 
 
@@ -231,12 +287,14 @@ def _demo(args: argparse.Namespace) -> int:
     from inkbooth.demo import run_demo
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    run_demo(args.workdir, num_shards=args.num_shards)
+    run_demo(args.workdir, num_shards=args.num_shards,
+             pipelines=(args.only,) if args.only else ("ocr", "dreambooth"))
     return 0
 
 
-COMMANDS = {"export-trocr": _export, "ocr": _ocr, "pages": _pages, "run": _run, "compile": _compile,
-            "store": _store, "tiny": _tiny, "demo": _demo}
+COMMANDS = {"export-trocr": _export, "ocr": _ocr, "prior": _prior, "train": _train, "export-model": _export_model,
+            "sample": _sample, "pages": _pages, "run": _run, "compile": _compile, "store": _store, "tiny": _tiny,
+            "demo": _demo}
 
 if __name__ == "__main__":
     sys.exit(main())

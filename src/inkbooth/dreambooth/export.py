@@ -61,8 +61,9 @@ def export_checkpoint(trained: str, registry: str, config: ExportCheckpointConfi
         pipe.to(_dtype(config.dtype)).save_pretrained(out / "diffusers", safe_serialization=True)
         if config.single_file:
             pipe.to(_dtype(config.single_file_dtype))
-            save_file(pipeline_to_original(pipe), str(out / f"{config.name}.safetensors"),
-                      metadata={"format": "pt", "inkbooth_base_model": str(training.lineage.get("base_model", ""))})
+            # One metadata key only: safetensors writes the metadata map in hash order, so more keys
+            # would make identical exports differ byte for byte (lineage is in the manifest anyway).
+            save_file(pipeline_to_original(pipe), str(out / f"{config.name}.safetensors"), metadata={"format": "pt"})
         if (source / "lora").is_dir():
             shutil.copytree(source / "lora", out / "lora", dirs_exist_ok=True)
         (out / "training.json").write_text(json.dumps({"metrics": training.metrics, "lineage": training.lineage,
