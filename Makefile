@@ -40,6 +40,7 @@ compile: setup ## recompile pipelines/*.yaml from the pipeline code
 
 bench: setup ## benchmarks (bench/*.py); figures go in the README
 	$(BIN)/python bench/ocr.py
+	$(BIN)/python bench/dreambooth.py
 
 clean: ## remove the venv and local run data
 	rm -rf $(VENV) .inkbooth .pytest_cache
