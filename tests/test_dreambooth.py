@@ -276,3 +276,28 @@ def test_sampling_makes_images_and_a_grid(trained, tmp_path):
     from PIL import Image
 
     assert Image.open(tmp_path / "samples" / "grid.png").size == (64, 64)
+
+
+def test_training_runs_as_two_processes(tiny_sd, subject_dir, class_set, tmp_path):
+    """The multi-GPU path (accelerate/torchrun with several processes), on CPU with gloo."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+           "--master_port", str(port), "-m", "inkbooth.dreambooth.train", str(tiny_sd), str(subject_dir),
+           str(tmp_path / "out"), "--class-images", class_set, "--max-train-steps", "3", "--checkpoint-every", "2",
+           "--checkpoints", str(tmp_path / "ckpt")]
+    env = {**os.environ, "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    metrics = json.loads((tmp_path / "out" / "training.json").read_text())["metrics"]
+    assert metrics["processes"] == 2 and metrics["steps"] == 3
+    (step, uri), = train.list_checkpoints(str(tmp_path / "ckpt"))
+    names = {f.path for f in artifacts.read_manifest(uri).files}
+    assert {"random_states_0.pkl", "random_states_1.pkl"} <= names, "every process's RNG state is kept"
+    assert not (tmp_path / "out" / ".checkpoint-staging").exists() or not any((tmp_path / "out" / ".checkpoint-staging").iterdir())

@@ -397,7 +397,7 @@ def train_dreambooth(model: str, instance_images: str, output: str, config: Trai
         if global_step % config.log_every == 0 or global_step == config.max_train_steps:
             accelerator.log(last, step=global_step)
         if config.checkpoint_every and global_step % config.checkpoint_every == 0 and global_step < config.max_train_steps:
-            _save_checkpoint(accelerator, checkpoints, global_step, config)
+            _save_checkpoint(accelerator, checkpoints, global_step, config, out / ".checkpoint-staging")
         if config.validation_every and global_step % config.validation_every == 0 and accelerator.is_main_process:
             _validate(accelerator, folder, unet, text_encoder, config, global_step, out, weight_dtype)
         if _on_step is not None:
@@ -447,18 +447,28 @@ def _optimizer(groups: list[dict[str, Any]], config: TrainConfig) -> Any:
         return torch.optim.AdamW(groups, foreach=True, **kwargs)
 
 
-def _save_checkpoint(accelerator: Any, uri: str, step: int, config: TrainConfig) -> None:
-    """Full state to ``<uri>/step-NNNNNNNN`` (manifest last), then prune beyond the limit."""
-    with storage.temp_dir("inkbooth-ckpt-") as tmp:
-        accelerator.save_state(tmp)
-        if accelerator.is_main_process:
-            artifacts.publish(tmp, storage.join(uri, f"step-{step:08d}"), kind=CHECKPOINT_KIND,
-                              metrics={"step": step}, config=to_dict(config), overwrite=True)
-    if accelerator.is_main_process and config.checkpoints_total_limit > 0:
-        for _, old in list_checkpoints(uri)[:-config.checkpoints_total_limit]:
-            # The manifest goes first: a checkpoint half deleted is never taken for a finished one.
-            storage.delete(storage.join(old, artifacts.MANIFEST))
-            storage.delete_prefix(old)
+def _save_checkpoint(accelerator: Any, uri: str, step: int, config: TrainConfig, staging_root: Path) -> None:
+    """Full state to ``<uri>/step-NNNNNNNN`` (manifest last), then prune beyond the limit.
+
+    Every process writes its part (RNG states are per process) into one staging folder that all of
+    them share; the main process publishes it once all are done.
+    """
+    import shutil
+
+    staging = staging_root / f"step-{step:08d}"
+    accelerator.save_state(str(staging))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        artifacts.publish(staging, storage.join(uri, f"step-{step:08d}"), kind=CHECKPOINT_KIND,
+                          metrics={"step": step, "processes": accelerator.num_processes},
+                          config=to_dict(config), overwrite=True)
+        shutil.rmtree(staging, ignore_errors=True)
+        if config.checkpoints_total_limit > 0:
+            for _, old in list_checkpoints(uri)[:-config.checkpoints_total_limit]:
+                # The manifest goes first: a checkpoint half deleted is never taken for a finished one.
+                storage.delete(storage.join(old, artifacts.MANIFEST))
+                storage.delete_prefix(old)
+    accelerator.wait_for_everyone()
 
 
 def _inference_pipeline(folder: Path, unet: Any, text_encoder: Any, dtype: Any) -> Any:
