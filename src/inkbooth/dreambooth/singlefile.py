@@ -20,6 +20,14 @@ def _rename_resnet(rest: str, table: dict[str, str]) -> str:
     return f"{table.get(head, head)}.{tail}" if tail else table.get(head, head)
 
 
+def _unet_block(blocks: str, index: int, kind: str, rest: list[str]) -> str:
+    """A resnet (slot 0, renamed) or attention (slot 1, same names) inside input/output block ``index``."""
+    inner = ".".join(rest)
+    if kind == "resnets":
+        return f"{blocks}.{index}.0.{_rename_resnet(inner, _RESNET)}"
+    return f"{blocks}.{index}.1.{inner}"
+
+
 def unet_to_original(state: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
     """UNet2DConditionModel state dict -> ``model.diffusion_model.*`` keys."""
     lpb = config["layers_per_block"]
@@ -36,10 +44,7 @@ def unet_to_original(state: dict[str, Any], config: dict[str, Any]) -> dict[str,
         if parts[0] == "down_blocks":
             i, kind = int(parts[1]), parts[2]
             if kind in ("resnets", "attentions"):
-                j = int(parts[3])
-                block = f"input_blocks.{(lpb + 1) * i + j + 1}.{0 if kind == 'resnets' else 1}"
-                rest = ".".join(parts[4:])
-                new = f"{block}.{_rename_resnet(rest, _RESNET) if kind == 'resnets' else rest}"
+                new = _unet_block("input_blocks", (lpb + 1) * i + int(parts[3]) + 1, kind, parts[4:])
             elif kind == "downsamplers":
                 new = f"input_blocks.{(lpb + 1) * (i + 1)}.0.op." + ".".join(parts[5:])
         elif parts[0] == "mid_block":
@@ -49,10 +54,7 @@ def unet_to_original(state: dict[str, Any], config: dict[str, Any]) -> dict[str,
         elif parts[0] == "up_blocks":
             i, kind = int(parts[1]), parts[2]
             if kind in ("resnets", "attentions"):
-                j = int(parts[3])
-                block = f"output_blocks.{(lpb + 1) * i + j}.{0 if kind == 'resnets' else 1}"
-                rest = ".".join(parts[4:])
-                new = f"{block}.{_rename_resnet(rest, _RESNET) if kind == 'resnets' else rest}"
+                new = _unet_block("output_blocks", (lpb + 1) * i + int(parts[3]), kind, parts[4:])
             elif kind == "upsamplers":
                 slot = 2 if up_has_attn[i] else 1
                 new = f"output_blocks.{(lpb + 1) * i + lpb}.{slot}." + ".".join(parts[4:])
