@@ -42,7 +42,21 @@ bench: setup ## benchmarks (bench/*.py); figures go in the README
 	$(BIN)/python bench/ocr.py
 	$(BIN)/python bench/dreambooth.py
 
+VERSION = $(shell sed -n 's/^__version__ = "\(.*\)"/\1/p' src/inkbooth/__init__.py)
+REGISTRY ?= ghcr.io/inkbooth
+VARIANTS = ocr-cpu ocr-cuda train-cuda
+
+images: ## build the component images (needs a Docker engine); tag = package version
+	@command -v docker >/dev/null || { echo "make images: no docker command here"; exit 1; }
+	@for v in $(VARIANTS); do \
+	  echo "building $(REGISTRY)/inkbooth-$$v:$(VERSION)"; \
+	  docker build -f docker/$$v/Dockerfile -t $(REGISTRY)/inkbooth-$$v:$(VERSION) . || exit 1; \
+	done
+
+push-images: images ## push the component images to $(REGISTRY)
+	@for v in $(VARIANTS); do docker push $(REGISTRY)/inkbooth-$$v:$(VERSION) || exit 1; done
+
 clean: ## remove the venv and local run data
 	rm -rf $(VENV) .inkbooth .pytest_cache
 
-.PHONY: help setup demo testdata test test-all lint compile bench clean
+.PHONY: help setup demo testdata test test-all lint compile bench images push-images clean

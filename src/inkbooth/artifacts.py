@@ -124,7 +124,7 @@ def build_manifest(local_dir: str | Path, *, kind: str, inputs: dict[str, str] |
         kind=kind, content_hash=content_hash(files), files=files, inputs=dict(inputs or {}),
         config=dict(config or {}), metrics=dict(metrics or {}), lineage=dict(lineage or {}), name=name,
         version=version, code_version=_code_version(),
-        created_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        created_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     )
 
 
@@ -201,7 +201,7 @@ def seal(uri: str, *, kind: str, files: list[str] | None = None, **manifest_fiel
         digest = info.sha256 or hashlib.sha256(storage.read_bytes(storage.join(uri, rel))).hexdigest()
         entries.append(FileEntry(rel, info.size, digest))
     manifest = Manifest(kind=kind, content_hash=content_hash(entries), files=entries, code_version=_code_version(),
-                        created_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), **manifest_fields)
+                        created_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), **manifest_fields)
     try:
         storage.write_text(storage.join(uri, MANIFEST), manifest.to_json(), if_absent=True)
     except storage.AlreadyExistsError:

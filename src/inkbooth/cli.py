@@ -125,6 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Tokenizers' own thread pool fights the steps' threads (and warns after a fork).
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
@@ -286,7 +288,6 @@ def _tiny(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from inkbooth.demo import run_demo
 
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     run_demo(args.workdir, num_shards=args.num_shards,
              pipelines=(args.only,) if args.only else ("ocr", "dreambooth"))
     return 0
