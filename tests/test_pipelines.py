@@ -19,7 +19,7 @@ def test_compiled_yaml_matches_the_code(name, tmp_path):
 
 
 def test_ocr_ir_shape():
-    ir = yaml.safe_load(runs.packaged_yaml("ocr").read_text())
+    ir, _platform = yaml.safe_load_all(runs.packaged_yaml("ocr").read_text())
     tasks = ir["root"]["dag"]["tasks"]
     assert {"export-trocr", "plan-ocr", "for-loop-1", "merge-ocr"} <= set(tasks)
     loop = tasks["for-loop-1"]

@@ -108,6 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("compile", help="compile pipelines to KFP v2 IR YAML")
     p.add_argument("pipeline", nargs="?", default="all", help="pipeline name, or all")
     p.add_argument("--out-dir", help="where to write (default: beside the pipeline modules)")
+    p.add_argument("--cluster", help="YAML ClusterConfig: per-stage resources, GPUs, node selectors, tolerations")
 
     p = sub.add_parser("store", help="the embedded SeaweedFS object store")
     p.add_argument("action", choices=["start"], help="start: run in the foreground and print its environment")
@@ -216,12 +217,15 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _compile(args: argparse.Namespace) -> int:
-    from inkbooth import runs
+    from inkbooth import cluster, runs
 
     names = sorted(runs.PIPELINES) if args.pipeline == "all" else [args.pipeline]
+    if args.cluster and not args.out_dir:
+        raise ValueError("--cluster needs --out-dir: the YAML kept in the repository uses the default settings")
+    settings = cluster.load(args.cluster)
     for name in names:
         target = Path(args.out_dir) / runs.get(name).yaml if args.out_dir else runs.packaged_yaml(name)
-        runs.compile_pipeline(name, target)
+        runs.compile_pipeline(name, target, settings)
         print(target)
     return 0
 

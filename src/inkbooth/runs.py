@@ -112,19 +112,18 @@ class DreamBoothRun:
 @dataclasses.dataclass(frozen=True)
 class PipelineSpec:
     name: str
-    function: str  # module:attribute
+    module: str  # holds build(cluster) and the default pipeline
     run_config: type
     yaml: str  # file name beside the pipeline module
 
-    def load(self) -> Callable[..., Any]:
-        module, attr = self.function.split(":")
-        return getattr(importlib.import_module(module), attr)
+    def load(self, cluster: Any = None) -> Callable[..., Any]:
+        """The pipeline function, with ``cluster`` (a ClusterConfig) or the defaults."""
+        return importlib.import_module(self.module).build(cluster)
 
 
 PIPELINES = {
-    "ocr": PipelineSpec("ocr", "inkbooth.pipelines.ocr:ocr_pipeline", OCRRun, "ocr.yaml"),
-    "dreambooth": PipelineSpec("dreambooth", "inkbooth.pipelines.dreambooth:dreambooth_pipeline", DreamBoothRun,
-                               "dreambooth.yaml"),
+    "ocr": PipelineSpec("ocr", "inkbooth.pipelines.ocr", OCRRun, "ocr.yaml"),
+    "dreambooth": PipelineSpec("dreambooth", "inkbooth.pipelines.dreambooth", DreamBoothRun, "dreambooth.yaml"),
 }
 
 
@@ -135,13 +134,12 @@ def get(name: str) -> PipelineSpec:
         raise ValueError(f"unknown pipeline {name!r}; known: {', '.join(sorted(PIPELINES))}") from None
 
 
-def compile_pipeline(name: str, path: str | Path) -> Path:
-    """Compile a pipeline to KFP v2 IR YAML."""
+def compile_pipeline(name: str, path: str | Path, cluster: Any = None) -> Path:
+    """Compile a pipeline to KFP v2 IR YAML (with a ClusterConfig, or the defaults)."""
     from kfp import compiler
 
-    spec = get(name)
     path = Path(path)
-    compiler.Compiler().compile(spec.load(), str(path))
+    compiler.Compiler().compile(get(name).load(cluster), str(path))
     return path
 
 
