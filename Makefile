@@ -56,7 +56,18 @@ images: ## build the component images (needs a Docker engine); tag = package ver
 push-images: images ## push the component images to $(REGISTRY)
 	@for v in $(VARIANTS); do docker push $(REGISTRY)/inkbooth-$$v:$(VERSION) || exit 1; done
 
+KUSTOMIZATIONS = $(wildcard k8s/overlays/* k8s/cluster/*)
+
+manifests: setup ## render every k8s overlay (and cluster-wide set) into build/k8s/, validated against the schemas
+	@mkdir -p build/k8s
+	@for k in $(KUSTOMIZATIONS); do \
+	  out=build/k8s/$$(basename $$k).yaml; \
+	  kubectl kustomize $$k > $$out || exit 1; \
+	  $(BIN)/kubernetes-validate --strict --quiet -k 1.32.0 $$out || exit 1; \
+	  echo "$$out"; \
+	done
+
 clean: ## remove the venv and local run data
 	rm -rf $(VENV) .inkbooth .pytest_cache
 
-.PHONY: help setup demo testdata test test-all lint compile bench images push-images clean
+.PHONY: help setup demo testdata test test-all lint compile bench images push-images manifests clean

@@ -530,13 +530,13 @@ def _save_pipeline(accelerator: Any, folder: Path, unet: Any, text_encoder: Any,
                                      "class_images": lineage["class_images_hash"]}, overwrite=True)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``accelerate launch -m inkbooth.dreambooth.train MODEL INSTANCE OUTPUT --config train.yaml``."""
+def build_parser() -> Any:
+    """The command line of ``python -m inkbooth.dreambooth.train`` (under accelerate or torchrun)."""
     import argparse
 
     from inkbooth import config as cfg
 
-    parser = argparse.ArgumentParser(description="DreamBooth fine-tuning (accelerate-aware)")
+    parser = argparse.ArgumentParser(prog="inkbooth.dreambooth.train", description="DreamBooth fine-tuning")
     parser.add_argument("model")
     parser.add_argument("instance_images")
     parser.add_argument("output")
@@ -544,7 +544,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkpoints")
     parser.add_argument("--config")
     cfg.add_arguments(parser, TrainConfig)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``accelerate launch -m inkbooth.dreambooth.train MODEL INSTANCE OUTPUT --config train.yaml``."""
+    from inkbooth import config as cfg
+
+    args = build_parser().parse_args(argv)
     config = cfg.load(TrainConfig, args.config, cfg.overrides_from_args(args, TrainConfig))
     train_dreambooth(args.model, args.instance_images, args.output, config, class_images=args.class_images,
                      checkpoints=args.checkpoints)
