@@ -105,6 +105,22 @@ def build_parser() -> argparse.ArgumentParser:
                    help="env: S3 endpoint and credentials from the environment; embedded: start SeaweedFS here")
     p.add_argument("--workdir", default=".inkbooth", help="local pipeline root and embedded store data")
 
+    def cluster_command(name: str, help_text: str, pipeline_arg: bool = True) -> Any:
+        p = _config_parser(sub, name, help_text, "inkbooth.submit:Endpoint", [])
+        if pipeline_arg:
+            p.add_argument("pipeline", help="ocr or dreambooth")
+        p.add_argument("--run", required=True, metavar="RUN_YAML", help="run config (see examples/*-run.yaml)")
+        p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a run config field")
+        return p
+
+    cluster_command("submit", "compile a pipeline and submit one run to a KFP endpoint")
+    p = cluster_command("schedule", "create a recurring run (cron) on a KFP endpoint")
+    p.add_argument("--cron", required=True, help="KFP cron with seconds first, e.g. '0 0 3 * * *' (03:00 daily)")
+    p.add_argument("--job-name", required=True, help="name of the recurring run")
+    p.add_argument("--max-concurrency", type=int, default=1)
+    cluster_command("retrain", "submit a DreamBooth run only if the subject images changed since the latest version",
+                    pipeline_arg=False)
+
     p = sub.add_parser("compile", help="compile pipelines to KFP v2 IR YAML")
     p.add_argument("pipeline", nargs="?", default="all", help="pipeline name, or all")
     p.add_argument("--out-dir", help="where to write (default: beside the pipeline modules)")
@@ -186,23 +202,60 @@ def _pages(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run(args: argparse.Namespace) -> int:
+def _run_config(pipeline: str, path: str | None, settings: list[str]) -> Any:
+    """A pipeline's run config from a YAML file with --set KEY=VALUE overrides."""
     import yaml
 
-    from inkbooth import config, objectstore, runs, storage
+    from inkbooth import config, runs
 
-    if not args.local:
-        print("inkbooth run: only --local is available in this version; compile the pipeline and submit the "
-              "YAML to your KFP endpoint", file=sys.stderr)
-        return 2
-    spec = runs.get(args.pipeline)
     overrides = {}
-    for item in args.set:
+    for item in settings:
         key, sep, value = item.partition("=")
         if not sep:
             raise config.ConfigError(f"--set {item!r}: expected KEY=VALUE")
         overrides[key] = yaml.safe_load(value)
-    run = config.load(spec.run_config, args.config, overrides)
+    return config.load(runs.get(pipeline).run_config, path, overrides)
+
+
+def _endpoint(args: argparse.Namespace) -> Any:
+    """The KFP endpoint config; the token may come from INKBOOTH_KFP_TOKEN rather than the command line."""
+    endpoint = _load_config(args)
+    if not endpoint.token:
+        endpoint.token = os.environ.get("INKBOOTH_KFP_TOKEN", "")
+    return endpoint
+
+
+def _submit(args: argparse.Namespace) -> int:
+    from inkbooth import submit
+
+    run_id = submit.submit(args.pipeline, _run_config(args.pipeline, args.run, args.set), _endpoint(args))
+    print(json.dumps({"pipeline": args.pipeline, "run_id": run_id}))
+    return 0
+
+
+def _schedule(args: argparse.Namespace) -> int:
+    from inkbooth import submit
+
+    rid = submit.schedule(args.pipeline, _run_config(args.pipeline, args.run, args.set), _endpoint(args),
+                          job_name=args.job_name, cron=args.cron, max_concurrency=args.max_concurrency)
+    print(json.dumps({"pipeline": args.pipeline, "recurring_run_id": rid}))
+    return 0
+
+
+def _retrain(args: argparse.Namespace) -> int:
+    from inkbooth import submit
+
+    print(json.dumps(submit.retrain_if_changed(_run_config("dreambooth", args.run, args.set), _endpoint(args))))
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    from inkbooth import objectstore, runs, storage
+
+    if not args.local:
+        print("inkbooth run: runs here need --local; for a cluster use `inkbooth submit`", file=sys.stderr)
+        return 2
+    run = _run_config(args.pipeline, args.config, args.set)
     workdir = Path(args.workdir)
     if args.store == "embedded":
         with objectstore.EmbeddedS3(workdir / "s3") as store, objectstore.environment(store.env()):
@@ -297,7 +350,7 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"export-trocr": _export, "ocr": _ocr, "prior": _prior, "train": _train, "export-model": _export_model,
+COMMANDS = {"submit": _submit, "schedule": _schedule, "retrain": _retrain, "export-trocr": _export, "ocr": _ocr, "prior": _prior, "train": _train, "export-model": _export_model,
             "sample": _sample, "pages": _pages, "run": _run, "compile": _compile, "store": _store, "tiny": _tiny,
             "demo": _demo}
 

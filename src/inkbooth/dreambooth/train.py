@@ -137,13 +137,36 @@ def min_snr_weights(scheduler: Any, timesteps: Any, gamma: float) -> Any:
     return clipped / snr
 
 
+def image_names(uri: str) -> list[str]:
+    return [k for k in storage.list_files(uri) if k.lower().endswith(IMAGE_SUFFIXES)]
+
+
+def set_hash(digests: set[str]) -> str:
+    """The identity of an image set: its distinct SHA-256 digests, sorted and hashed."""
+    import hashlib
+
+    return hashlib.sha256("".join(sorted(digests)).encode()).hexdigest()
+
+
+def image_set_hash(uri: str) -> str:
+    """The content hash ``load_images`` gives the images under ``uri``, from recorded checksums
+    where objects carry one (nothing is downloaded then)."""
+    import hashlib
+
+    digests = set()
+    for name in image_names(uri):
+        target = storage.join(uri, name)
+        digests.add(storage.stat(target).sha256 or hashlib.sha256(storage.read_bytes(target)).hexdigest())
+    return set_hash(digests)
+
+
 def load_images(uri: str, what: str) -> tuple[list[Any], str]:
     """RGB images under a prefix (subject or class images), and a content hash of the set."""
     import hashlib
 
     from PIL import Image, UnidentifiedImageError
 
-    names = [k for k in storage.list_files(uri) if k.lower().endswith(IMAGE_SUFFIXES)]
+    names = image_names(uri)
     if not names:
         raise ValueError(f"{uri}: no {what} images found ({', '.join(IMAGE_SUFFIXES)})")
     images, digests, seen = [], [], set()
@@ -164,7 +187,7 @@ def load_images(uri: str, what: str) -> tuple[list[Any], str]:
             img = Image.alpha_composite(bg, img.convert("RGBA"))
         images.append(img.convert("RGB"))
         digests.append(digest)
-    return images, hashlib.sha256("".join(sorted(digests)).encode()).hexdigest()
+    return images, set_hash(set(digests))
 
 
 def to_tensor(img: Any, size: int, center_crop: bool) -> Any:

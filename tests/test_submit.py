@@ -1,0 +1,97 @@
+"""submit, schedule and the retrain trigger against a local stand-in of the KFP API."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from inkbooth import artifacts, cli, runs, storage, submit
+from tests.conftest import REPO
+from tests.kfpstandin import KFPStandIn
+
+
+@pytest.fixture
+def kfp_api():
+    with KFPStandIn() as standin:
+        yield standin
+
+
+def ocr_run() -> runs.OCRRun:
+    return runs.OCRRun(model="microsoft/trocr-base-printed", documents="s3://scans/in", output="s3://ocr/out",
+                       num_shards=8, recognize={"num_beams": 2})
+
+
+def test_submit_sends_the_compiled_pipeline_with_cluster_settings(kfp_api, monkeypatch):
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "PLANTED-SECRET-77c1")
+    endpoint = submit.Endpoint(host=kfp_api.url, cluster=str(REPO / "examples" / "cluster-gke.yaml"),
+                               s3_secret="team-s3", experiment="ocr-nightly")
+    run_id = submit.submit("ocr", ocr_run(), endpoint, run_name="scan-batch")
+    (body,) = kfp_api.posted("/runs")
+    assert run_id.startswith("run-") and body["display_name"] == "scan-batch"
+    params = body["runtime_config"]["parameters"]
+    assert params["model"] == "microsoft/trocr-base-printed" and params["num_shards"] == 8
+    assert params["recognize_config"] == {"num_beams": 2} and params["s3_secret"] == "team-s3"
+    spec = json.dumps(body["pipeline_spec"])
+    assert "cloud.google.com/gke-spot" in spec, "the cluster config's node selector travels in the platform spec"
+    assert "ghcr.io/inkbooth/inkbooth-ocr-cpu" in spec
+    assert [b["display_name"] for b in kfp_api.posted("/experiments")] == ["ocr-nightly"]
+    everything = json.dumps([r["body"] for r in kfp_api.requests]) + json.dumps([r["headers"] for r in kfp_api.requests])
+    assert "PLANTED-SECRET-77c1" not in everything, "credentials never travel with a run"
+
+
+def test_local_paths_are_refused_for_cluster_runs(kfp_api, tmp_path):
+    run = runs.OCRRun(model="microsoft/trocr-base-printed", documents=str(tmp_path), output="s3://ocr/out")
+    with pytest.raises(ValueError, match="documents = .* is a local path"):
+        submit.submit("ocr", run, submit.Endpoint(host=kfp_api.url))
+    assert not kfp_api.posted("/runs")
+
+
+def test_schedule_creates_a_recurring_run_in_one_experiment(kfp_api):
+    endpoint = submit.Endpoint(host=kfp_api.url, experiment="nightly")
+    submit.schedule("ocr", ocr_run(), endpoint, job_name="ocr-03h", cron="0 0 3 * * *")
+    submit.schedule("ocr", ocr_run(), endpoint, job_name="ocr-15h", cron="0 0 15 * * *", max_concurrency=2)
+    first, second = kfp_api.posted("/recurringruns")
+    assert first["trigger"]["cron_schedule"]["cron"] == "0 0 3 * * *" and first["display_name"] == "ocr-03h"
+    assert second["max_concurrency"] in (2, "2") and first["no_catchup"] is True
+    assert first["experiment_id"] == second["experiment_id"]
+    assert len(kfp_api.posted("/experiments")) == 1, "the experiment is created once, then found"
+    with pytest.raises(ValueError, match="cron"):
+        submit.schedule("ocr", ocr_run(), endpoint, job_name="bad", cron="daily")
+
+
+def test_retrain_trigger_submits_only_when_subject_images_change(kfp_api, bucket, subject_dir, tmp_path):
+    from inkbooth.dreambooth.train import image_set_hash, load_images
+
+    storage.upload_dir(subject_dir, f"{bucket}/subjects/dog")
+    run = runs.DreamBoothRun(base_model="stable-diffusion-v1-5/stable-diffusion-v1-5",
+                             instance_images=f"{bucket}/subjects/dog", prior_output=f"{bucket}/priors",
+                             registry=f"{bucket}/registry", export={"name": "dog"})
+    endpoint = submit.Endpoint(host=kfp_api.url)
+    first = submit.retrain_if_changed(run, endpoint)
+    assert first["submitted"] and "no version of dog yet" in first["reason"]
+    assert first["hash"] == load_images(f"{bucket}/subjects/dog", "subject")[1], "the same hash training records"
+    # A version trained on exactly these images:
+    (tmp_path / "v").mkdir()
+    (tmp_path / "v" / "weights.bin").write_bytes(b"w")
+    artifacts.Registry(f"{bucket}/registry").register(
+        "dog", tmp_path / "v", kind="dreambooth-export", lineage={"instance_images_hash": first["hash"]})
+    same = submit.retrain_if_changed(run, endpoint)
+    assert not same["submitted"] and "unchanged since dog v1" in same["reason"]
+    assert len(kfp_api.posted("/runs")) == 1
+    storage.write_bytes(f"{bucket}/subjects/dog/new.png", (subject_dir / "subject-00.png").read_bytes()[::-1])
+    changed = submit.retrain_if_changed(run, endpoint)
+    assert changed["submitted"] and changed["hash"] == image_set_hash(f"{bucket}/subjects/dog") != first["hash"]
+    assert len(kfp_api.posted("/runs")) == 2
+    assert kfp_api.posted("/runs")[-1]["display_name"].startswith("retrain-dog-")
+
+
+def test_submit_command(kfp_api, tmp_path, capsys, monkeypatch):
+    run_file = tmp_path / "run.yaml"
+    run_file.write_text("model: microsoft/trocr-base-printed\ndocuments: s3://a/b\noutput: s3://c/d\n")
+    monkeypatch.setenv("INKBOOTH_KFP_TOKEN", "token-from-env")
+    assert cli.main(["submit", "ocr", "--run", str(run_file), "--host", kfp_api.url, "--set", "num_shards=3"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["run_id"].startswith("run-")
+    assert kfp_api.posted("/runs")[0]["runtime_config"]["parameters"]["num_shards"] == 3
+    auth = [r["headers"].get("authorization") or r["headers"].get("Authorization") for r in kfp_api.requests]
+    assert "Bearer token-from-env" in auth
