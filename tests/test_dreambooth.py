@@ -278,6 +278,17 @@ def test_sampling_makes_images_and_a_grid(trained, tmp_path):
     assert Image.open(tmp_path / "samples" / "grid.png").size == (64, 64)
 
 
+def test_launch_training_uses_one_process_per_device(tiny_sd, subject_dir, class_set, tmp_path):
+    """What the pipeline's train step does on a multi-GPU node, here with 2 CPU processes."""
+    m = train.launch_training(str(tiny_sd), str(subject_dir), str(tmp_path / "out"),
+                              train.TrainConfig(max_train_steps=2), class_images=class_set, processes=2)
+    assert m.metrics["processes"] == 2 and m.metrics["steps"] == 2
+    assert not (tmp_path / "out" / ".train-config.json").exists()
+    single = train.launch_training(str(tiny_sd), str(subject_dir), str(tmp_path / "one"),
+                                   train.TrainConfig(max_train_steps=1), class_images=class_set, processes=1)
+    assert single.metrics["processes"] == 1
+
+
 def test_training_runs_as_two_processes(tiny_sd, subject_dir, class_set, tmp_path):
     """The multi-GPU path (accelerate/torchrun with several processes), on CPU with gloo."""
     import os

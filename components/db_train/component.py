@@ -14,12 +14,12 @@ def train(
     config: dict,
     trained: dsl.Output[dsl.Model],
 ):
-    """Train on the subject images; `class_sets` are the prior shards' outputs (one set)."""
+    """Train on the subject images (one process per GPU of the node); `class_sets` are the prior shards' outputs."""
     from inkbooth import config as cfg
     from inkbooth.dreambooth.prior import complete_set
-    from inkbooth.dreambooth.train import TrainConfig, train_dreambooth
+    from inkbooth.dreambooth.train import TrainConfig, launch_training
 
-    manifest = train_dreambooth(
+    manifest = launch_training(
         base_model, instance_images, trained.path, cfg.from_dict(TrainConfig, config, source="train config"),
         class_images=complete_set(class_sets), checkpoints=checkpoints or None,
     )

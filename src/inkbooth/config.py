@@ -10,6 +10,7 @@ import argparse
 import dataclasses
 import hashlib
 import json
+import re
 import types
 import typing
 from collections.abc import Mapping
@@ -87,6 +88,9 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
+        # YAML 1.1 (PyYAML) reads "5e-6" as a string: it wants a dot in floats. Accept the literal.
+        if isinstance(value, str) and re.fullmatch(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?", value.strip()):
+            return float(value)
         raise ConfigError(f"{where}: expected a number, got {type(value).__name__} {value!r}")
     if tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
@@ -155,9 +159,9 @@ def load(cls: type[T], path: str | Path | None = None, overrides: Mapping[str, A
         except OSError as e:
             raise ConfigError(f"{path}: cannot read config file: {e.strerror}") from None
         try:
-            loaded = yaml.safe_load(text)
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{path}: not valid YAML: {e}") from None
+            loaded = json.loads(text) if str(path).endswith(".json") else yaml.safe_load(text)
+        except (yaml.YAMLError, json.JSONDecodeError) as e:
+            raise ConfigError(f"{path}: not valid {'JSON' if str(path).endswith('.json') else 'YAML'}: {e}") from None
         if loaded is not None and not isinstance(loaded, Mapping):
             raise ConfigError(f"{path}: expected a mapping at the top level, got {type(loaded).__name__}")
         data.update(loaded or {})

@@ -553,6 +553,44 @@ def _save_pipeline(accelerator: Any, folder: Path, unet: Any, text_encoder: Any,
                                      "class_images": lineage["class_images_hash"]}, overwrite=True)
 
 
+def launch_training(model: str, instance_images: str, output: str, config: TrainConfig, *,
+                    class_images: str | None = None, checkpoints: str | None = None,
+                    processes: int | None = None) -> artifacts.Manifest:
+    """Train with one process per GPU of this node (or ``processes``), else in this process.
+
+    Several processes run the same entry point (``python -m inkbooth.dreambooth.train``) under
+    torchrun, which is what ``accelerate launch --multi_gpu`` does; accelerate picks the
+    distributed setup up from the environment, so the training code is the same either way.
+    """
+    import os
+    import subprocess
+    import sys
+
+    import torch
+
+    count = processes if processes is not None else torch.cuda.device_count()
+    if count <= 1 or "WORLD_SIZE" in os.environ:
+        return train_dreambooth(model, instance_images, output, config, class_images=class_images,
+                                checkpoints=checkpoints)
+    config.validate()
+    Path(output).mkdir(parents=True, exist_ok=True)
+    config_file = Path(output) / ".train-config.json"
+    config_file.write_text(json.dumps(to_dict(config)))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(count),
+           "-m", "inkbooth.dreambooth.train", model, instance_images, output, "--config", str(config_file)]
+    if class_images:
+        cmd += ["--class-images", class_images]
+    if checkpoints:
+        cmd += ["--checkpoints", checkpoints]
+    env = dict(os.environ)
+    if not torch.cuda.is_available():
+        env["ACCELERATE_USE_CPU"] = "true"  # several processes on CPU (gloo), as the tests run it
+    log.info("training with %d processes: %s", count, " ".join(cmd))
+    subprocess.run(cmd, env=env, check=True)
+    config_file.unlink(missing_ok=True)
+    return artifacts.read_manifest(output)
+
+
 def build_parser() -> Any:
     """The command line of ``python -m inkbooth.dreambooth.train`` (under accelerate or torchrun)."""
     import argparse
