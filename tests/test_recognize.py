@@ -185,7 +185,11 @@ def test_torch_backend_needs_no_export(tiny_trocr, tmp_path):
 
 
 def test_shard_spec_is_validated():
-    assert recognize.parse_shard("2/5") == (2, 5)
+    from inkbooth import shards
+
+    assert shards.parse("2/5") == (2, 5)
+    assert shards.select(list(range(7)), "1/3") == [1, 4]
+    assert shards.specs(2) == ["0/2", "1/2"]
     for bad in ("5/5", "-1/2", "a/b", "3"):
         with pytest.raises(ValueError, match="shard"):
-            recognize.parse_shard(bad)
+            shards.parse(bad)

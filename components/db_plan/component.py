@@ -8,6 +8,6 @@ from inkbooth._image import image
 @dsl.component(base_image=image("train-cuda"), install_kfp_package=False)
 def plan_prior(num_shards: int) -> list:
     """["0/n", ..., "n-1/n"] for ParallelFor."""
-    from inkbooth.dreambooth.prior import shard_specs
+    from inkbooth.shards import specs
 
-    return shard_specs(num_shards)
+    return specs(num_shards)

@@ -21,7 +21,7 @@ import logging
 import time
 from typing import Any, Literal
 
-from inkbooth import artifacts, models, storage
+from inkbooth import artifacts, models, shards, storage
 from inkbooth.config import option
 
 log = logging.getLogger(__name__)
@@ -118,10 +118,7 @@ def generate_prior_images(model: str, output: str, config: PriorConfig, shard: s
     """Make the missing class images of this shard under ``<output>/<key>/``; publish when complete."""
     import torch
 
-    from inkbooth.ocr.recognize import parse_shard
-
     config.validate()
-    index, count = parse_shard(shard)
     device, dtype = pick_device(config.device, config.dtype)
     folder = models.resolve(model, allow_pickle=config.allow_pickle)
     model_hash = artifacts.content_hash(artifacts.scan_dir(folder))
@@ -134,7 +131,7 @@ def generate_prior_images(model: str, output: str, config: PriorConfig, shard: s
             storage.write_text(storage.join(root, SPEC), json.dumps(spec, indent=1, sort_keys=True), if_absent=True)
         except storage.AlreadyExistsError:
             pass  # another shard wrote the same spec
-    mine = list(range(index, config.num_images, count))
+    mine = shards.select(range(config.num_images), shard)
     todo = [i for i in mine if image_name(i) not in existing]
     size = spec["size"]
     if todo:
@@ -180,13 +177,6 @@ def finish_prior(root: str, num_images: int, spec: dict[str, Any]) -> bool:
     artifacts.seal(root, kind=KIND, files=[*names, SPEC], config=spec, inputs={"model": spec["model_hash"]},
                    metrics={"images": num_images})
     return True
-
-
-def shard_specs(num_shards: int) -> list[str]:
-    """``["0/n", ..., "n-1/n"]``."""
-    if num_shards < 1:
-        raise ValueError(f"num_shards must be at least 1, got {num_shards}")
-    return [f"{i}/{num_shards}" for i in range(num_shards)]
 
 
 def complete_set(uris: list[str]) -> str:

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from inkbooth import artifacts, storage
+from inkbooth import artifacts, shards, storage
 from inkbooth.ocr.export import cer
 from inkbooth.ocr.recognize import list_documents, result_uri
 
@@ -25,13 +25,11 @@ KIND = "ocr-results"
 
 def plan_documents(documents: str, num_shards: int) -> dict[str, Any]:
     """The documents under ``documents`` and the shard specs (``i/n``) that split them."""
-    if num_shards < 1:
-        raise ValueError(f"num_shards must be at least 1, got {num_shards}")
+    shards.specs(num_shards)  # validates the count before anything is listed
     keys = list_documents(documents)
     if not keys:
         raise ValueError(f"{documents}: no documents found")
-    n = min(num_shards, len(keys))
-    return {"documents": documents, "keys": keys, "shards": [f"{i}/{n}" for i in range(n)],
+    return {"documents": documents, "keys": keys, "shards": shards.specs(min(num_shards, len(keys))),
             "created": time.time()}
 
 

@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any, Literal
 
-from inkbooth import artifacts, storage
+from inkbooth import artifacts, shards, storage
 from inkbooth.config import config_hash, option, to_dict
 from inkbooth.ocr import localize, pages
 
@@ -306,17 +306,6 @@ def resolve_model(model: str, config: RecognizeConfig) -> tuple[Path, str]:
     return artifacts.fetch(model), manifest.content_hash
 
 
-def parse_shard(shard: str) -> tuple[int, int]:
-    """``"i/n"`` -> (i, n), with 0 <= i < n."""
-    try:
-        i, n = (int(x) for x in shard.split("/"))
-    except ValueError:
-        raise ValueError(f"shard {shard!r}: expected i/n, e.g. 0/4") from None
-    if not 0 <= i < n:
-        raise ValueError(f"shard {shard!r}: need 0 <= i < n")
-    return i, n
-
-
 def list_documents(documents: str) -> list[str]:
     """Relative keys of the documents under a prefix (hidden files and partial writes skipped)."""
     keys = []
@@ -349,11 +338,10 @@ def recognize_documents(documents: str, model: str, output: str, config: Recogni
 
     config = config or RecognizeConfig()
     config.validate()
-    index, count = parse_shard(shard)
     model_dir, model_hash = resolve_model(model, config)
     settings = config_hash({k: v for k, v in to_dict(config).items() if k != "skip_done"})
     all_keys = sorted(keys) if keys is not None else list_documents(documents)
-    mine = all_keys[index::count]
+    mine = shards.select(all_keys, shard)
     recognizer: Recognizer | None = None
     summary = {"shard": shard, "documents": len(mine), "done": 0, "skipped": 0, "errors": 0, "lines": 0,
                "pages": 0, "seconds": 0.0}
