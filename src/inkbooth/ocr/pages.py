@@ -103,7 +103,7 @@ def _image_pages(data: bytes, name: str, config: PagesConfig) -> Iterator[Page]:
     except UnidentifiedImageError:
         raise InputError(f"{name}: not an image or PDF that can be read (unrecognised format)") from None
     except Exception as e:  # noqa: BLE001 - Pillow raises many types for broken headers
-        raise InputError(f"{name}: cannot open image: {e}") from None
+        raise InputError(f"{name}: cannot be decoded (truncated or corrupt?): {e}") from None
     n_frames = getattr(img, "n_frames", 1)
     for i in range(min(n_frames, config.max_pages)):
         try:
@@ -278,7 +278,8 @@ def _run_lengths(mask: np.ndarray) -> np.ndarray:
     flat = padded.ravel()
     edges = np.flatnonzero(flat[1:] != flat[:-1]) + 1
     starts, ends = edges[::2], edges[1::2]
-    lengths = np.zeros(flat.shape[0] + 1, dtype=np.int64)
+    # int32: a run is at most one row or column long; half the memory of int64 on big pages.
+    lengths = np.zeros(flat.shape[0] + 1, dtype=np.int32)
     np.add.at(lengths, starts, ends - starts)
     np.add.at(lengths, ends, -(ends - starts))
     return np.cumsum(lengths)[:-1].reshape(h, w + 2)[:, 1:-1]
@@ -292,9 +293,9 @@ def remove_rules(ink: np.ndarray) -> np.ndarray:
     """
     import numpy as np
 
-    vertical = _run_lengths(ink.T).T
     if not ink.any():
         return ink
+    vertical = _run_lengths(ink.T).T
     # Each vertical run counted once (at its top pixel): long rules are few runs but many pixels.
     starts = ink.copy()
     starts[1:] &= ~ink[:-1]

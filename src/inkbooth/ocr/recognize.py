@@ -52,6 +52,10 @@ class RecognizeConfig:
     def __post_init__(self) -> None:
         if self.pages is None:
             self.pages = pages.PagesConfig()
+        elif isinstance(self.pages, dict):  # built in Python with a plain mapping: same checks as a file
+            from inkbooth.config import from_dict
+
+            self.pages = from_dict(pages.PagesConfig, self.pages, source="pages")
 
     def validate(self) -> None:
         if self.num_beams < 1 or self.batch_size < 1 or self.max_new_tokens < 1:
