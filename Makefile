@@ -32,6 +32,9 @@ test: setup testdata ## set up, then lint and run the test suite (what CI runs)
 test-all: setup testdata ## every test, slow ones too
 	$(BIN)/pytest -q -m "not gpu"
 
+test-load: setup ## the load test: 200 pages, 5,000 lines, memory at 1x and 4x (a few minutes)
+	$(BIN)/pytest -q -s -m slow tests/test_load.py
+
 lint: setup ## ruff
 	$(BIN)/ruff check src components pipelines tests bench
 
@@ -70,4 +73,4 @@ manifests: setup ## render every k8s overlay (and cluster-wide set) into build/k
 clean: ## remove the venv and local run data
 	rm -rf $(VENV) .inkbooth .pytest_cache
 
-.PHONY: help setup demo testdata test test-all lint compile bench images push-images manifests clean
+.PHONY: help setup demo testdata test test-all test-load lint compile bench images push-images manifests clean

@@ -155,3 +155,28 @@ def test_disk_full_is_a_clear_error_and_corrupts_nothing(small_disk, tmp_path, m
     with pytest.raises(storage.StorageError, match="no space left on device"):
         artifacts.fetch(str(tmp_path / "published"), small_disk / "cache" / "x")
     assert not (small_disk / "cache" / "x" / "manifest.json").exists(), "a failed fetch is not a cached one"
+
+
+def test_concurrent_shards_share_an_output_prefix_without_clobbering(tiny_onnx, bucket, tmp_path):
+    local = tmp_path / "docs"
+    local.mkdir()
+    expected = 0
+    for i in range(8):
+        page = synth.render_page(seed=300 + i, max_lines=2, width=600, height=400)
+        page.image.save(local / f"d{i}.png")
+        expected += len(page.lines)
+    storage.upload_dir(local, f"{bucket}/docs")
+    model, _ = tiny_onnx
+    out = f"{bucket}/out"
+    procs = [subprocess.Popen([sys.executable, "-m", "inkbooth.cli", "ocr", f"{bucket}/docs", str(model), out,
+                               "--shard", f"{i}/4", "--no-merge", "--num-beams", "1", "--max-new-tokens", "8"],
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True) for i in range(4)]
+    summaries = [json.loads(p.communicate(timeout=300)[0].splitlines()[0]) for p in procs]
+    assert all(p.returncode == 0 for p in procs)
+    assert sum(s["documents"] for s in summaries) == 8 and sum(s["done"] for s in summaries) == 8
+    from inkbooth.ocr import batch as ocr_batch
+
+    ocr_batch.merge_results(ocr_batch.plan_documents(f"{bucket}/docs", 1), out)
+    records = [json.loads(x) for x in storage.read_text(f"{out}/results/results.jsonl").splitlines()]
+    keys = [(r["document"], r["page"], r["line"]) for r in records]
+    assert len(keys) == len(set(keys)) == expected
