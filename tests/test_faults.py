@@ -63,14 +63,20 @@ def test_training_killed_at_a_random_step_resumes_to_the_same_weights(tiny_sd, s
         assert max((a[k] - b[k]).abs().max().item() for k in a) <= 1e-6, part
 
 
+def write_pages(folder: Path, count: int, seed: int, lines: int) -> int:
+    """``count`` one-page documents of up to ``lines`` lines; returns how many lines they hold."""
+    folder.mkdir(parents=True, exist_ok=True)
+    total = 0
+    for i in range(count):
+        page = synth.render_page(seed=seed + i, max_lines=lines, width=700, height=500)
+        page.image.save(folder / f"doc-{i:02d}.png")
+        total += len(page.lines)
+    return total
+
+
 def test_ocr_killed_mid_shard_then_rerun_loses_and_doubles_nothing(tiny_onnx, tmp_path):
     docs = tmp_path / "docs"
-    docs.mkdir()
-    expected = 0
-    for i in range(14):
-        page = synth.render_page(seed=100 + i, max_lines=3, width=700, height=500)
-        page.image.save(docs / f"doc-{i:02d}.png")
-        expected += len(page.lines)
+    expected = write_pages(docs, 14, seed=100, lines=3)
     model, _ = tiny_onnx
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "inkbooth.cli", "ocr", str(docs), str(model), str(out), "--num-beams", "1",
@@ -159,12 +165,7 @@ def test_disk_full_is_a_clear_error_and_corrupts_nothing(small_disk, tmp_path, m
 
 def test_concurrent_shards_share_an_output_prefix_without_clobbering(tiny_onnx, bucket, tmp_path):
     local = tmp_path / "docs"
-    local.mkdir()
-    expected = 0
-    for i in range(8):
-        page = synth.render_page(seed=300 + i, max_lines=2, width=600, height=400)
-        page.image.save(local / f"d{i}.png")
-        expected += len(page.lines)
+    expected = write_pages(local, 8, seed=300, lines=2)
     storage.upload_dir(local, f"{bucket}/docs")
     model, _ = tiny_onnx
     out = f"{bucket}/out"
