@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 import hashlib
 import json
 import os
@@ -104,8 +105,9 @@ def scan_dir(local_dir: str | Path) -> list[FileEntry]:
     return entries
 
 
+@functools.cache
 def _code_version() -> str | None:
-    """The git commit of the source tree, when running from a checkout (else None)."""
+    """The git commit of the source tree, when running from a checkout (else None); asked once."""
     here = Path(__file__).resolve().parent
     try:
         out = subprocess.run(["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True,
@@ -119,13 +121,14 @@ def build_manifest(local_dir: str | Path, *, kind: str, inputs: dict[str, str] |
                    config: dict[str, Any] | None = None, metrics: dict[str, Any] | None = None,
                    lineage: dict[str, Any] | None = None, name: str | None = None,
                    version: str | None = None) -> Manifest:
-    files = scan_dir(local_dir)
-    return Manifest(
-        kind=kind, content_hash=content_hash(files), files=files, inputs=dict(inputs or {}),
-        config=dict(config or {}), metrics=dict(metrics or {}), lineage=dict(lineage or {}), name=name,
-        version=version, code_version=_code_version(),
-        created_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-    )
+    return new_manifest(scan_dir(local_dir), kind=kind, inputs=dict(inputs or {}), config=dict(config or {}),
+                        metrics=dict(metrics or {}), lineage=dict(lineage or {}), name=name, version=version)
+
+
+def new_manifest(files: list[FileEntry], *, kind: str, **fields: Any) -> Manifest:
+    """A manifest for these files, stamped with the code version and the time."""
+    return Manifest(kind=kind, content_hash=content_hash(files), files=files, code_version=_code_version(),
+                    created_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), **fields)
 
 
 def publish(local_dir: str | Path, uri: str, *, kind: str, inputs: dict[str, str] | None = None,
@@ -200,8 +203,7 @@ def seal(uri: str, *, kind: str, files: list[str] | None = None, **manifest_fiel
         info = storage.stat(storage.join(uri, rel))
         digest = info.sha256 or hashlib.sha256(storage.read_bytes(storage.join(uri, rel))).hexdigest()
         entries.append(FileEntry(rel, info.size, digest))
-    manifest = Manifest(kind=kind, content_hash=content_hash(entries), files=entries, code_version=_code_version(),
-                        created_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), **manifest_fields)
+    manifest = new_manifest(entries, kind=kind, **manifest_fields)
     try:
         storage.write_text(storage.join(uri, MANIFEST), manifest.to_json(), if_absent=True)
     except storage.AlreadyExistsError:
