@@ -93,7 +93,7 @@ def read_results(output: str, keys: list[str]) -> dict[str, dict]:
 
 
 @pytest.mark.parametrize("where", ["local", "s3"])
-def test_documents_to_records_with_error_records(where, tiny_onnx, tmp_path, request):
+def test_documents_to_records_with_error_records(where, tiny_onnx, tmp_path, request, monkeypatch):
     root = str(tmp_path) if where == "local" else request.getfixturevalue("bucket")
     docs, output = storage.join(root, "docs"), storage.join(root, "out")
     expected = write_docs(docs)
@@ -115,8 +115,19 @@ def test_documents_to_records_with_error_records(where, tiny_onnx, tmp_path, req
     assert results["broken.png"]["status"] == "error"
     assert "broken.png" in results["broken.png"]["records"][0]["error"]
 
+    downloads = []
+    real_read = storage.read_bytes
+
+    def counting_read(uri, **kw):
+        if uri.startswith(docs):
+            downloads.append(uri)
+        return real_read(uri, **kw)
+
+    monkeypatch.setattr(recognize.storage, "read_bytes", counting_read)
     again = recognize.recognize_documents(docs, str(model), output, recognize.RecognizeConfig(**FAST), progress=False)
     assert again["skipped"] == 3 and again["done"] == 0, "a rerun skips finished documents"
+    if where == "s3":  # the recorded checksum decides: finished documents are not downloaded again
+        assert all(u.endswith("broken.png") for u in downloads), downloads
     changed = recognize.recognize_documents(docs, str(model), output,
                                             recognize.RecognizeConfig(num_beams=1, max_new_tokens=24), progress=False)
     assert changed["done"] == 3, "another config is not 'already done'"

@@ -331,6 +331,24 @@ def _error_record(doc: str, message: str) -> dict[str, Any]:
     return {"document": doc, "page": None, "line": None, "status": "error", "error": message}
 
 
+def _error_result(doc: str, message: str, digest: str | None = None) -> dict[str, Any]:
+    """A document's result when it could not be read: one error record."""
+    result: dict[str, Any] = {"document": doc, "status": "error", "records": [_error_record(doc, message)]}
+    if digest:
+        result["sha256"] = digest
+    return result
+
+
+def _previous_result(out_uri: str, model_hash: str, settings: str) -> dict[str, Any] | None:
+    """The finished result at ``out_uri`` if the same model and config made it (else None)."""
+    try:
+        prev = json.loads(storage.read_text(out_uri))
+    except (ValueError, storage.StorageError):  # absent, or unreadable: do the document again
+        return None
+    ok = prev.get("status") == "ok" and prev.get("model") == model_hash and prev.get("config") == settings
+    return prev if ok and prev.get("sha256") else None
+
+
 def recognize_documents(documents: str, model: str, output: str, config: RecognizeConfig | None = None, *,
                         shard: str = "0/1", keys: list[str] | None = None, progress: bool = True) -> dict[str, Any]:
     """OCR every document of shard ``shard`` under ``documents``; per-document results go to ``output``.
@@ -353,23 +371,22 @@ def recognize_documents(documents: str, model: str, output: str, config: Recogni
     for rel in bar:
         started = time.perf_counter()
         out_uri = result_uri(output, rel)
+        prev = _previous_result(out_uri, model_hash, settings) if config.skip_done else None
         try:
-            data = storage.read_bytes(storage.join(documents, rel))
+            doc_uri = storage.join(documents, rel)
+            # Done already? The store's recorded checksum says so without a download, where it has one.
+            if prev is not None and storage.stat(doc_uri).sha256 == prev["sha256"]:
+                summary["skipped"] += 1
+                continue
+            data = storage.read_bytes(doc_uri)
         except (storage.StorageError, ValueError) as e:
-            result = {"document": rel, "status": "error", "records": [_error_record(rel, f"{rel!r}: {e}")]}
-            storage.write_text(out_uri, json.dumps(result))
+            storage.write_text(out_uri, json.dumps(_error_result(rel, f"{rel!r}: {e}")))
             summary["errors"] += 1
             continue
         digest = hashlib.sha256(data).hexdigest()
-        if config.skip_done and storage.exists(out_uri):
-            try:
-                prev = json.loads(storage.read_text(out_uri))
-            except (ValueError, storage.StorageError):
-                prev = {}
-            if (prev.get("status") == "ok" and prev.get("sha256") == digest and prev.get("model") == model_hash
-                    and prev.get("config") == settings):
-                summary["skipped"] += 1
-                continue
+        if prev is not None and prev["sha256"] == digest:
+            summary["skipped"] += 1
+            continue
         try:
             doc_lines = list(pages.document_lines(data, rel, config.pages))
             if recognizer is None:
@@ -390,12 +407,12 @@ def recognize_documents(documents: str, model: str, output: str, config: Recogni
             summary["lines"] += len(records)
             summary["pages"] += n_pages
         except pages.InputError as e:
-            result = {"document": rel, "status": "error", "sha256": digest, "records": [_error_record(rel, str(e))]}
+            result = _error_result(rel, str(e), digest)
             summary["errors"] += 1
             log.warning("%s", e)
         except Exception as e:  # noqa: BLE001 - one bad document must not stop the batch
             message = f"{rel}: {type(e).__name__}: {e}"
-            result = {"document": rel, "status": "error", "sha256": digest, "records": [_error_record(rel, message)]}
+            result = _error_result(rel, message, digest)
             summary["errors"] += 1
             log.exception("%s", message)
         storage.write_text(out_uri, json.dumps(result))
