@@ -66,6 +66,7 @@ def baseline(work: Path, size: str, steps: int, warmup: int = 3) -> dict:
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTokenizer
 
+    from inkbooth.dreambooth.prior import native_size
     from inkbooth.dreambooth.train import load_images, to_tensor
 
     base, subject, class_set = setup(work, size)
@@ -76,7 +77,7 @@ def baseline(work: Path, size: str, steps: int, warmup: int = 3) -> dict:
     unet = UNet2DConditionModel.from_pretrained(base, subfolder="unet")
     sched = DDPMScheduler.from_pretrained(base, subfolder="scheduler")
     opt = torch.optim.AdamW(unet.parameters(), lr=1e-4, foreach=False)
-    px = unet.config.sample_size * 2 ** (len(vae.config.block_out_channels) - 1)
+    px = native_size(base)
     inst = torch.stack([to_tensor(i, px, True) for i in load_images(str(subject), "subject")[0]])
     cls = torch.stack([to_tensor(i, px, True) for i in load_images(class_set, "class")[0]])
     ids = tok(["a photo of sks dog", "a photo of dog"], padding="max_length", max_length=tok.model_max_length,

@@ -239,6 +239,8 @@ def train_dreambooth(model: str, instance_images: str, output: str, config: Trai
     from diffusers.optimization import get_scheduler
     from transformers import CLIPTextModel, CLIPTokenizer
 
+    from inkbooth.dreambooth.prior import native_size
+
     config.validate()
     if config.with_prior_preservation and not class_images:
         raise ValueError("with_prior_preservation needs class_images (a generate_prior_images output)")
@@ -288,7 +290,7 @@ def train_dreambooth(model: str, instance_images: str, output: str, config: Trai
                          "mixed_precision autocasts the compute instead")
 
     # ---- data: decoded and (optionally) encoded once -------------------------------------------
-    size = config.resolution or unet.config.sample_size * 2 ** (len(vae.config.block_out_channels) - 1)
+    size = config.resolution or native_size(folder)
     instance, instance_hash = load_images(instance_images, "subject")
     if len(instance) < 3:
         log.warning("%d subject image(s): DreamBooth usually needs 3 to 20 for a subject to generalise", len(instance))
@@ -300,14 +302,13 @@ def train_dreambooth(model: str, instance_images: str, output: str, config: Trai
     def pixels(imgs: list[Any]) -> Any:
         return torch.stack([to_tensor(im, size, config.center_crop) for im in imgs]).to(device, weight_dtype)
 
-    def encode_prompt(prompt: str) -> Any:
-        ids = tokenizer(prompt, padding="max_length", truncation=True, max_length=tokenizer.model_max_length,
-                        return_tensors="pt").input_ids.to(device)
-        return ids
+    def token_ids(prompt: str) -> Any:
+        return tokenizer(prompt, padding="max_length", truncation=True, max_length=tokenizer.model_max_length,
+                         return_tensors="pt").input_ids.to(device)
 
     inst_pixels = pixels(instance) if config.center_crop else None
     class_pixels = pixels(classes) if classes and config.center_crop else None
-    inst_ids, class_ids = encode_prompt(config.instance_prompt), encode_prompt(config.class_prompt)
+    inst_ids, class_ids = token_ids(config.instance_prompt), token_ids(config.class_prompt)
     cached_dist = {}
     if config.cache_latents and config.center_crop and not config.random_flip:
         with torch.no_grad():
