@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from inkbooth import artifacts, storage
+from inkbooth import artifacts, checkpoints, storage
 from inkbooth.config import ConfigError, from_dict
 from inkbooth.dreambooth import export, prior, sample, train
 
@@ -148,9 +148,9 @@ def test_two_step_run_writes_every_expected_file(tiny_sd, subject_dir, class_set
     assert any(f.startswith("logs/dreambooth/events.out.tfevents") for f in files), "TensorBoard scalars/images"
     assert m.metrics["steps"] == 2 and m.metrics["loss"] > 0
     assert m.lineage["class_images"] == class_set and m.lineage["instance_images_hash"]
-    ckpts = train.list_checkpoints(str(tmp_path / "run-ckpt"))
-    assert [s for s, _ in ckpts] == [1], "a checkpoint per step but the last, at most 2 kept"
-    names = {f.path for f in artifacts.read_manifest(ckpts[0][1]).files}
+    ckpts = checkpoints.list_checkpoints(str(tmp_path / "run-ckpt"))
+    assert [c.step for c in ckpts] == [1], "a checkpoint per step but the last, at most 2 kept"
+    names = {f.path for f in artifacts.read_manifest(ckpts[0].uri).files}
     assert {"model.safetensors", "optimizer.bin", "scheduler.bin", "random_states_0.pkl"} <= names
     unet = load_file(tmp_path / "run" / "model" / "unet" / "diffusion_pytorch_model.safetensors")
     base = load_file(tiny_sd / "unet" / "diffusion_pytorch_model.safetensors")
@@ -160,8 +160,9 @@ def test_two_step_run_writes_every_expected_file(tiny_sd, subject_dir, class_set
 def test_checkpoint_limit_prunes_oldest(tiny_sd, subject_dir, class_set, tmp_path):
     run_train(tiny_sd, subject_dir, class_set, tmp_path / "run", max_train_steps=5, checkpoint_every=1,
               checkpoints_total_limit=2)
-    assert [s for s, _ in train.list_checkpoints(str(tmp_path / "run-ckpt"))] == [3, 4]
-    assert sorted(p.name for p in (tmp_path / "run-ckpt").iterdir()) == ["step-00000003", "step-00000004"]
+    assert [c.step for c in checkpoints.list_checkpoints(str(tmp_path / "run-ckpt"))] == [3, 4]
+    (run,) = (tmp_path / "run-ckpt").iterdir()
+    assert sorted(p.name for p in run.iterdir()) == ["run.json", "step-00000003", "step-00000004"]
 
 
 class Killed(Exception):
@@ -180,8 +181,14 @@ def test_kill_and_resume_gives_the_uninterrupted_weights(tiny_sd, subject_dir, c
     with pytest.raises(Killed):
         train.train_dreambooth(str(tiny_sd), str(subject_dir), str(tmp_path / "resumed"), cfg, class_images=class_set,
                                checkpoints=str(tmp_path / "resumed-ckpt"), _on_step=die_at_5)
-    assert [s for s, _ in train.list_checkpoints(str(tmp_path / "resumed-ckpt"))] == [2, 4]
-    run_train(tiny_sd, subject_dir, class_set, tmp_path / "resumed", resume="latest", **kw)
+    assert [c.step for c in checkpoints.list_checkpoints(str(tmp_path / "resumed-ckpt"))] == [2, 4]
+    # What a kill right after a checkpoint could leave in an output folder: none of it may be sealed.
+    stray = tmp_path / "resumed" / ".checkpoint-staging" / "step-00000004" / "scheduler.bin"
+    stray.parent.mkdir(parents=True)
+    stray.write_bytes(b"left over")
+    m = run_train(tiny_sd, subject_dir, class_set, tmp_path / "resumed", resume="latest", **kw)
+    assert m.metrics["resumed_from_step"] == 4 and m.metrics["steps_this_run"] == 2
+    assert not [f.path for f in m.files if not f.path.startswith(("model/", "logs/", "training.json"))]
     for part in ("unet/diffusion_pytorch_model.safetensors", "text_encoder/model.safetensors"):
         a = load_file(tmp_path / "straight" / "model" / part)
         b = load_file(tmp_path / "resumed" / "model" / part)
@@ -190,6 +197,32 @@ def test_kill_and_resume_gives_the_uninterrupted_weights(tiny_sd, subject_dir, c
     te = load_file(tmp_path / "straight" / "model" / "text_encoder" / "model.safetensors")
     assert max((te[k] - te_base[k]).abs().max().item() for k in te_base) > 0, \
         "the text encoder learns under gradient accumulation too"
+
+
+def test_a_retrain_with_new_images_never_resumes_the_old_runs_checkpoint(tiny_sd, subject_dir, class_set, tmp_path,
+                                                                         caplog):
+    """Two trainings whose outputs share a parent share the default ``<output>/../checkpoints``."""
+    import logging
+    import shutil
+
+    from inkbooth.demo import subject_images
+
+    kw = dict(max_train_steps=2, checkpoint_every=1, learning_rate=1e-3, resume="latest")
+    first = train.train_dreambooth(str(tiny_sd), str(subject_dir), str(tmp_path / "v1"), train.TrainConfig(**kw),
+                                   class_images=class_set)
+    more = tmp_path / "more-images"
+    shutil.copytree(subject_dir, more)
+    subject_images(tmp_path / "extra", 1, seed=42)
+    shutil.copy(tmp_path / "extra" / "subject-00.png", more / "extra.png")
+    with caplog.at_level(logging.INFO):
+        second = train.train_dreambooth(str(tiny_sd), str(more), str(tmp_path / "v2"), train.TrainConfig(**kw),
+                                        class_images=class_set)
+    assert "resumed from" not in caplog.text
+    assert "ignoring the checkpoints of other runs" in caplog.text and "instance_images" in caplog.text
+    assert second.metrics["steps_this_run"] == 2 and second.metrics["resumed_from_step"] == 0
+    assert second.lineage["run"] != first.lineage["run"] and second.lineage["resumed_from"] == ""
+    runs = {c.run for c in checkpoints.list_checkpoints(str(tmp_path / "checkpoints"))}
+    assert runs == {first.lineage["run"], second.lineage["run"]}, "each run keeps its own checkpoints"
 
 
 @pytest.mark.parametrize("bad, message", [
@@ -308,7 +341,8 @@ def test_training_runs_as_two_processes(tiny_sd, subject_dir, class_set, tmp_pat
     assert done.returncode == 0, done.stderr[-3000:]
     metrics = json.loads((tmp_path / "out" / "training.json").read_text())["metrics"]
     assert metrics["processes"] == 2 and metrics["steps"] == 3
-    (step, uri), = train.list_checkpoints(str(tmp_path / "ckpt"))
-    names = {f.path for f in artifacts.read_manifest(uri).files}
+    (ckpt,) = checkpoints.list_checkpoints(str(tmp_path / "ckpt"))
+    names = {f.path for f in artifacts.read_manifest(ckpt.uri).files}
     assert {"random_states_0.pkl", "random_states_1.pkl"} <= names, "every process's RNG state is kept"
-    assert not (tmp_path / "out" / ".checkpoint-staging").exists() or not any((tmp_path / "out" / ".checkpoint-staging").iterdir())
+    assert artifacts.read_manifest(ckpt.uri).lineage["run_identity"]["processes"] == 2
+    assert sorted(p.name for p in (tmp_path / "out").iterdir() if p.name.startswith(".")) == [], "no staging in the output"

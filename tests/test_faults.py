@@ -16,8 +16,7 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file
 
-from inkbooth import artifacts, objectstore, storage
-from inkbooth.dreambooth import train
+from inkbooth import artifacts, checkpoints, objectstore, storage
 from inkbooth.ocr import synth
 
 
@@ -47,14 +46,14 @@ def test_training_killed_at_a_random_step_resumes_to_the_same_weights(tiny_sd, s
     proc = subprocess.Popen(_train_cmd(tiny_sd, subject_dir, class_set, tmp_path / "killed"),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     ckpts = str(tmp_path / "killed") + "-ckpt"
-    _wait_for(lambda: any(s >= kill_after for s, _ in train.list_checkpoints(ckpts)), 300, proc)
+    _wait_for(lambda: any(c.step >= kill_after for c in checkpoints.list_checkpoints(ckpts)), 300, proc)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    listed = train.list_checkpoints(ckpts)
+    listed = checkpoints.list_checkpoints(ckpts)
     assert listed, "at least the checkpoint we waited for"
-    for _, uri in listed:
-        artifacts.fetch(uri)  # every listed checkpoint is complete: all files present, checksums match
-    assert not (tmp_path / "killed" / "manifest.json").exists(), "the killed run published no model"
+    for c in listed:
+        artifacts.fetch(c.uri)  # every listed checkpoint is complete: all files present, checksums match
+    assert not (tmp_path / "killed").exists(), "the killed run published no model and left no staging in its output"
     subprocess.run(_train_cmd(tiny_sd, subject_dir, class_set, tmp_path / "killed", "--resume", "latest"),
                    check=True, capture_output=True, timeout=300)
     for part in ("unet/diffusion_pytorch_model.safetensors", "text_encoder/model.safetensors"):

@@ -81,7 +81,11 @@ def test_example_run_configs_load(path):
 
 
 def test_dreambooth_pipeline_end_to_end_and_retrain(s3_server, bucket, tmp_path):
-    """Base model, subject images, class images and registry on S3; then a retrain with one more image."""
+    """Base model, subject images, class images and registry on S3; then a retrain with one more image.
+
+    The run follows examples/dreambooth-run.yaml: a fixed checkpoints prefix, ``resume: latest`` and
+    checkpoints more often than the run is long, so the first run leaves a checkpoint behind.
+    """
     from inkbooth import artifacts
     from inkbooth.demo import subject_images
 
@@ -91,8 +95,9 @@ def test_dreambooth_pipeline_end_to_end_and_retrain(s3_server, bucket, tmp_path)
     storage.upload_dir(tmp_path / "subject", f"{bucket}/subject")
     run = runs.DreamBoothRun(
         base_model=f"{bucket}/base", instance_images=f"{bucket}/subject", prior_output=f"{bucket}/priors",
-        registry=f"{bucket}/registry", prior_shards=2, prior={"num_images": 2, "steps": 3},
-        train={"max_train_steps": 2, "checkpoint_every": 1}, export={"name": "ball"},
+        registry=f"{bucket}/registry", checkpoints=f"{bucket}/checkpoints/ball", prior_shards=2,
+        prior={"num_images": 2, "steps": 3},
+        train={"max_train_steps": 2, "checkpoint_every": 1, "resume": "latest"}, export={"name": "ball"},
         sample={"prompts": ["a photo of sks dog"], "steps": 2, "images_per_prompt": 1},
     )
     run.validate()
@@ -113,6 +118,9 @@ def test_dreambooth_pipeline_end_to_end_and_retrain(s3_server, bucket, tmp_path)
     m2 = artifacts.read_manifest(v2)
     assert m2.lineage["instance_images_hash"] != m1.lineage["instance_images_hash"]
     assert m2.lineage["class_images"] == m1.lineage["class_images"]
+    # The retrain trained every step on the new images: the first run's checkpoint was not resumed.
+    assert m2.metrics["steps_this_run"] == 2 and m2.metrics["resumed_from_step"] == 0
+    assert m2.lineage["resumed_from"] == "" and m2.lineage["run"] != m1.lineage["run"]
 
 
 def _another_subject_png(tmp_path) -> bytes:

@@ -24,11 +24,13 @@ import io
 import json
 import logging
 import re
+import tempfile
 import time
 from pathlib import Path
 from typing import Any, Literal
 
 from inkbooth import artifacts, models, storage
+from inkbooth import checkpoints as ckpt
 from inkbooth.config import option, to_dict
 
 log = logging.getLogger(__name__)
@@ -209,14 +211,18 @@ def to_tensor(img: Any, size: int, center_crop: bool) -> Any:
     return torch.from_numpy(arr).permute(2, 0, 1).contiguous()
 
 
-def list_checkpoints(uri: str) -> list[tuple[int, str]]:
-    """Published checkpoints under ``uri`` as (step, uri), oldest first; unfinished ones are not listed."""
-    steps = set()
-    for rel in storage.list_files(uri):
-        m = re.match(r"^step-(\d{8})/" + re.escape(artifacts.MANIFEST) + "$", rel)
-        if m:
-            steps.add(int(m.group(1)))
-    return [(s, storage.join(uri, f"step-{s:08d}")) for s in sorted(steps)]
+# Config fields that cannot change the training trajectory: a resumed run may differ in these.
+NOT_TRAJECTORY = ("resume", "checkpoint_every", "checkpoints_total_limit", "log_every")
+
+
+def run_identity(config: TrainConfig, *, base_model_hash: str, instance_images_hash: str, class_images_hash: str,
+                 processes: int) -> dict[str, Any]:
+    """What a training run is: its checkpoints resume only into a run with the same identity."""
+    from inkbooth.config import config_hash
+
+    trajectory = {k: v for k, v in to_dict(config).items() if k not in NOT_TRAJECTORY}
+    return {"trainer": KIND, "base_model": base_model_hash, "instance_images": instance_images_hash,
+            "class_images": class_images_hash, "config": config_hash(trajectory), "processes": processes}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -230,7 +236,9 @@ def train_dreambooth(model: str, instance_images: str, output: str, config: Trai
     """Fine-tune ``model`` on the subject images; write the trained pipeline to ``output``.
 
     ``class_images`` is a published prior set (generate_prior_images); ``checkpoints`` a prefix for
-    full-state checkpoints (default ``<output>/../checkpoints``).
+    full-state checkpoints (default ``<output>/../checkpoints``), kept apart per run identity
+    (``inkbooth.checkpoints``). The artifact (model, logs, validation images) is assembled in a
+    temporary folder and published into ``output`` at the end, so it holds only what this run wrote.
     """
     import torch
     from accelerate import Accelerator
@@ -249,12 +257,15 @@ def train_dreambooth(model: str, instance_images: str, output: str, config: Trai
     started = time.perf_counter()
     out = Path(output)
     checkpoints = checkpoints or str(out.parent / "checkpoints")
-    logging_dir = logging_dir or str(out / "logs")
+    # Removed when this function is left (or its frame collected after an error); never inside `out`.
+    work_dir = tempfile.TemporaryDirectory(prefix="inkbooth-train-")
+    work = Path(work_dir.name)
+    logging_dir = logging_dir or str(work / "logs")
     accelerator = Accelerator(
         gradient_accumulation_steps=config.gradient_accumulation_steps,
         mixed_precision=config.mixed_precision,
         log_with=_tensorboard_or_none(),
-        project_config=ProjectConfiguration(project_dir=str(out), logging_dir=logging_dir),
+        project_config=ProjectConfiguration(project_dir=str(work), logging_dir=logging_dir),
     )
     set_seed(config.seed, device_specific=True)
 
@@ -334,20 +345,18 @@ def train_dreambooth(model: str, instance_images: str, output: str, config: Trai
     else:
         unet, optimizer, lr_scheduler = accelerator.prepare(unet, optimizer, lr_scheduler)
 
+    # ---- checkpoints of this run (and of no other) ----------------------------------------------
+    run = ckpt.RunCheckpoints(checkpoints, run_identity(
+        config, base_model_hash=base_hash, instance_images_hash=instance_hash, class_images_hash=class_hash,
+        processes=accelerator.num_processes), kind=CHECKPOINT_KIND, keep=config.checkpoints_total_limit)
+    staging = _shared_staging(accelerator) if config.checkpoint_every else None
     global_step = 0
-    if config.resume:
-        found = list_checkpoints(checkpoints)
-        if config.resume != "latest":
-            found = [c for c in found if c[0] == int(config.resume)]
-        if found:
-            step, uri = found[-1]
-            accelerator.load_state(str(artifacts.fetch(uri)))
-            global_step = step
-            log.info("resumed from %s (step %d)", uri, step)
-        elif config.resume != "latest":
-            raise ValueError(f"{checkpoints}: no checkpoint at step {config.resume}")
-        else:
-            log.info("resume=latest: no checkpoint under %s; starting fresh", checkpoints)
+    resumed = run.resume(config.resume)
+    if resumed is not None:
+        accelerator.load_state(str(resumed.path))
+        global_step = resumed.step
+        log.info("resumed from %s (step %d)", resumed.uri, resumed.step)
+    first_step = global_step
 
     if accelerator.is_main_process:
         accelerator.init_trackers("dreambooth", config={k: v for k, v in to_dict(config).items()
@@ -421,22 +430,29 @@ def train_dreambooth(model: str, instance_images: str, output: str, config: Trai
         if global_step % config.log_every == 0 or global_step == config.max_train_steps:
             accelerator.log(last, step=global_step)
         if config.checkpoint_every and global_step % config.checkpoint_every == 0 and global_step < config.max_train_steps:
-            _save_checkpoint(accelerator, checkpoints, global_step, config, out / ".checkpoint-staging")
+            _save_checkpoint(accelerator, run, staging[1], global_step, config)
         if config.validation_every and global_step % config.validation_every == 0 and accelerator.is_main_process:
-            _validate(accelerator, folder, unet, text_encoder, config, global_step, out, weight_dtype)
+            _validate(accelerator, folder, unet, text_encoder, config, global_step, work, weight_dtype)
         if _on_step is not None:
             _on_step(global_step)
 
     accelerator.wait_for_everyone()
-    metrics = {"steps": global_step, **{k: round(v, 6) for k, v in last.items()},
+    metrics = {"steps": global_step, "steps_this_run": global_step - first_step, "resumed_from_step": first_step,
+               **{k: round(v, 6) for k, v in last.items()},
                "train_seconds": round(time.perf_counter() - started, 2), "processes": accelerator.num_processes}
     manifest = None
     if accelerator.is_main_process:
-        manifest = _save_pipeline(accelerator, folder, unet, text_encoder, config, out, metrics, lineage={
+        for tracker in accelerator.trackers:
+            tracker.finish()  # the event files are complete before they are published
+        manifest = _save_pipeline(accelerator, folder, unet, text_encoder, config, work, out, metrics, lineage={
             "base_model": model, "base_model_hash": base_hash, "instance_images": instance_images,
             "instance_images_hash": instance_hash, "class_images": class_images or "", "class_images_hash": class_hash,
+            "run": run.key, "resumed_from": resumed.uri if resumed is not None else "",
         })
     accelerator.end_training()
+    work_dir.cleanup()
+    if staging is not None and staging[0] is not None:
+        staging[0].cleanup()
     return manifest
 
 
@@ -471,27 +487,31 @@ def _optimizer(groups: list[dict[str, Any]], config: TrainConfig) -> Any:
         return torch.optim.AdamW(groups, foreach=True, **kwargs)
 
 
-def _save_checkpoint(accelerator: Any, uri: str, step: int, config: TrainConfig, staging_root: Path) -> None:
-    """Full state to ``<uri>/step-NNNNNNNN`` (manifest last), then prune beyond the limit.
+def _shared_staging(accelerator: Any) -> tuple[Any, Path]:
+    """(owner, path) of a temporary staging folder shared by all processes; only the main one owns it."""
+    from accelerate.utils import broadcast_object_list
 
-    Every process writes its part (RNG states are per process) into one staging folder that all of
-    them share; the main process publishes it once all are done.
+    owner = tempfile.TemporaryDirectory(prefix="inkbooth-staging-") if accelerator.is_main_process else None
+    path = [owner.name if owner is not None else None]
+    broadcast_object_list(path)
+    return owner, Path(path[0])
+
+
+def _save_checkpoint(accelerator: Any, run: ckpt.RunCheckpoints, staging_root: Path, step: int,
+                     config: TrainConfig) -> None:
+    """Full state as this run's checkpoint at ``step`` (manifest last), then prune beyond the limit.
+
+    Every process writes its part (RNG states are per process) into one staging folder outside the
+    output that all of them share; the main process publishes it once all are done.
     """
     import shutil
 
-    staging = staging_root / f"step-{step:08d}"
+    staging = staging_root / ckpt.step_name(step)
     accelerator.save_state(str(staging))
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        artifacts.publish(staging, storage.join(uri, f"step-{step:08d}"), kind=CHECKPOINT_KIND,
-                          metrics={"step": step, "processes": accelerator.num_processes},
-                          config=to_dict(config), overwrite=True)
+        run.save(staging, step, metrics={"processes": accelerator.num_processes}, config=to_dict(config))
         shutil.rmtree(staging, ignore_errors=True)
-        if config.checkpoints_total_limit > 0:
-            for _, old in list_checkpoints(uri)[:-config.checkpoints_total_limit]:
-                # The manifest goes first: a checkpoint half deleted is never taken for a finished one.
-                storage.delete(storage.join(old, artifacts.MANIFEST))
-                storage.delete_prefix(old)
     accelerator.wait_for_everyone()
 
 
@@ -528,27 +548,28 @@ def _validate(accelerator: Any, folder: Path, unet: Any, text_encoder: Any, conf
                                       dataformats="NHWC")
 
 
-def _save_pipeline(accelerator: Any, folder: Path, unet: Any, text_encoder: Any, config: TrainConfig, out: Path,
-                   metrics: dict[str, Any], lineage: dict[str, Any]) -> artifacts.Manifest:
-    """The trained pipeline (diffusers folder, safetensors) in ``out``, published with its lineage."""
+def _save_pipeline(accelerator: Any, folder: Path, unet: Any, text_encoder: Any, config: TrainConfig, work: Path,
+                   out: Path, metrics: dict[str, Any], lineage: dict[str, Any]) -> artifacts.Manifest:
+    """The trained pipeline (diffusers folder, safetensors) assembled in ``work`` with the logs and
+    validation images, and published to ``out`` with its lineage: only what this run wrote."""
     import torch
 
     unet = accelerator.unwrap_model(unet)
     text_encoder = accelerator.unwrap_model(text_encoder)
-    model_dir = out / "model"
+    model_dir = work / "model"
     if config.lora_rank:
         from diffusers import StableDiffusionPipeline
         from peft.utils import get_peft_model_state_dict
 
-        StableDiffusionPipeline.save_lora_weights(out / "lora", unet_lora_layers=get_peft_model_state_dict(unet),
+        StableDiffusionPipeline.save_lora_weights(work / "lora", unet_lora_layers=get_peft_model_state_dict(unet),
                                                   safe_serialization=True)
         unet.fuse_lora()  # the full pipeline carries the adapter merged into the weights
         unet.unload_lora()
     pipe = _inference_pipeline(folder, unet, text_encoder if config.train_text_encoder else None, torch.float32)
     pipe.save_pretrained(model_dir, safe_serialization=True)
-    (out / "training.json").write_text(json.dumps({"config": to_dict(config), "metrics": metrics,
-                                                   "lineage": lineage}, indent=2))
-    return artifacts.publish(out, str(out), kind=KIND, config=to_dict(config), metrics=metrics, lineage=lineage,
+    (work / "training.json").write_text(json.dumps({"config": to_dict(config), "metrics": metrics,
+                                                    "lineage": lineage}, indent=2))
+    return artifacts.publish(work, str(out), kind=KIND, config=to_dict(config), metrics=metrics, lineage=lineage,
                              inputs={"base_model": lineage["base_model_hash"],
                                      "instance_images": lineage["instance_images_hash"],
                                      "class_images": lineage["class_images_hash"]}, overwrite=True)
@@ -574,9 +595,11 @@ def launch_training(model: str, instance_images: str, output: str, config: Train
         return train_dreambooth(model, instance_images, output, config, class_images=class_images,
                                 checkpoints=checkpoints)
     config.validate()
-    Path(output).mkdir(parents=True, exist_ok=True)
-    config_file = Path(output) / ".train-config.json"
-    config_file.write_text(json.dumps(to_dict(config)))
+    # The processes read the config from a file outside the output (nothing stray lands there).
+    fd, name = tempfile.mkstemp(prefix="inkbooth-train-config-", suffix=".json")
+    config_file = Path(name)
+    with os.fdopen(fd, "w") as f:
+        f.write(json.dumps(to_dict(config)))
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(count),
            "-m", "inkbooth.dreambooth.train", model, instance_images, output, "--config", str(config_file)]
     if class_images:
@@ -587,8 +610,10 @@ def launch_training(model: str, instance_images: str, output: str, config: Train
     if not torch.cuda.is_available():
         env["ACCELERATE_USE_CPU"] = "true"  # several processes on CPU (gloo), as the tests run it
     log.info("training with %d processes: %s", count, " ".join(cmd))
-    subprocess.run(cmd, env=env, check=True)
-    config_file.unlink(missing_ok=True)
+    try:
+        subprocess.run(cmd, env=env, check=True)
+    finally:
+        config_file.unlink(missing_ok=True)
     return artifacts.read_manifest(output)
 
 

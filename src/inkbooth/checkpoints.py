@@ -1,0 +1,259 @@
+"""Checkpoints of resumable work, for any trainer: save, list, resume, each bound to its run.
+
+A checkpoint belongs to the run that wrote it. A trainer describes its run by an *identity*: a
+small mapping of what decides the training trajectory (content hashes of the base model and the
+data, a hash of the training config, the process count...). Checkpoints live at::
+
+    <prefix>/<run key>/step-NNNNNNNN/      one artifact each (files + manifest.json, manifest last)
+    <prefix>/<run key>/run.json            the identity, for messages about other runs
+
+where ``<run key>`` hashes the identity. So a fixed ``checkpoints:`` prefix shared by many runs
+(a retrain with one more subject image, two trainings beside each other) keeps each run's
+checkpoints apart; ``resume`` only ever looks at the caller's own run. Checkpoints of other runs
+are ignored with a message that says what differs, and an explicit step that exists only in
+another run is refused.
+
+Resuming verifies the checkpoint against its manifest (every file's SHA-256). A damaged newest
+checkpoint (truncated file, missing file, unreadable manifest) is skipped with a warning and the
+newest intact one is used instead.
+
+Staging (the folder a trainer saves its state into before it is published) is a fresh temporary
+folder from :func:`new_staging_root`, never a folder inside an output, so a killed run leaves no
+stray file that a later manifest could pick up.
+
+Use::
+
+    run = RunCheckpoints(prefix, {"base_model": h1, "data": h2, "config": config_hash(cfg)},
+                         kind="my-checkpoint", keep=2)
+    found = run.resume("latest")          # None, or a ResumePoint (step, uri, verified local folder)
+    ...
+    run.save(staged_folder, step, metrics={...})   # publish, then prune beyond ``keep``
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import re
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from inkbooth import artifacts, storage
+
+log = logging.getLogger(__name__)
+
+RUN_FILE = "run.json"
+IDENTITY = "run_identity"
+_STEP = re.compile(r"^step-(\d{8})$")
+
+
+@dataclasses.dataclass(frozen=True)
+class Checkpoint:
+    """A published checkpoint: its step, its URI and the key of the run it belongs to."""
+
+    step: int
+    uri: str
+    run: str
+
+
+@dataclasses.dataclass(frozen=True)
+class ResumePoint:
+    """A checkpoint chosen for resuming, verified, with a local folder holding its files."""
+
+    step: int
+    uri: str
+    path: Path
+
+
+def canonical(identity: Mapping[str, Any]) -> dict[str, Any]:
+    """The identity as plain JSON data (keys sorted); values must be JSON-able."""
+    try:
+        return json.loads(json.dumps(dict(identity), sort_keys=True))
+    except TypeError as e:
+        raise ValueError(f"a run identity must be JSON-able: {e}") from None
+
+
+def run_key(identity: Mapping[str, Any]) -> str:
+    """The folder name of a run: 16 hex digits of the SHA-256 of its canonical identity."""
+    blob = json.dumps(canonical(identity), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def step_name(step: int) -> str:
+    return f"step-{step:08d}"
+
+
+def list_checkpoints(prefix: str) -> list[Checkpoint]:
+    """Every published checkpoint under ``prefix``, of every run, oldest step first.
+
+    Unfinished checkpoints (no manifest) are not listed. Checkpoints written by older versions
+    directly under the prefix (``<prefix>/step-N``, no run) are listed with run ``""``.
+    """
+    found = []
+    for rel in storage.list_files(prefix):
+        parts = rel.split("/")
+        if parts[-1] != artifacts.MANIFEST:
+            continue
+        if len(parts) == 3 and _STEP.match(parts[1]):
+            found.append(Checkpoint(int(parts[1][5:]), storage.join(prefix, parts[0], parts[1]), parts[0]))
+        elif len(parts) == 2 and _STEP.match(parts[0]):
+            found.append(Checkpoint(int(parts[0][5:]), storage.join(prefix, parts[0]), ""))
+    return sorted(found, key=lambda c: (c.step, c.run))
+
+
+def new_staging_root() -> Path:
+    """A fresh folder for staging checkpoints, in the temporary directory (never inside an output)."""
+    return Path(tempfile.mkdtemp(prefix="inkbooth-staging-"))
+
+
+def differences(ours: Mapping[str, Any], theirs: Mapping[str, Any] | None) -> list[str]:
+    """Names of the identity fields in which two runs differ (``["unknown"]`` without theirs)."""
+    if theirs is None:
+        return ["unknown (no run identity recorded)"]
+    keys = sorted(set(ours) | set(theirs))
+    return [k for k in keys if ours.get(k) != theirs.get(k)]
+
+
+class RunCheckpoints:
+    """The checkpoints of one run under a shared prefix."""
+
+    def __init__(self, prefix: str, identity: Mapping[str, Any], *, kind: str = "checkpoint", keep: int = 2) -> None:
+        self.prefix = prefix
+        self.identity = canonical(identity)
+        self.key = run_key(self.identity)
+        self.uri = storage.join(prefix, self.key)
+        self.kind = kind
+        self.keep = keep
+
+    # ---- writing ----------------------------------------------------------------------------------
+
+    def save(self, local_dir: str | Path, step: int, *, metrics: Mapping[str, Any] | None = None,
+             config: Mapping[str, Any] | None = None) -> Checkpoint:
+        """Publish the state in ``local_dir`` as this run's checkpoint at ``step``, then prune.
+
+        The manifest records the run identity. Checkpoints of this run at later steps than
+        ``step`` are from a timeline that was abandoned (a resume fell back past them) and go.
+        """
+        self._write_run_file()
+        target = storage.join(self.uri, step_name(step))
+        artifacts.publish(local_dir, target, kind=self.kind, metrics={"step": step, **(metrics or {})},
+                          config=dict(config or {}), lineage={IDENTITY: self.identity, "run": self.key},
+                          overwrite=True)
+        mine = self.list()
+        stale = [c for c in mine if c.step > step]
+        kept = [c for c in mine if c.step <= step]
+        doomed = stale + (kept[:-self.keep] if self.keep > 0 else [])
+        for old in doomed:
+            _delete(old.uri)
+        return Checkpoint(step, target, self.key)
+
+    def _write_run_file(self) -> None:
+        run_file = storage.join(self.uri, RUN_FILE)
+        try:
+            storage.write_text(run_file, json.dumps(self.identity, indent=1, sort_keys=True) + "\n", if_absent=True)
+        except storage.AlreadyExistsError:
+            pass
+
+    # ---- reading ----------------------------------------------------------------------------------
+
+    def list(self) -> list[Checkpoint]:
+        """This run's published checkpoints, oldest first."""
+        # Below our own folder, our checkpoints are the "run-less" <uri>/step-N entries.
+        return [Checkpoint(c.step, c.uri, self.key) for c in list_checkpoints(self.uri) if c.run == ""]
+
+    def others(self) -> dict[str, list[Checkpoint]]:
+        """Checkpoints under the prefix that belong to other runs (or to no recorded run), by run key."""
+        out: dict[str, list[Checkpoint]] = {}
+        for c in list_checkpoints(self.prefix):
+            if c.run != self.key:
+                out.setdefault(c.run, []).append(c)
+        return out
+
+    def _their_identity(self, run: str) -> dict[str, Any] | None:
+        if not run:
+            return None
+        try:
+            return json.loads(storage.read_text(storage.join(self.prefix, run, RUN_FILE)))
+        except (storage.StorageError, ValueError):
+            return None
+
+    def _explain_others(self, others: dict[str, list[Checkpoint]]) -> str:
+        parts = []
+        for run, found in sorted(others.items()):
+            what = ", ".join(differences(self.identity, self._their_identity(run)))
+            steps = ", ".join(str(c.step) for c in found)
+            parts.append(f"{run or '(no run)'} at step(s) {steps}, differing in: {what}")
+        return "; ".join(parts)
+
+    def resume(self, which: str | int = "latest") -> ResumePoint | None:
+        """The checkpoint to resume from: ``"latest"``, a step number, or ``""`` (none).
+
+        ``latest`` takes this run's newest intact checkpoint (a damaged newer one is skipped with
+        a warning) or None when this run has none; checkpoints of other runs are never used. A
+        step number must name an intact checkpoint of this run, or ValueError says why not.
+        """
+        which = str(which)
+        if which == "":
+            return None
+        mine = self.list()
+        if which != "latest":
+            if not which.isdigit():
+                raise ValueError(f"resume must be '', 'latest' or a step number, got {which!r}")
+            wanted = int(which)
+            exact = [c for c in mine if c.step == wanted]
+            if not exact:
+                theirs = {run: [c for c in cs if c.step == wanted] for run, cs in self.others().items()}
+                theirs = {run: cs for run, cs in theirs.items() if cs}
+                if theirs:
+                    raise ValueError(f"{self.prefix}: the checkpoint at step {wanted} belongs to another run "
+                                     f"({self._explain_others(theirs)}); refusing to resume this run from it")
+                raise ValueError(f"{self.prefix}: this run has no checkpoint at step {wanted}"
+                                 + (f" (it has steps {', '.join(str(c.step) for c in mine)})" if mine else ""))
+            point = self._verified(exact[0])
+            if point is None:
+                raise ValueError(f"{exact[0].uri}: the checkpoint at step {wanted} is damaged; "
+                                 "resume from 'latest' to use the newest intact one")
+            return point
+        damaged = []
+        for c in reversed(mine):
+            point = self._verified(c)
+            if point is not None:
+                if damaged:
+                    log.warning("%s: resuming from step %d, the newest intact checkpoint (damaged: step %s)",
+                                self.uri, c.step, ", ".join(str(s) for s in damaged))
+                return point
+            damaged.append(c.step)
+        others = self.others()
+        if damaged:
+            log.warning("%s: every checkpoint of this run is damaged (steps %s); starting fresh", self.uri,
+                        ", ".join(str(s) for s in damaged))
+        elif others:
+            log.warning("resume=latest: no checkpoint of this run (%s) under %s; ignoring the checkpoints of "
+                        "other runs there: %s; starting fresh", self.key, self.prefix, self._explain_others(others))
+        else:
+            log.info("resume=latest: no checkpoint under %s; starting fresh", self.uri)
+        return None
+
+    def _verified(self, c: Checkpoint) -> ResumePoint | None:
+        """The checkpoint fetched and checked against its manifest and our identity; None if damaged."""
+        try:
+            manifest = artifacts.read_manifest(c.uri)
+            if manifest.lineage.get(IDENTITY) != self.identity:
+                log.warning("%s: recorded run identity differs from this run's (%s); ignored", c.uri,
+                            ", ".join(differences(self.identity, manifest.lineage.get(IDENTITY))))
+                return None
+            path = artifacts.fetch(c.uri)
+        except (storage.StorageError, KeyError, TypeError, ValueError) as e:
+            log.warning("%s: checkpoint damaged, not used: %s", c.uri, e)
+            return None
+        return ResumePoint(c.step, c.uri, path)
+
+
+def _delete(uri: str) -> None:
+    """Delete a checkpoint: the manifest first, so a half-deleted one is never taken for finished."""
+    storage.delete(storage.join(uri, artifacts.MANIFEST))
+    storage.delete_prefix(uri)
