@@ -22,7 +22,7 @@ setup: $(STAMP) ## create .venv and install inkbooth with its dev, OCR and local
 demo: setup ## set up, then run the OCR pipeline end to end locally (embedded S3, tiny models)
 	$(BIN)/inkbooth demo
 
-testdata: ## fetch test data from Debian (a LaTeX-typeset PDF manual) into .inkbooth/testdata
+testdata: ## fetch test data from Debian (real LaTeX-typeset PDFs, tests/evalset.tsv; tesseract-ocr) into .inkbooth/testdata
 	bash scripts/fetch-testdata.sh $(TESTDATA)
 
 test: setup testdata ## set up, then lint and run the test suite (what CI runs)
@@ -41,9 +41,13 @@ lint: setup ## ruff
 compile: setup ## recompile pipelines/*.yaml from the pipeline code
 	$(BIN)/inkbooth compile
 
-bench: setup ## benchmarks (bench/*.py); figures go in the README
+bench: setup testdata ## benchmarks (bench/*.py); figures go in the README
 	$(BIN)/python bench/ocr.py
 	$(BIN)/python bench/dreambooth.py
+	$(BIN)/python bench/pages.py --detectors xycut,ppocr
+
+bench-pages: setup testdata ## page segmentation vs Tesseract on the real-PDF evaluation set (a few minutes)
+	$(BIN)/python bench/pages.py --detectors xycut,ppocr
 
 VERSION = $(shell sed -n 's/^__version__ = "\(.*\)"/\1/p' src/inkbooth/__init__.py)
 REGISTRY ?= ghcr.io/inkbooth
@@ -73,4 +77,4 @@ manifests: setup ## render every k8s overlay (and cluster-wide set) into build/k
 clean: ## remove the venv and local run data
 	rm -rf $(VENV) .inkbooth .pytest_cache
 
-.PHONY: help setup demo testdata test test-all test-load lint compile bench images push-images manifests clean
+.PHONY: help setup demo testdata test test-all test-load lint compile bench bench-pages images push-images manifests clean

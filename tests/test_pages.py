@@ -156,3 +156,106 @@ def test_config_is_validated():
 
     with pytest.raises(ConfigError, match="pdf_dpi must be between"):
         from_dict(pages.PagesConfig, {"pdf_dpi": 5})
+
+
+# ---------------------------------------------------------------------------------------------
+# Layouts that broke the old cut (issue 11): pages composed from rendered lines, exact ink boxes
+# ---------------------------------------------------------------------------------------------
+
+WORDS = ("quality judging typography gyre jumpy display baseline kerning glyph leading quietly "
+         "spacing hyphen bright query paying polygon justify").split()
+
+
+def compose(placed, size=(1700, 2200), photo=None):
+    """A page with each (text, x, y, font size) drawn at (x, y), ink overlapping where lines touch;
+    returns the page and each line's true ink box."""
+    page = np.full((size[1], size[0]), 255, dtype=np.uint8)
+    truth = []
+    for text, x, y, font in placed:
+        line = np.asarray(synth.render_line(text, size=font, pad=0).convert("L"))
+        region = page[y:y + line.shape[0], x:x + line.shape[1]]
+        np.minimum(region, line[:region.shape[0], :region.shape[1]], out=region)
+        ys, xs = np.nonzero(line < 128)
+        truth.append((x + xs.min(), y + ys.min(), x + xs.max() + 1, y + ys.max() + 1))
+    if photo is not None:
+        x0, y0, x1, y1 = photo
+        rng = np.random.default_rng(3)
+        # a photo-like texture: smooth shading plus grain, dark and light parts
+        yy, xx = np.mgrid[y0:y1, x0:x1]
+        shade = 128 + 90 * np.sin(xx / 37.0) * np.cos(yy / 23.0) + rng.normal(0, 30, xx.shape)
+        page[y0:y1, x0:x1] = np.clip(shade, 0, 255).astype(np.uint8)
+    return Image.fromarray(page), truth
+
+
+def paragraph(rng, x, y, n, pitch, font, width_chars=48):
+    out = []
+    for i in range(n):
+        words, text = list(WORDS), ""
+        while len(text) < width_chars:
+            text = (text + " " + words[rng.integers(len(words))]).strip()
+        out.append((text, x, y + i * pitch, font))
+    return out
+
+
+def found_all(truth, img, rate=0.95, **cfg):
+    got = [ln.box for ln in lines_of(img, **cfg)]
+    r, misses = recall(truth, got, threshold=0.5)
+    assert r >= rate, f"{len(misses)} of {len(truth)} lines missed: {misses[:5]}; found {got[:10]}"
+    return got
+
+
+def test_tight_leading_lines_touch_and_are_still_parted():
+    rng = np.random.default_rng(1)
+    font = 26
+    ink_h = synth.render_line("gyre Jumpy", size=font, pad=0).height
+    placed = paragraph(rng, 150, 200, 15, ink_h + 3, font)
+    # every third line is set 4 px higher: its ascenders meet the descenders above, no blank row
+    placed = [(t, x, y - 4 * (i // 3) - (4 if i % 3 == 2 else 0), f) for i, (t, x, y, f) in enumerate(placed)]
+    img, truth = compose(placed)
+    ink = pages.binarize(np.asarray(img))
+    bands = pages._runs(ink.any(axis=1))
+    assert len(bands) <= 10, "some lines should touch (no blank row between them)"
+    found_all(truth, img, rate=1.0, deskew=False)
+
+
+def test_two_columns_with_narrow_gutter_overfull_line_and_page_number():
+    rng = np.random.default_rng(2)
+    font, pitch = 24, 30
+    left = paragraph(rng, 120, 200, 30, pitch, font, 38)
+    col_right = max(t[2] for t in compose(left)[1])
+    gutter = 40  # under two line heights: narrow
+    right = paragraph(rng, col_right + gutter, 200 + pitch // 2, 30, pitch, font, 38)  # offset baselines
+    text = left[12][0]
+    while synth.render_line(text, size=font, pad=0).width < col_right - 120 + gutter // 2:
+        text += "m"  # an overfull line: it ends halfway into the gutter
+    left[12] = (text, *left[12][1:])
+    number = ("17", col_right + gutter // 2 - 12, 200 + 30 * pitch + 22, font)  # centred, 22 px below
+    img, truth = compose(left + right + [number])
+    got = found_all(truth[:12] + truth[13:-1], img, rate=0.97, deskew=False)
+    crossing = [b for b in got if b[0] < col_right - 50 and b[2] > col_right + gutter + 50]
+    assert crossing == [], f"boxes across the gutter: {crossing}"
+
+
+def test_photo_is_not_cut_into_lines():
+    rng = np.random.default_rng(3)
+    text = paragraph(rng, 150, 150, 6, 34, 24) + paragraph(rng, 150, 1000, 6, 34, 24)
+    img, truth = compose(text, photo=(150, 420, 1300, 900))
+    got = found_all(truth, img, deskew=False)
+    inside = [b for b in got if b[1] >= 400 and b[3] <= 920]
+    assert inside == [], f"photo cut into {len(inside)} 'lines'"
+
+
+def test_a_lone_ellipsis_line_is_kept():
+    rng = np.random.default_rng(4)
+    code = paragraph(rng, 150, 200, 3, 34, 22, 30) + [("...", 150, 200 + 3 * 34 + 10, 22)] + \
+        paragraph(rng, 150, 200 + 5 * 34, 3, 34, 22, 30)
+    img, truth = compose(code)
+    assert truth[3][3] - truth[3][1] < pages.PagesConfig().min_line_height  # shorter than a line
+    found_all(truth, img, rate=1.0, deskew=False)
+
+
+def test_detector_option_is_validated():
+    from inkbooth.config import ConfigError, from_dict
+
+    with pytest.raises(ConfigError, match="detector must be"):
+        from_dict(pages.PagesConfig, {"detector": "magic"})

@@ -40,9 +40,12 @@ class PagesConfig:
     pdf_password: str | None = option(None, "password for encrypted PDFs")
     deskew: bool = option(True, "estimate and correct small page skew")
     max_skew_degrees: float = option(5.0, "largest skew searched for, in degrees")
+    detector: str = option("xycut", "how lines are found: 'xycut' (cuts along the ink's projection profiles) "
+                                    "or 'ppocr' (PP-OCRv4's text detector; the 'detect' extra)")
     min_line_height: int = option(6, "rows of ink shorter than this (pixels) are noise, not text")
     segment_gap: float = option(2.0, "split a line where a horizontal gap exceeds this many line heights")
     gutter: float = option(1.5, "a vertical white band this many line heights wide separates columns")
+    paragraph_gap: float = option(0.8, "a blank horizontal band this many line heights tall separates blocks")
     line_padding: float = option(0.15, "padding around each crop, as a fraction of the line height")
 
     def validate(self) -> None:
@@ -50,6 +53,8 @@ class PagesConfig:
             raise ValueError(f"pdf_dpi must be between 36 and 1200, got {self.pdf_dpi}")
         if self.max_pixels < 1:
             raise ValueError("max_pixels must be positive")
+        if self.detector not in ("xycut", "ppocr"):
+            raise ValueError(f"detector must be 'xycut' or 'ppocr', got {self.detector!r}")
 
 
 @dataclasses.dataclass
@@ -250,8 +255,12 @@ def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
     return list(zip(edges[::2].tolist(), edges[1::2].tolist()))
 
 
-def _bands(ink: np.ndarray, min_height: int) -> list[tuple[int, int]]:
-    """Text rows of a block: runs of inked rows, with accent/dot slivers merged into their line."""
+def _bands(ink: np.ndarray, min_height: int, keep_small: bool = False) -> list[tuple[int, int]]:
+    """Text rows of a block: runs of inked rows, with accent/dot slivers merged into their line.
+
+    Rows shorter than ``min_height`` that stay alone are dropped, unless ``keep_small`` (a lone
+    "..." in a listing is a line; the caller judges them).
+    """
     rows = ink.any(axis=1)
     bands = _runs(rows)
     if not bands:
@@ -265,7 +274,7 @@ def _bands(ink: np.ndarray, min_height: int) -> list[tuple[int, int]]:
             merged[-1][1] = b
         else:
             merged.append([a, b])
-    return [(a, b) for a, b in merged if b - a >= min_height]
+    return [(a, b) for a, b in merged if keep_small or b - a >= min_height]
 
 
 def _run_lengths(mask: np.ndarray) -> np.ndarray:
@@ -305,17 +314,95 @@ def remove_rules(ink: np.ndarray) -> np.ndarray:
     return ink & ~rules
 
 
-def segment_lines(ink: np.ndarray, config: PagesConfig | None = None) -> list[Box]:
-    """Line boxes of an ink mask, in reading order (columns left to right, then top to bottom)."""
+def line_height(ink: np.ndarray, min_height: int = 6) -> float:
+    """Typical text line height of a page, in pixels (0 when there is no text).
+
+    Measured in narrow vertical strips, each mostly inside one column: across a whole page the rows
+    of side-by-side columns with offset baselines run together into bands several lines tall.
+    """
+    import numpy as np
+
+    h, w = ink.shape
+    strip = max(64, w // 12)
+    heights = [b - a for x in range(0, w, strip) for a, b in _bands(ink[:, x:x + strip], min_height)]
+    if not heights:
+        return 0.0
+    return float(max(np.median(heights), min_height))
+
+
+def _split_band(block: np.ndarray, a: int, b: int, h: float) -> list[tuple[int, int]]:
+    """A band of rows cut into lines at the valleys of its row profile.
+
+    Lines set with tight leading touch (a descender meets the next line's ascender), so no blank
+    row separates them; the row profile still drops to a few pixels between their x-height bodies.
+    A valley is a cut when it is under half the smaller peak on either side and both sides are
+    text: their densest row is inked over a good part of their width (a row of descenders is not).
+    """
+    import numpy as np
+
+    if b - a < 1.6 * h:
+        return [(a, b)]
+    band = block[a:b]
+    k = max(1, round(h / 8))
+    seg = np.convolve(band.sum(axis=1).astype(np.float64), np.ones(k) / k, mode="same")
+    lo, hi = round(0.45 * h), (b - a) - round(0.45 * h)
+    if hi <= lo:
+        return [(a, b)]
+    i = lo + int(np.argmin(seg[lo:hi]))
+    if seg[i] > 0.5 * min(seg[:i].max(), seg[i:].max()):
+        return [(a, b)]
+    for part, rows in ((band[:i], seg[:i]), (band[i:], seg[i:])):
+        cols = np.flatnonzero(part.any(axis=0))
+        if len(cols) == 0 or rows.max() < 0.15 * (cols[-1] - cols[0] + 1):
+            return [(a, b)]
+    return _split_band(block, a, a + i, h) + _split_band(block, a + i, b, h)
+
+
+def segment_lines(ink: np.ndarray, config: PagesConfig | None = None, rules: bool = True,
+                  pictures: bool = True) -> list[Box]:
+    """Line boxes of an ink mask, in reading order (columns left to right, then top to bottom).
+
+    A recursive XY-cut: a block is cut at column gutters (white vertical bands at least ``gutter``
+    line heights wide, with text on both sides), else at paragraph gaps, else at a gutter that only
+    a line or two cross (a centred page number, an overfull line): those are cut off by the nearest
+    blank rows, or the gutter is cut through. A block with no cut left is one column of text: its
+    rows become lines, touching lines are parted at profile valleys, and a line is cut into
+    segments at gaps over ``segment_gap`` line heights. Boxes taller than a few lines that no valley
+    parts are pictures, not text, and are dropped (unless not ``pictures``); table rules are
+    removed first (unless not ``rules``).
+    """
     import numpy as np
 
     config = config or PagesConfig()
-    ink = remove_rules(ink)
-    all_bands = _bands(ink, config.min_line_height)
-    if not all_bands:
+    if rules:
+        ink = remove_rules(ink)
+    line_h = line_height(ink, config.min_line_height)
+    if line_h == 0:
         return []
-    line_h = float(np.median([b - a for a, b in all_bands]))
     boxes: list[Box] = []
+    min_gutter = config.gutter * line_h
+    tolerance = 1.5 * line_h  # rows of ink a gutter may cross and still part two columns
+
+    def gutters(block: np.ndarray, tolerant: bool) -> list[tuple[int, int, np.ndarray]]:
+        """Vertical bands with text on both sides and no ink, or (``tolerant``) crossed by a few
+        lines: at most ``tolerance`` ink pixels in any column, and a few percent of the rows."""
+        per_col = block.sum(axis=0)
+        found = []
+        for a, b in _runs(per_col <= (tolerance if tolerant else 0)):
+            if a == 0 or b == block.shape[1] or b - a < min_gutter:
+                continue
+            if tolerant:  # the emptiest stretch of it, not the ragged line ends at its sides
+                width = math.ceil(min_gutter)
+                sums = np.convolve(per_col[a:b], np.ones(width), mode="valid")
+                a = a + int(np.argmin(sums))
+                b = a + width
+            crossed = block[:, a:b].any(axis=1)
+            if crossed.sum() > (max(tolerance, 0.06 * block.shape[0]) if tolerant else 0):
+                continue
+            left, right = block[:, :a].any(axis=1), block[:, b:].any(axis=1)
+            if (left & ~crossed).sum() >= 2 * line_h and (right & ~crossed).sum() >= 2 * line_h:
+                found.append((a, b, crossed))
+        return found
 
     def cut(y0: int, y1: int, x0: int, x1: int, depth: int) -> None:
         block = ink[y0:y1, x0:x1]
@@ -326,38 +413,76 @@ def segment_lines(ink: np.ndarray, config: PagesConfig | None = None) -> list[Bo
         c = np.flatnonzero(cols)
         y0, y1, x0, x1 = y0 + int(r[0]), y0 + int(r[-1]) + 1, x0 + int(c[0]), x0 + int(c[-1]) + 1
         block = ink[y0:y1, x0:x1]
-        if depth < 12:
-            # Columns: a white vertical band across the whole block, wider than a word space.
-            gaps = [(a, b) for a, b in _runs(~block.any(axis=0)) if b - a >= config.gutter * line_h]
-            if gaps and len(_bands(block, config.min_line_height)) >= 2:
-                edges = [0] + [e for a, b in gaps for e in (a, b)] + [block.shape[1]]
+        if depth < 40:
+            clean = gutters(block, False)
+            if clean:
+                edges = [0] + [e for a, b, _ in clean for e in (a, b)] + [block.shape[1]]
                 for a, b in zip(edges[::2], edges[1::2]):
                     cut(y0, y1, x0 + a, x0 + b, depth + 1)
                 return
-            # Paragraphs: a white horizontal band at least a line high; inside, columns may start.
-            hgaps = [(a, b) for a, b in _runs(~block.any(axis=1)) if b - a >= line_h]
+            blank = ~block.any(axis=1)
+            hgaps = [(a, b) for a, b in _runs(blank) if b - a >= config.paragraph_gap * line_h]
             if hgaps:
                 edges = [0] + [e for a, b in hgaps for e in (a, b)] + [block.shape[0]]
                 for a, b in zip(edges[::2], edges[1::2]):
                     cut(y0 + a, y0 + b, x0, x1, depth + 1)
                 return
-        for a, b in _bands(block, config.min_line_height):
-            line = block[a:b]
-            h = b - a
-            pieces = _runs(line.any(axis=0))
-            groups: list[list[int]] = []
-            for s, e in pieces:
-                if groups and s - groups[-1][1] < config.segment_gap * h:
-                    groups[-1][1] = e
+            crossed = gutters(block, True)
+            if crossed:
+                a, b, rows_crossed = max(crossed, key=lambda g: g[1] - g[0])
+                # Cut the crossing rows off at the nearest blank rows above and below, if any are near.
+                cuts = set()
+                for s, e in _runs(rows_crossed):
+                    above = np.flatnonzero(blank[max(0, s - round(line_h)):s])
+                    below = np.flatnonzero(blank[e:e + round(line_h)])
+                    if len(above):
+                        cuts.add(max(0, s - round(line_h)) + int(above[-1]) + 1)
+                    if len(below):
+                        cuts.add(e + int(below[0]))
+                cuts = sorted(v for v in cuts if 0 < v < block.shape[0])
+                if cuts:
+                    edges = [0] + cuts + [block.shape[0]]
+                    for s, e in zip(edges[:-1], edges[1:]):
+                        cut(y0 + s, y0 + e, x0, x1, depth + 1)
                 else:
-                    groups.append([s, e])
-            for s, e in groups:
-                seg = line[:, s:e]
-                rr = np.flatnonzero(seg.any(axis=1))
-                boxes.append((x0 + s, y0 + a + int(rr[0]), x0 + e, y0 + a + int(rr[-1]) + 1))
+                    cut(y0, y1, x0, x0 + a, depth + 1)
+                    cut(y0, y1, x0 + b, x1, depth + 1)
+                return
+        for band in _bands(block, config.min_line_height, keep_small=True):
+            for a, b in _split_band(block, *band, line_h):
+                line = block[a:b]
+                h = b - a
+                pieces = _runs(line.any(axis=0))
+                groups: list[list[int]] = []
+                for s, e in pieces:
+                    if groups and s - groups[-1][1] < config.segment_gap * max(h, 0.5 * line_h):
+                        groups[-1][1] = e
+                        groups[-1][2] += 1
+                    else:
+                        groups.append([s, e, 1])
+                for s, e, n in groups:
+                    seg = line[:, s:e]
+                    rr = np.flatnonzero(seg.any(axis=1))
+                    top, bottom = a + int(rr[0]), a + int(rr[-1]) + 1
+                    height = bottom - top
+                    if pictures and height > 3 * line_h:
+                        continue  # a picture or drawing: no text line is this tall
+                    if height < config.min_line_height and n < 2:
+                        continue  # a speck or a rule's end, not a small line such as "..."
+                    boxes.append((x0 + s, y0 + top, x0 + e, y0 + bottom))
 
     cut(0, ink.shape[0], 0, ink.shape[1], 0)
     return boxes
+
+
+def is_picture(region: np.ndarray, background: float) -> bool:
+    """Whether a box of the page is a photo rather than text: a text line is mostly paper between
+    its strokes (half its pixels or more on the real pages measured), a photo hardly any."""
+    import numpy as np
+
+    if region.size == 0:
+        return False
+    return float((np.abs(region.astype(np.int16) - background) < 25).mean()) < 0.25
 
 
 def _rotate_box_back(box: Box, angle: float, rotated_size: tuple[int, int], size: tuple[int, int]) -> Box:
@@ -389,8 +514,18 @@ def page_lines(page: Page, config: PagesConfig | None = None) -> list[Line]:
     if abs(angle) >= 0.1:
         work = gray.rotate(-angle, resample=Image.BILINEAR, expand=True, fillcolor=255)
         ink = binarize(np.asarray(work))
+    work_arr = np.asarray(work)
+    if config.detector == "ppocr":
+        from inkbooth.ocr import detect
+
+        found = detect.detect_lines(work_arr, ink, min_line_height=config.min_line_height)
+    else:
+        found = segment_lines(ink, config)
+    background = float(np.median(work_arr[~ink])) if (~ink).any() else 255.0
     lines = []
-    for box in segment_lines(ink, config):
+    for box in found:
+        if is_picture(work_arr[box[1]:box[3], box[0]:box[2]], background):
+            continue
         h = box[3] - box[1]
         pad = max(1, round(config.line_padding * h))
         crop_box = (max(0, box[0] - pad), max(0, box[1] - pad), min(work.width, box[2] + pad),
