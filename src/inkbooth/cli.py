@@ -134,6 +134,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("kind", choices=["trocr", "sd"])
     p.add_argument("output", help="folder to save it to")
 
+    p = sub.add_parser("report", help="where a run's visual reports (HTML, Markdown) are; --build makes them",
+                       description="Print where the reports of RUN_OUTPUT are kept: an OCR results artifact "
+                                   "(<output>/results) or a registered DreamBooth version (<registry>/<name>/vN).")
+    p.add_argument("run_output", metavar="RUN_OUTPUT", help="the pipeline's output: OCR results or a model version")
+    p.add_argument("--build", action="store_true", help="(re)build the report from the run's artifacts and publish it")
+    p.add_argument("--samples", help="with --build, DreamBooth: the samples artifact to show")
+    p.add_argument("--export-model", help="with --build, OCR: the ONNX export, for the parity table")
+    p.add_argument("--pdf-dpi", type=int, help="with --build, OCR: the PDF resolution the run used (default 200)")
+
     p = sub.add_parser("demo", help="run both pipelines end to end on tiny models and the embedded store")
     p.add_argument("--workdir", default=".inkbooth", help="where the demo keeps its files")
     p.add_argument("--num-shards", type=int, default=2)
@@ -182,7 +191,7 @@ def _ocr(args: argparse.Namespace) -> int:
     summary = recognize_documents(args.documents, args.model, args.output, cfg, shard=args.shard)
     print(json.dumps(summary))
     if not args.no_merge and args.shard.split("/")[1] == "1":
-        manifest = merge_results(plan_documents(args.documents, 1), args.output, args.ground_truth or None)
+        manifest = merge_results(plan_documents(args.documents, 1), args.output, args.ground_truth or None, [summary])
         print(json.dumps({"results": f"{args.output.rstrip('/')}/results", "report": manifest.metrics}))
     return 0
 
@@ -342,6 +351,25 @@ def _tiny(args: argparse.Namespace) -> int:
     return 0
 
 
+def _report(args: argparse.Namespace) -> int:
+    from inkbooth import reports
+
+    if args.build:
+        from inkbooth.ocr.pages import PagesConfig
+
+        pages_config = PagesConfig(pdf_dpi=args.pdf_dpi) if args.pdf_dpi else None
+        page = reports.build(args.run_output, samples=args.samples, export_model=args.export_model,
+                             pages_config=pages_config)
+        reports.publish(page, args.run_output)
+    found = reports.locate(args.run_output)
+    print(json.dumps(found, indent=2))
+    if not found["published"]:
+        print(f"inkbooth report: no report published for {args.run_output} yet; `inkbooth report --build "
+              f"{args.run_output}` makes one", file=sys.stderr)
+        return 1
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     from inkbooth.demo import run_demo
 
@@ -352,7 +380,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 COMMANDS = {"submit": _submit, "schedule": _schedule, "retrain": _retrain, "export-trocr": _export, "ocr": _ocr, "prior": _prior, "train": _train, "export-model": _export_model,
             "sample": _sample, "pages": _pages, "run": _run, "compile": _compile, "store": _store, "tiny": _tiny,
-            "demo": _demo}
+            "demo": _demo, "report": _report}
 
 if __name__ == "__main__":
     sys.exit(main())

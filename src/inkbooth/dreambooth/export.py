@@ -2,7 +2,9 @@
 
 * ``diffusers/``: the pipeline in diffusers layout, safetensors, in fp32, fp16 or bf16;
 * ``<name>.safetensors``: one file in the original Stable Diffusion layout (AUTOMATIC1111, ComfyUI);
-* ``lora/``: the LoRA weights alone, when the run trained LoRA.
+* ``lora/``: the LoRA weights alone, when the run trained LoRA;
+* ``training.json`` (metrics, lineage, config, logged loss history) and ``validation/``: what the
+  training showed, for the version's report.
 
 The result is registered as the next version of ``models/<name>/`` with the training lineage (base
 model, subject images, class images, config, metrics); identical content maps to its old version.
@@ -66,8 +68,13 @@ def export_checkpoint(trained: str, registry: str, config: ExportCheckpointConfi
             save_file(pipeline_to_original(pipe), str(out / f"{config.name}.safetensors"), metadata={"format": "pt"})
         if (source / "lora").is_dir():
             shutil.copytree(source / "lora", out / "lora", dirs_exist_ok=True)
+        # The version carries its training evidence (loss history, validation images) for its report.
+        if (source / "validation").is_dir():
+            shutil.copytree(source / "validation", out / "validation", dirs_exist_ok=True)
+        history = json.loads((source / "training.json").read_text()).get("history", []) \
+            if (source / "training.json").is_file() else []
         (out / "training.json").write_text(json.dumps({"metrics": training.metrics, "lineage": training.lineage,
-                                                       "config": training.config}, indent=2))
+                                                       "config": training.config, "history": history}, indent=2))
         reg = artifacts.Registry(registry)
         version, manifest = reg.register(
             config.name, out, kind=KIND, alias=config.alias or None, config={"export": to_dict(config),

@@ -381,6 +381,9 @@ def train_dreambooth(model: str, instance_images: str, output: str, config: Trai
     if config.train_text_encoder:
         text_encoder.train()
     last = {}
+    # For the report and the run's metrics: the logged points, and every step's loss for the mean.
+    history: list[dict[str, Any]] = []
+    loss_total, loop_started = 0.0, time.perf_counter()
     micro_steps = (config.max_train_steps - global_step) * config.gradient_accumulation_steps
     for _ in range(micro_steps):
         with accelerator.accumulate(*accumulated):
@@ -427,24 +430,35 @@ def train_dreambooth(model: str, instance_images: str, output: str, config: Trai
         global_step += 1
         last = {"loss": float(loss.detach()), "instance_loss": float(inst_loss.detach()),
                 "prior_loss": float(prior_loss.detach()), "lr": lr_scheduler.get_last_lr()[0]}
+        loss_total += last["loss"]
         if global_step % config.log_every == 0 or global_step == config.max_train_steps:
             accelerator.log(last, step=global_step)
+            history.append({"step": global_step, **{k: round(v, 6) for k, v in last.items()}})
+        paused = time.perf_counter()  # checkpoints and validation do not count in steps/s
         if config.checkpoint_every and global_step % config.checkpoint_every == 0 and global_step < config.max_train_steps:
             _save_checkpoint(accelerator, run, staging[1], global_step, config)
         if config.validation_every and global_step % config.validation_every == 0 and accelerator.is_main_process:
             _validate(accelerator, folder, unet, text_encoder, config, global_step, work, weight_dtype)
+        loop_started += time.perf_counter() - paused
         if _on_step is not None:
             _on_step(global_step)
 
     accelerator.wait_for_everyone()
-    metrics = {"steps": global_step, "steps_this_run": global_step - first_step, "resumed_from_step": first_step,
+    from inkbooth.reports.metrics import peak_memory_mb
+
+    ran, loop_seconds = global_step - first_step, time.perf_counter() - loop_started
+    metrics = {"steps": global_step, "steps_this_run": ran, "resumed_from_step": first_step,
                **{k: round(v, 6) for k, v in last.items()},
-               "train_seconds": round(time.perf_counter() - started, 2), "processes": accelerator.num_processes}
+               "train_seconds": round(time.perf_counter() - started, 2), "processes": accelerator.num_processes,
+               "mean_loss": round(loss_total / ran, 6) if ran else None,
+               "steps_per_second": round(ran / loop_seconds, 4) if ran and loop_seconds > 0 else None,
+               "peak_memory_mb": peak_memory_mb(device)}
+    metrics = {k: v for k, v in metrics.items() if v is not None}
     manifest = None
     if accelerator.is_main_process:
         for tracker in accelerator.trackers:
             tracker.finish()  # the event files are complete before they are published
-        manifest = _save_pipeline(accelerator, folder, unet, text_encoder, config, work, out, metrics, lineage={
+        manifest = _save_pipeline(accelerator, folder, unet, text_encoder, config, work, out, metrics, history, lineage={
             "base_model": model, "base_model_hash": base_hash, "instance_images": instance_images,
             "instance_images_hash": instance_hash, "class_images": class_images or "", "class_images_hash": class_hash,
             "run": run.key, "resumed_from": resumed.uri if resumed is not None else "",
@@ -549,9 +563,11 @@ def _validate(accelerator: Any, folder: Path, unet: Any, text_encoder: Any, conf
 
 
 def _save_pipeline(accelerator: Any, folder: Path, unet: Any, text_encoder: Any, config: TrainConfig, work: Path,
-                   out: Path, metrics: dict[str, Any], lineage: dict[str, Any]) -> artifacts.Manifest:
-    """The trained pipeline (diffusers folder, safetensors) assembled in ``work`` with the logs and
-    validation images, and published to ``out`` with its lineage: only what this run wrote."""
+                   out: Path, metrics: dict[str, Any], history: list[dict[str, Any]],
+                   lineage: dict[str, Any]) -> artifacts.Manifest:
+    """The trained pipeline (diffusers folder, safetensors) assembled in ``work`` with the logs, the
+    logged loss history and validation images, and published to ``out`` with its lineage: only what
+    this run wrote."""
     import torch
 
     unet = accelerator.unwrap_model(unet)
@@ -568,7 +584,7 @@ def _save_pipeline(accelerator: Any, folder: Path, unet: Any, text_encoder: Any,
     pipe = _inference_pipeline(folder, unet, text_encoder if config.train_text_encoder else None, torch.float32)
     pipe.save_pretrained(model_dir, safe_serialization=True)
     (work / "training.json").write_text(json.dumps({"config": to_dict(config), "metrics": metrics,
-                                                    "lineage": lineage}, indent=2))
+                                                    "lineage": lineage, "history": history}, indent=2))
     return artifacts.publish(work, str(out), kind=KIND, config=to_dict(config), metrics=metrics, lineage=lineage,
                              inputs={"base_model": lineage["base_model_hash"],
                                      "instance_images": lineage["instance_images_hash"],

@@ -18,6 +18,7 @@ from typing import Any
 from inkbooth import artifacts, shards, storage
 from inkbooth.ocr.export import cer
 from inkbooth.ocr.recognize import list_documents, result_uri
+from inkbooth.reports.metrics import throughput
 
 RESULTS = "results"
 KIND = "ocr-results"
@@ -110,6 +111,7 @@ def merge_results(plan: dict[str, Any], output: str, ground_truth: str | None = 
             report["cer_documents"] = per_doc_cer
         if shard_summaries:
             report["shards"] = shard_summaries
+            report.update(throughput(shard_summaries))
         (work / "report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False), encoding="utf-8")
         metrics = {k: v for k, v in report.items() if isinstance(v, (int, float)) and v is not None}
         return artifacts.publish(work, storage.join(output, RESULTS), kind=KIND, config={"documents": documents},

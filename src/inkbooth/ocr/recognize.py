@@ -365,8 +365,9 @@ def recognize_documents(documents: str, model: str, output: str, config: Recogni
     all_keys = sorted(keys) if keys is not None else list_documents(documents)
     mine = shards.select(all_keys, shard)
     recognizer: Recognizer | None = None
+    # started/finished (epoch seconds) give the merge the run's wall-clock throughput across shards.
     summary = {"shard": shard, "documents": len(mine), "done": 0, "skipped": 0, "errors": 0, "lines": 0,
-               "pages": 0, "seconds": 0.0}
+               "pages": 0, "seconds": 0.0, "started": time.time()}
     bar = tqdm(mine, desc=f"ocr shard {shard}", unit="doc", file=sys.stderr, disable=not progress)
     for rel in bar:
         started = time.perf_counter()
@@ -419,4 +420,5 @@ def recognize_documents(documents: str, model: str, output: str, config: Recogni
         summary["seconds"] += time.perf_counter() - started
         bar.set_postfix(lines=summary["lines"], errors=summary["errors"])
     summary["seconds"] = round(summary["seconds"], 3)
+    summary["finished"] = time.time()
     return summary
