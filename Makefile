@@ -22,6 +22,10 @@ setup: $(STAMP) ## create .venv and install inkbooth with its dev, OCR and local
 demo: setup ## set up, then run the OCR pipeline end to end locally (embedded S3, tiny models)
 	$(BIN)/inkbooth demo
 
+report-screenshots: setup ## after make demo: PNGs of the demo's two reports for the README (headless Chromium)
+	bash scripts/install-chromium.sh
+	$(BIN)/python scripts/report-screenshots.py
+
 testdata: ## fetch test data from Debian (real LaTeX-typeset PDFs, tests/evalset.tsv; tesseract-ocr) into .inkbooth/testdata
 	bash scripts/fetch-testdata.sh $(TESTDATA)
 
@@ -77,4 +81,4 @@ manifests: setup ## render every k8s overlay (and cluster-wide set) into build/k
 clean: ## remove the venv and local run data
 	rm -rf $(VENV) .inkbooth .pytest_cache
 
-.PHONY: help setup demo testdata test test-all test-load lint compile bench bench-pages images push-images manifests clean
+.PHONY: help setup demo report-screenshots testdata test test-all test-load lint compile bench bench-pages images push-images manifests clean

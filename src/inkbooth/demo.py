@@ -7,7 +7,10 @@ file an error record.
 
 DreamBooth: it builds the tiny Stable Diffusion, draws a few subject images, and runs class images
 -> training -> export and registration -> samples; then it retrains with one subject image more,
-which makes a new model version and reuses the class images. It prints where everything is.
+which makes a new model version and reuses the class images.
+
+Each pipeline's visual report (HTML and Markdown, see ``inkbooth.reports``) is written beside its
+results; the demo prints where everything is.
 """
 
 from __future__ import annotations
@@ -106,8 +109,20 @@ def run_ocr_demo(workdir: Path, num_shards: int) -> dict[str, Any]:
     run.validate()
     results_uri = runs.run_local("ocr", run, workdir / "kfp-local")
     summary = check_results(results_uri, expected)
+    summary["reports"] = write_reports(results_uri, export_model=_latest(workdir / "kfp-local", "inkbooth-ocr-*/export-trocr/onnx_model"))
     summary["seconds"] = round(time.perf_counter() - started, 1)
     return summary
+
+
+def write_reports(run_output: str, **sources: str | None) -> dict[str, Any]:
+    """Build and publish the report of a run's output; returns where it is (``reports.locate``)."""
+    from inkbooth import reports
+
+    reports.publish(reports.build(run_output, **sources), run_output)
+    found = reports.locate(run_output)
+    if not found.get("current"):
+        raise RuntimeError(f"demo check failed: no current report for {run_output}")
+    return found
 
 
 def subject_images(folder: Path, n: int, seed: int = 3) -> None:
@@ -140,7 +155,8 @@ def run_dreambooth_demo(workdir: Path) -> dict[str, Any]:
         prior_output=f"{BUCKET}/class-images", registry=f"{BUCKET}/models/registry", prior_shards=2,
         prior={"num_images": 4, "steps": 10, "batch_size": 2},
         train={"instance_prompt": "a photo of sks dog", "class_prompt": "a photo of dog", "max_train_steps": 6,
-               "learning_rate": 1e-4, "checkpoint_every": 3, "validation_every": 3, "validation_steps": 5},
+               "learning_rate": 1e-4, "checkpoint_every": 3, "validation_every": 3, "validation_steps": 5,
+               "log_every": 1},
         export={"name": "orange-ball"},
         sample={"prompts": ["a photo of sks dog on the beach", "a painting of sks dog"], "steps": 10},
     )
@@ -157,15 +173,18 @@ def run_dreambooth_demo(workdir: Path) -> dict[str, Any]:
     if prior_after != prior_sets:
         raise RuntimeError("demo check failed: the retrain made new class images instead of reusing them")
     manifest = artifacts.read_manifest(second)
+    samples = _latest(workdir / "kfp-local", "inkbooth-dreambooth-*/sample-model/samples")
     return {"versions": [first, second], "single_file": f"{second}/orange-ball.safetensors",
             "class_images": storage.join(f"{BUCKET}/class-images", prior_sets[0].split("/")[0]),
             "lineage": manifest.lineage, "seconds": round(time.perf_counter() - started, 1),
-            "samples": _latest_samples(workdir / "kfp-local")}
+            "samples": f"{samples}/grid.png" if samples else "(not found)",
+            "reports": write_reports(second, samples=samples)}
 
 
-def _latest_samples(root: Path) -> str:
-    grids = sorted(root.glob("inkbooth-dreambooth-*/sample-model/samples/grid.png"), key=lambda p: p.stat().st_mtime)
-    return str(grids[-1]) if grids else "(not found)"
+def _latest(root: Path, pattern: str) -> str | None:
+    """The newest artifact folder of a kfp.local run matching ``pattern`` under ``root``."""
+    found = sorted(root.glob(pattern), key=lambda p: p.stat().st_mtime)
+    return str(found[-1]) if found else None
 
 
 def print_dreambooth_summary(summary: dict[str, Any]) -> None:
@@ -174,6 +193,7 @@ def print_dreambooth_summary(summary: dict[str, Any]) -> None:
     print(f"  single file     {summary['single_file']}  (original SD layout, for AUTOMATIC1111/ComfyUI)")
     print(f"  class images    {summary['class_images']}  (made once, reused by the retrain)")
     print(f"  sample grid     {summary['samples']}")
+    print(f"  report          {summary['reports']['html']}  (and report.md; `inkbooth report {summary['versions'][1]}`)")
 
 
 def check_results(results_uri: str, expected: dict[str, int]) -> dict[str, Any]:
@@ -207,3 +227,4 @@ def print_summary(summary: dict[str, Any]) -> None:
           f"CER {report.get('cer')} - the tiny model is random, so CER is ~1 by design)")
     for err in summary["error_records"].values():
         print(f"  error record    {err}")
+    print(f"  visual report   {summary['reports']['html']}  (and report.md; `inkbooth report {summary['results']}`)")
