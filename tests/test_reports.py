@@ -267,3 +267,28 @@ def test_reports_locate_refuses_other_artifacts(tmp_path):
     artifacts.publish(tmp_path / "a", str(tmp_path / "pub"), kind="something-else")
     with pytest.raises(ValueError, match="has no report"):
         reports.locate(str(tmp_path / "pub"))
+
+
+def test_lineage_pointers_and_locations(tmp_path, monkeypatch):
+    from kfp import dsl
+
+    from inkbooth import lineage
+
+    out = dsl.Dataset(name="class_images", uri=str(tmp_path / "root" / "class_images"))
+    lineage.point(out, "s3://bucket/class-images/abc", content_hash="h", images=4)
+    assert out.metadata == {"uri": "s3://bucket/class-images/abc", "content_hash": "h", "images": 4}
+    bare = dsl.Dataset(name="class_images", uri=out.uri)  # metadata lost: the pointer file still says
+    assert lineage.target(bare) == "s3://bucket/class-images/abc"
+    with pytest.raises(ValueError, match="not a pointer"):
+        lineage.target(dsl.Dataset(name="x", uri=str(tmp_path / "none")))
+    # An imported s3:// model: KFP's local copy on a cluster, the URI where there is none (kfp.local).
+    imported = dsl.Model(name="base", uri="s3://models/sd")
+    assert lineage.location(imported) == "s3://models/sd"
+    monkeypatch.setattr(lineage.os.path, "exists", lambda p: p == "/s3/models/sd")  # as the launcher leaves it
+    assert lineage.location(imported) == "/s3/models/sd"
+    monkeypatch.undo()
+    hub = dsl.Model(name="base", uri="microsoft/trocr-base-printed")
+    assert lineage.location(hub) == "microsoft/trocr-base-printed"
+    copied = dsl.Model(name="base", uri=str(tmp_path / "copy"))
+    (tmp_path / "copy").mkdir()
+    assert lineage.location(copied) == str(tmp_path / "copy")

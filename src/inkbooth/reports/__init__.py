@@ -99,3 +99,11 @@ def build(run_output: str, *, samples: str | None = None, export_model: str | No
 
         return dreambooth_report(run_output, samples=samples)
     raise ValueError(f"{run_output}: a {kind!r} artifact has no report; expected OCR results or a model version")
+
+
+def write_outputs(page: Any, *, html: str | None = None, markdown: str | None = None) -> None:
+    """Write ``page`` to KFP output files (``Output[dsl.HTML]``/``Output[dsl.Markdown]`` paths)."""
+    for path, text in ((html, page.html() if html else ""), (markdown, page.markdown() if markdown else "")):
+        if path:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            Path(path).write_text(text, encoding="utf-8")
