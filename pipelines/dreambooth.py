@@ -2,12 +2,14 @@
 
 from kfp import dsl
 
-from inkbooth.cluster import ClusterConfig, apply
+from inkbooth.cluster import ClusterConfig
 from inkbooth.components.db_export.component import export_model
 from inkbooth.components.db_plan.component import plan_prior
 from inkbooth.components.db_prior.component import generate_prior
 from inkbooth.components.db_sample.component import sample_model
 from inkbooth.components.db_train.component import train
+from inkbooth.components.finish_run.component import finish_run
+from inkbooth.lifecycle import IN_CLUSTER_KFP_API
 
 
 def build(cluster: ClusterConfig | None = None):
@@ -15,7 +17,8 @@ def build(cluster: ClusterConfig | None = None):
     cluster = cluster or ClusterConfig()
 
     @dsl.pipeline(name="inkbooth-dreambooth",
-                  description="DreamBooth: prior images, fine-tuning, export to diffusers and single-file, sampling")
+                  description="DreamBooth: prior images, fine-tuning, export to diffusers and single-file, sampling",
+                  pipeline_config=cluster.pipeline_config())
     def dreambooth_pipeline(
         base_model: str,
         instance_images: str,
@@ -28,23 +31,28 @@ def build(cluster: ClusterConfig | None = None):
         export_config: dict = {},  # noqa: B006
         sample_config: dict = {},  # noqa: B006
         s3_secret: str = "inkbooth-s3",
-    ) -> str:
-        plan = apply(plan_prior(num_shards=prior_shards), cluster.plan_prior, s3_secret)
-        plan.set_display_name("plan-prior-shards")
-        with dsl.ParallelFor(items=plan.output) as shard:
-            prior = apply(generate_prior(base_model=base_model, prior_output=prior_output, shard=shard,
-                                         config=prior_config), cluster.prior, s3_secret)
-            prior.set_display_name("class-images")
-        trained = apply(train(base_model=base_model, instance_images=instance_images,
-                              class_sets=dsl.Collected(prior.output), checkpoints=checkpoints, config=train_config),
-                        cluster.train, s3_secret)
-        trained.set_display_name("fine-tune")
-        exported = apply(export_model(trained=trained.outputs["trained"], registry=registry, config=export_config),
-                         cluster.export_model, s3_secret)
-        exported.set_display_name("export-and-register")
-        sampled = apply(sample_model(model=exported.output, config=sample_config), cluster.sample, s3_secret)
-        sampled.set_display_name("sample")
-        return exported.output
+        kfp_api: str = IN_CLUSTER_KFP_API,
+    ):
+        finish = cluster.apply(finish_run(run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, kfp_api=kfp_api,
+                                          checkpoints=checkpoints, clean_checkpoints=True), "finish_run", s3_secret)
+        finish.set_display_name("finish-run")
+        with dsl.ExitHandler(finish, name="dreambooth-run"):
+            plan = cluster.apply(plan_prior(num_shards=prior_shards), "plan_prior", s3_secret)
+            plan.set_display_name("plan-prior-shards")
+            with dsl.ParallelFor(items=plan.output, parallelism=cluster.prior.parallelism) as shard:
+                prior = cluster.apply(generate_prior(base_model=base_model, prior_output=prior_output, shard=shard,
+                                                     config=prior_config), "prior", s3_secret)
+                prior.set_display_name("class-images")
+            trained = cluster.apply(train(base_model=base_model, instance_images=instance_images,
+                                          class_sets=dsl.Collected(prior.output), checkpoints=checkpoints,
+                                          config=train_config, run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER),
+                                    "train", s3_secret)
+            trained.set_display_name("fine-tune")
+            exported = cluster.apply(export_model(trained=trained.outputs["trained"], registry=registry,
+                                                  config=export_config), "export_model", s3_secret)
+            exported.set_display_name("export-and-register")
+            sampled = cluster.apply(sample_model(model=exported.output, config=sample_config), "sample", s3_secret)
+            sampled.set_display_name("sample")
 
     return dreambooth_pipeline
 

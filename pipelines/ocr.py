@@ -1,12 +1,15 @@
-"""The OCR pipeline: export and quantize, OCR the documents in parallel shards, merge and report."""
+"""The OCR pipeline: pin and export the model, OCR the documents in parallel shards, merge and report."""
 
 from kfp import dsl
 
-from inkbooth.cluster import ClusterConfig, apply
+from inkbooth.cluster import ClusterConfig
+from inkbooth.components.finish_run.component import finish_run
 from inkbooth.components.ocr_export.component import export_trocr
 from inkbooth.components.ocr_merge.component import merge_ocr
 from inkbooth.components.ocr_plan.component import plan_ocr
 from inkbooth.components.ocr_recognize.component import recognize_shard
+from inkbooth.components.pin_model.component import pin_model
+from inkbooth.lifecycle import IN_CLUSTER_KFP_API
 
 
 def build(cluster: ClusterConfig | None = None):
@@ -14,7 +17,8 @@ def build(cluster: ClusterConfig | None = None):
     cluster = cluster or ClusterConfig()
 
     @dsl.pipeline(name="inkbooth-ocr",
-                  description="TrOCR printed-text OCR: ONNX export with parity checks, sharded batch OCR, report")
+                  description="TrOCR printed-text OCR: ONNX export with parity checks, sharded batch OCR, report",
+                  pipeline_config=cluster.pipeline_config())
     def ocr_pipeline(
         model: str,
         documents: str,
@@ -24,21 +28,30 @@ def build(cluster: ClusterConfig | None = None):
         export_config: dict = {},  # noqa: B006 - KFP takes parameter defaults from literals
         recognize_config: dict = {},  # noqa: B006
         s3_secret: str = "inkbooth-s3",
-    ) -> str:
-        export = apply(export_trocr(model=model, config=export_config), cluster.export_trocr, s3_secret)
-        export.set_display_name("export-and-quantize")
-        plan = apply(plan_ocr(documents=documents, num_shards=num_shards), cluster.plan_ocr, s3_secret)
-        plan.set_display_name("plan-shards")
-        with dsl.ParallelFor(items=plan.outputs["Output"], parallelism=0) as shard:
-            ocr = apply(recognize_shard(shard=shard, output=output, config=recognize_config,
-                                        onnx_model=export.outputs["onnx_model"], plan=plan.outputs["plan"]),
-                        cluster.recognize, s3_secret)
-            ocr.set_display_name("ocr-shard")
-        merge = apply(merge_ocr(output=output, ground_truth=ground_truth, onnx_model=export.outputs["onnx_model"],
-                                plan=plan.outputs["plan"], summaries=dsl.Collected(ocr.outputs["summary"])),
-                      cluster.merge_ocr, s3_secret)
-        merge.set_display_name("merge-and-report")
-        return merge.outputs["Output"]
+        pdf_secret: str = "inkbooth-pdf",
+        kfp_api: str = IN_CLUSTER_KFP_API,
+    ):
+        finish = cluster.apply(finish_run(run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, kfp_api=kfp_api, checkpoints="",
+                                          clean_checkpoints=False), "finish_run", s3_secret)
+        finish.set_display_name("finish-run")
+        with dsl.ExitHandler(finish, name="ocr-run"):
+            pinned = cluster.apply(pin_model(model=model), "pin_model", s3_secret)
+            pinned.set_display_name("pin-model")
+            export = cluster.apply(export_trocr(model=model, model_key=pinned.output, config=export_config),
+                                   "export_trocr", s3_secret)
+            export.set_display_name("export-and-quantize")
+            plan = cluster.apply(plan_ocr(documents=documents, num_shards=num_shards), "plan_ocr", s3_secret)
+            plan.set_display_name("plan-shards")
+            with dsl.ParallelFor(items=plan.outputs["Output"], parallelism=cluster.recognize.parallelism) as shard:
+                ocr = cluster.apply(recognize_shard(shard=shard, output=output, config=recognize_config,
+                                                    onnx_model=export.outputs["onnx_model"],
+                                                    plan=plan.outputs["plan"]), "recognize", s3_secret)
+                cluster.use_pdf_secret(ocr, pdf_secret)
+                ocr.set_display_name("ocr-shard")
+            merge = cluster.apply(merge_ocr(output=output, ground_truth=ground_truth,
+                                            onnx_model=export.outputs["onnx_model"], plan=plan.outputs["plan"],
+                                            summaries=dsl.Collected(ocr.outputs["summary"])), "merge_ocr", s3_secret)
+            merge.set_display_name("merge-and-report")
 
     return ocr_pipeline
 

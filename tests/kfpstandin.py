@@ -9,9 +9,13 @@ from urllib.parse import parse_qs, urlparse
 
 
 class KFPStandIn:
-    def __init__(self) -> None:
+    """``version`` is the backend's tag_name in healthz; ``runs`` maps run ids to what GET /runs/<id> returns."""
+
+    def __init__(self, version: str = "2.17.0") -> None:
         self.requests: list[dict] = []
         self.experiments: dict[str, dict] = {}
+        self.version = version
+        self.runs: dict[str, dict] = {}
         standin = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -37,7 +41,9 @@ class KFPStandIn:
                                          "body": body, "headers": dict(self.headers)})
                 path = url.path
                 if path.endswith("/healthz"):
-                    return self._reply(200, {"multi_user": False})
+                    return self._reply(200, {"commit_sha": "0" * 40, "tag_name": standin.version, "multi_user": False})
+                if "/runs/" in path and self.command == "GET" and path.rsplit("/", 1)[1] in standin.runs:
+                    return self._reply(200, standin.runs[path.rsplit("/", 1)[1]])
                 if path.endswith("/experiments") and self.command == "GET":
                     wanted = json.dumps(parse_qs(url.query).get("filter", [""])[0])
                     found = [e for name, e in standin.experiments.items() if name in wanted]

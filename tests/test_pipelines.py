@@ -20,9 +20,11 @@ def test_compiled_yaml_matches_the_code(name, tmp_path):
 
 def test_ocr_ir_shape():
     ir, _platform = yaml.safe_load_all(runs.packaged_yaml("ocr").read_text())
-    tasks = ir["root"]["dag"]["tasks"]
-    assert {"export-trocr", "plan-ocr", "for-loop-1", "merge-ocr"} <= set(tasks)
-    loop = tasks["for-loop-1"]
+    # Every task sits in the exit handler's group; the exit task beside it.
+    assert set(ir["root"]["dag"]["tasks"]) == {"exit-handler-1", "finish-run"}
+    tasks = ir["components"]["comp-exit-handler-1"]["dag"]["tasks"]
+    assert {"pin-model", "export-trocr", "plan-ocr", "for-loop-2", "merge-ocr"} <= set(tasks)
+    loop = tasks["for-loop-2"]
     assert loop["parameterIterator"]["items"]["inputParameter"].endswith("Output")
     images = {e["container"]["image"] for e in ir["deploymentSpec"]["executors"].values()}
     from inkbooth import __version__
@@ -109,6 +111,11 @@ def test_dreambooth_pipeline_end_to_end_and_retrain(s3_server, bucket, tmp_path)
     priors = [k for k in storage.list_files(f"{bucket}/priors") if k.endswith(".png")]
     assert len(priors) == 2
     assert list((tmp_path / "root").glob("inkbooth-dreambooth-*/sample-model/samples/grid.png"))
+    (outcome,) = (tmp_path / "root").glob("inkbooth-dreambooth-*/finish-run/outcome")
+    report = json.loads(outcome.read_text())
+    assert report["state"] == "SUCCEEDED" and report["removed"] == [report["checkpoints"]]
+    assert report["checkpoints"] == str(outcome.parent.parent / "checkpoints"), "checkpoints in the run's root"
+    assert not list((tmp_path / "root").glob("inkbooth-dreambooth-*/checkpoints")), "a finished run's checkpoints go"
 
     storage.write_bytes(f"{bucket}/subject/extra.png", _another_subject_png(tmp_path))
     v2 = runs.run_local("dreambooth", run, tmp_path / "root")

@@ -95,3 +95,59 @@ def test_submit_command(kfp_api, tmp_path, capsys, monkeypatch):
     assert kfp_api.posted("/runs")[0]["runtime_config"]["parameters"]["num_shards"] == 3
     auth = [r["headers"].get("authorization") or r["headers"].get("Authorization") for r in kfp_api.requests]
     assert "Bearer token-from-env" in auth
+
+
+@pytest.mark.parametrize("version", ["2.15.0", "2.16.1", "1.8.5"])
+def test_an_older_backend_is_refused_before_anything_is_sent(version):
+    with KFPStandIn(version=version) as api:
+        with pytest.raises(submit.BackendTooOldError, match=rf"runs KFP {version}; these pipelines need KFP 2.17.0"):
+            submit.submit("ocr", ocr_run(), submit.Endpoint(host=api.url))
+        with pytest.raises(submit.BackendTooOldError, match="pipeline TTL and deadline"):
+            submit.schedule("ocr", ocr_run(), submit.Endpoint(host=api.url), job_name="n", cron="0 0 3 * * *")
+        assert not api.posted("/runs") and not api.posted("/recurringruns") and not api.posted("/experiments")
+
+
+def test_the_needed_backend_follows_the_cluster_settings(tmp_path):
+    settings = tmp_path / "no-ttl.yaml"
+    settings.write_text("ttl_seconds: 0\ndeadline_seconds: 0\n")
+    with KFPStandIn(version="2.16.0") as api:
+        submit.submit("ocr", ocr_run(), submit.Endpoint(host=api.url, cluster=str(settings)))
+        assert len(api.posted("/runs")) == 1
+    with KFPStandIn(version="2.15.2") as api, pytest.raises(submit.BackendTooOldError, match="securityContext"):
+        submit.submit("ocr", ocr_run(), submit.Endpoint(host=api.url, cluster=str(settings)))
+
+
+def test_an_unknown_backend_version_is_warned_about(caplog):
+    with KFPStandIn(version="unknown") as api:
+        submit.submit("ocr", ocr_run(), submit.Endpoint(host=api.url))
+        assert len(api.posted("/runs")) == 1
+    assert "cannot be compared; these pipelines need 2.17.0 or newer" in caplog.text
+
+
+def test_submit_command_says_the_backend_is_too_old(tmp_path, capsys):
+    run_file = tmp_path / "run.yaml"
+    run_file.write_text("model: microsoft/trocr-base-printed\ndocuments: s3://a/b\noutput: s3://c/d\n")
+    with KFPStandIn(version="2.14.0") as api:
+        assert cli.main(["submit", "ocr", "--run", str(run_file), "--host", api.url]) == 1
+    assert "runs KFP 2.14.0; these pipelines need KFP 2.17.0 or newer" in capsys.readouterr().err
+
+
+def test_keyless_runs_need_and_use_a_service_account(tmp_path):
+    keyless = tmp_path / "eks.yaml"
+    keyless.write_text("credentials: workload-identity\n")
+    with KFPStandIn() as api:
+        with pytest.raises(ValueError, match="workload-identity needs the run's service account"):
+            submit.submit("ocr", ocr_run(), submit.Endpoint(host=api.url, cluster=str(keyless)))
+        submit.submit("ocr", ocr_run(), submit.Endpoint(host=api.url, cluster=str(keyless),
+                                                        service_account="inkbooth-runner"))
+        (body,) = api.posted("/runs")
+    assert body["service_account"] == "inkbooth-runner"
+    assert "AWS_SECRET_ACCESS_KEY" not in json.dumps(body["pipeline_spec"]), "no key reaches any pod"
+    eks = cluster_file("eks")
+    with KFPStandIn() as api:
+        submit.submit("ocr", ocr_run(), submit.Endpoint(host=api.url, cluster=eks))
+        assert api.posted("/runs")[0]["service_account"] == "inkbooth-runner", "the EKS example is keyless"
+
+
+def cluster_file(cloud: str) -> str:
+    return str(REPO / "examples" / f"cluster-{cloud}.yaml")

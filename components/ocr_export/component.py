@@ -6,11 +6,17 @@ from inkbooth._image import image
 
 
 @dsl.component(base_image=image("ocr-cpu"), install_kfp_package=False)
-def export_trocr(model: str, config: dict, onnx_model: dsl.Output[dsl.Model]):
-    """Export `model` (hub id, folder or s3://) to ONNX; fails, publishing nothing, below the parity thresholds."""
+def export_trocr(model: str, model_key: str, config: dict, onnx_model: dsl.Output[dsl.Model]):
+    """Export `model` (hub id, folder or s3://) to ONNX; fails, publishing nothing, below the parity thresholds.
+
+    `model_key` is the model's fingerprint (pin_model): it puts the model's content in the cache key,
+    and the export refuses a model that changed since it was taken.
+    """
     from inkbooth import config as cfg
+    from inkbooth.models import require_fingerprint
     from inkbooth.ocr.export import ExportConfig
     from inkbooth.ocr.export import export_trocr as stage
 
+    require_fingerprint(model, model_key)
     manifest = stage(model, onnx_model.path, cfg.from_dict(ExportConfig, config, source="export config"))
-    onnx_model.metadata.update({"content_hash": manifest.content_hash, **manifest.metrics})
+    onnx_model.metadata.update({"content_hash": manifest.content_hash, "model_key": model_key, **manifest.metrics})

@@ -1,13 +1,16 @@
 """Where the pipeline uses a component, how it runs on Kubernetes (kfp-kubernetes).
 
 One typed ``ClusterConfig`` (YAML, see ``examples/cluster-*.yaml``) says per stage: CPU and memory,
-GPU count and resource, node selector, tolerations, a memory-backed ``/dev/shm``, retries and
-caching. ``inkbooth compile --cluster FILE`` bakes it into the IR; the S3 credentials Secret is a
-pipeline parameter (``s3_secret``). Nothing here is read from the environment.
+GPU count and resource, node selector, tolerations, a memory-backed ``/dev/shm``, the size of the
+``/tmp`` scratch volume, a timeout, retries, caching, how many of its pods may run at once, and
+whether Karpenter may disrupt it; and for the whole run: a TTL, a deadline and where S3
+credentials come from. ``inkbooth compile --cluster FILE`` bakes it into the IR. A file sets only
+what differs: every field it leaves out keeps that stage's default. Nothing here is read from the
+environment.
 
-Caching defaults follow what a stage does: on where the output is a pure function of the inputs
-and lives in KFP's own artifacts; off where a stage writes outside them (results, class-image sets,
-the registry) or is not deterministic (training), because a cache hit would skip that work.
+Caching follows content or is off (``CACHE_KEYS``): a stage may cache only when every input that
+decides its output is in its cache key, so a hit means the same result, never merely the same
+names.
 """
 
 from __future__ import annotations
@@ -18,7 +21,34 @@ from typing import Any, Literal
 from inkbooth.config import option
 
 GPU_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
-S3_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL_S3", "AWS_DEFAULT_REGION")
+S3_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+S3_OPTIONAL = ("AWS_ENDPOINT_URL_S3", "AWS_DEFAULT_REGION")
+# The library reads an encrypted PDF's password from this variable (never from a parameter, so it
+# stays out of the IR, the run's parameters and its logs); the Secret named by the pipeline's
+# pdf_secret parameter holds it under the key "pdf_password".
+PDF_PASSWORD_ENV = "INKBOOTH_PDF_PASSWORD"
+PDF_PASSWORD_KEY = "pdf_password"
+# The images' user (docker/*/Dockerfile); the pods run as it whatever the image metadata says.
+IMAGE_UID = 10001
+DO_NOT_DISRUPT = "karpenter.sh/do-not-disrupt"
+
+# The stages that may cache, and what their cache key holds besides the component's code.
+CACHE_KEYS = {
+    "export_trocr": "the model's content fingerprint (pin_model: content hash, listing hash or hub commit) "
+                    "and the export config",
+    "plan_prior": "the shard count (the plan is a pure function of it)",
+    "sample": "the registry version URI, which is immutable (versions are never overwritten), and the "
+              "sample config",
+}
+# Stages run inside a ParallelFor: they take a bound on concurrent pods.
+LOOP_STAGES = ("recognize", "prior")
+
+# Oldest KFP backend that understands each feature the compiled IR may use.
+BACKEND_FEATURES = (
+    ((2, 15, 0), "optional Secret-backed environment variables (AWS_ENDPOINT_URL_S3, the PDF password)"),
+    ((2, 16, 0), "a per-task securityContext (runAsUser/runAsNonRoot)"),
+    ((2, 17, 0), "pipeline TTL and deadline (dsl.PipelineConfig)"),
+)
 
 
 @dataclasses.dataclass
@@ -42,8 +72,12 @@ class StageResources:
     node_selector: dict[str, str] = option({}, "node labels the pod must land on")
     tolerations: list[Toleration] = option([], "taints the pod tolerates (GPU stages get nvidia.com/gpu)")
     shm: str = option("", "size of a memory-backed /dev/shm ('' for none); data loaders and NCCL need it")
+    scratch: str = option("4Gi", "size limit of the /tmp emptyDir (model caches, staging); '' for none")
+    timeout: int = option(3600, "seconds a pod may run (activeDeadlineSeconds; each retry gets its own); 0: none")
     retries: int = option(0, "retries (preemptible nodes)")
-    caching: bool = option(True, "KFP caching")
+    caching: bool = option(False, "KFP caching (only stages whose cache key follows content may turn it on)")
+    parallelism: int = option(0, "pods of this stage at once (ParallelFor stages: recognize, prior)")
+    do_not_disrupt: bool = option(False, "ask Karpenter not to consolidate the node under a running pod")
 
 
 def _stage(**kw: Any) -> Any:
@@ -52,59 +86,131 @@ def _stage(**kw: Any) -> Any:
 
 @dataclasses.dataclass
 class ClusterConfig:
-    """Per-stage Kubernetes settings of both pipelines."""
+    """Per-stage Kubernetes settings of both pipelines, and run-wide ones."""
 
-    export_trocr: StageResources = _stage(cpu="2", memory="8Gi", retries=2, caching=True)
-    plan_ocr: StageResources = _stage(cpu="1", memory="1Gi", retries=2, caching=False)  # the listing changes
-    recognize: StageResources = _stage(cpu="4", memory="8Gi", retries=3, caching=False)  # writes results
-    merge_ocr: StageResources = _stage(cpu="1", memory="2Gi", retries=2, caching=False)  # writes results
-    plan_prior: StageResources = _stage(cpu="500m", memory="512Mi", caching=True)
-    prior: StageResources = _stage(cpu="4", memory="16Gi", gpus=1, retries=2, caching=False)  # writes sets
-    train: StageResources = _stage(cpu="8", memory="32Gi", gpus=1, shm="8Gi", retries=2, caching=False)
-    export_model: StageResources = _stage(cpu="4", memory="16Gi", retries=2, caching=False)  # registers
-    sample: StageResources = _stage(cpu="4", memory="16Gi", gpus=1, retries=2, caching=True)
+    pin_model: StageResources = _stage(cpu="500m", memory="1Gi", scratch="1Gi", timeout=600, retries=2)
+    export_trocr: StageResources = _stage(cpu="2", memory="8Gi", scratch="20Gi", timeout=7200, retries=2,
+                                          caching=True)
+    plan_ocr: StageResources = _stage(cpu="1", memory="1Gi", scratch="1Gi", timeout=1800, retries=2)
+    recognize: StageResources = _stage(cpu="4", memory="8Gi", scratch="10Gi", timeout=6 * 3600, retries=3,
+                                       parallelism=8)
+    merge_ocr: StageResources = _stage(cpu="1", memory="2Gi", scratch="4Gi", timeout=3600, retries=2)
+    plan_prior: StageResources = _stage(cpu="500m", memory="512Mi", scratch="1Gi", timeout=600, caching=True)
+    # SD 1.5 in fp32 with its class images and caches: ~10 GB on disk; training adds full-state
+    # checkpoints staged locally (UNet, text encoder and AdamW moments: ~15 GB each).
+    prior: StageResources = _stage(cpu="4", memory="16Gi", gpus=1, scratch="40Gi", timeout=4 * 3600, retries=2,
+                                   parallelism=4)
+    train: StageResources = _stage(cpu="8", memory="32Gi", gpus=1, shm="8Gi", scratch="100Gi", timeout=12 * 3600,
+                                   retries=2, do_not_disrupt=True)
+    export_model: StageResources = _stage(cpu="4", memory="16Gi", scratch="60Gi", timeout=2 * 3600, retries=2)
+    sample: StageResources = _stage(cpu="4", memory="16Gi", gpus=1, scratch="40Gi", timeout=3600, retries=2,
+                                    caching=True)
+    finish_run: StageResources = _stage(cpu="250m", memory="512Mi", scratch="1Gi", timeout=1800, retries=2)
+    credentials: Literal["secret", "workload-identity"] = option(
+        "secret", "where the steps' S3 credentials come from: 'secret' (the s3_secret parameter's AWS_* keys "
+                  "as env vars) or 'workload-identity' (no keys at all: the run's service account identity, "
+                  "e.g. IRSA or EKS Pod Identity, through the SDK's default chain)")
+    service_account: str = option("", "service account the runs use ('' for KFP's default); keyless "
+                                      "credentials need one bound to a cloud identity, e.g. inkbooth-runner")
+    ttl_seconds: int = option(3 * 86400, "seconds a finished run's workflow and pods are kept (0: forever)")
+    deadline_seconds: int = option(2 * 86400, "seconds a run may take in all before it is stopped (0: none)")
 
     def stage(self, name: str) -> StageResources:
         return getattr(self, name)
 
+    def stages(self) -> list[str]:
+        return [f.name for f in dataclasses.fields(self) if f.type in (StageResources, "StageResources")]
 
-def apply(task: Any, resources: StageResources, s3_secret: Any) -> Any:
-    """Set resources, placement, /dev/shm, retries, caching and S3 credentials on a pipeline task."""
-    from kfp import kubernetes
+    def validate(self) -> None:
+        for name in self.stages():
+            s = self.stage(name)
+            if s.caching and name not in CACHE_KEYS:
+                raise ValueError(f"{name}.caching: this stage may not cache: its output depends on more than its "
+                                 "inputs' names (stages that may: " + ", ".join(sorted(CACHE_KEYS)) + ")")
+            if name in LOOP_STAGES and s.parallelism < 1:
+                raise ValueError(f"{name}.parallelism must be at least 1: a bound keeps a big run from asking "
+                                 "for one pod per shard at once")
+            if name not in LOOP_STAGES and s.parallelism:
+                raise ValueError(f"{name}.parallelism: only {', '.join(LOOP_STAGES)} run in parallel loops")
+            if min(s.timeout, s.retries, s.gpus) < 0:
+                raise ValueError(f"{name}: timeout, retries and gpus must not be negative")
+        if self.ttl_seconds < 0 or self.deadline_seconds < 0:
+            raise ValueError("ttl_seconds and deadline_seconds must not be negative")
 
-    task.set_cpu_request(resources.cpu).set_memory_request(resources.memory)
-    if resources.cpu_limit:
-        task.set_cpu_limit(resources.cpu_limit)
-    memory_limit = resources.memory_limit or (resources.memory if resources.gpus else "")
-    if memory_limit:
-        task.set_memory_limit(memory_limit)
-    tolerations = list(resources.tolerations)
-    if resources.gpus:
-        task.set_accelerator_type(resources.gpu_resource).set_accelerator_limit(resources.gpus)
-        if not any(t.key == resources.gpu_resource for t in tolerations):
-            tolerations.append(Toleration(key=resources.gpu_resource))
-    for key, value in sorted(resources.node_selector.items()):
-        kubernetes.add_node_selector(task, label_key=key, label_value=value)
-    for t in tolerations:
-        kubernetes.add_toleration(task, key=t.key, operator=t.operator, value=t.value or None,
-                                  effect=t.effect or None)
-    if resources.shm:
-        kubernetes.empty_dir_mount(task, volume_name="dshm", mount_path="/dev/shm", medium="Memory",
-                                   size_limit=resources.shm)
-    # /tmp as an emptyDir: the images can then run with a read-only root filesystem.
-    kubernetes.empty_dir_mount(task, volume_name="tmp", mount_path="/tmp")
-    if resources.retries:
-        task.set_retry(num_retries=resources.retries, backoff_duration="30s", backoff_factor=2.0,
-                       backoff_max_duration="600s")
-    task.set_caching_options(resources.caching)
-    # Credentials reach the step as environment variables from a Secret, never as parameters.
-    kubernetes.use_secret_as_env(task, secret_name=s3_secret, secret_key_to_env={k: k for k in S3_ENV[:2]})
-    kubernetes.use_secret_as_env(task, secret_name=s3_secret, secret_key_to_env={k: k for k in S3_ENV[2:]},
-                                 optional=True)
-    return task
+    def without_retries(self) -> ClusterConfig:
+        """The same settings with no stage retried (local runs)."""
+        return dataclasses.replace(self, **{name: dataclasses.replace(self.stage(name), retries=0)
+                                            for name in self.stages()})
+
+    def pipeline_config(self) -> Any:
+        """Run-wide settings for ``dsl.pipeline(pipeline_config=...)``."""
+        from kfp import dsl
+
+        return dsl.PipelineConfig(ttl_seconds_after_finished=self.ttl_seconds or None,
+                                  active_deadline_seconds=self.deadline_seconds or None)
+
+    def minimum_backend(self) -> tuple[tuple[int, int, int], list[str]]:
+        """The oldest KFP backend that runs pipelines compiled with these settings, and why."""
+        used = [BACKEND_FEATURES[0], BACKEND_FEATURES[1]]
+        if self.ttl_seconds or self.deadline_seconds:
+            used.append(BACKEND_FEATURES[2])
+        return max(v for v, _ in used), [f"{'.'.join(map(str, v))}: {what}" for v, what in used]
+
+    def apply(self, task: Any, stage: str, s3_secret: Any) -> Any:
+        """Set ``stage``'s resources, placement, volumes, timeout, retries, caching and credentials on a task."""
+        from kfp import kubernetes
+
+        r = self.stage(stage)
+        task.set_cpu_request(r.cpu).set_memory_request(r.memory)
+        if r.cpu_limit:
+            task.set_cpu_limit(r.cpu_limit)
+        memory_limit = r.memory_limit or (r.memory if r.gpus else "")
+        if memory_limit:
+            task.set_memory_limit(memory_limit)
+        tolerations = list(r.tolerations)
+        if r.gpus:
+            task.set_accelerator_type(r.gpu_resource).set_accelerator_limit(r.gpus)
+            if not any(t.key == r.gpu_resource for t in tolerations):
+                tolerations.append(Toleration(key=r.gpu_resource))
+        for key, value in sorted(r.node_selector.items()):
+            kubernetes.add_node_selector(task, label_key=key, label_value=value)
+        for t in tolerations:
+            kubernetes.add_toleration(task, key=t.key, operator=t.operator, value=t.value or None,
+                                      effect=t.effect or None)
+        if r.shm:
+            kubernetes.empty_dir_mount(task, volume_name="dshm", mount_path="/dev/shm", medium="Memory",
+                                       size_limit=r.shm)
+        # /tmp as an emptyDir: the images run with a read-only root filesystem and keep their caches
+        # (HOME, XDG_CACHE_HOME, HF_HOME, INKBOOTH_CACHE) under it. The size limit is what KFP's IR
+        # can say about local disk (it has no ephemeral-storage request): above it the kubelet evicts.
+        kubernetes.empty_dir_mount(task, volume_name="tmp", mount_path="/tmp", size_limit=r.scratch or None)
+        kubernetes.set_security_context(task, run_as_user=IMAGE_UID, run_as_group=IMAGE_UID, run_as_non_root=True)
+        if r.timeout:
+            kubernetes.set_timeout(task, r.timeout)
+        if r.do_not_disrupt:
+            kubernetes.add_pod_annotation(task, annotation_key=DO_NOT_DISRUPT, annotation_value="true")
+        if r.retries:
+            task.set_retry(num_retries=r.retries, backoff_duration="30s", backoff_factor=2.0,
+                           backoff_max_duration="600s")
+        task.set_caching_options(r.caching)
+        if self.credentials == "secret":
+            # Credentials reach the step as environment variables from a Secret, never as parameters.
+            kubernetes.use_secret_as_env(task, secret_name=s3_secret, secret_key_to_env={k: k for k in S3_KEYS})
+            kubernetes.use_secret_as_env(task, secret_name=s3_secret, secret_key_to_env={k: k for k in S3_OPTIONAL},
+                                         optional=True)
+        return task
+
+    def use_pdf_secret(self, task: Any, pdf_secret: Any) -> Any:
+        """The PDF password, if the Secret named by ``pdf_secret`` exists, as ``INKBOOTH_PDF_PASSWORD``."""
+        from kfp import kubernetes
+
+        kubernetes.use_secret_as_env(task, secret_name=pdf_secret, secret_key_to_env={PDF_PASSWORD_KEY: PDF_PASSWORD_ENV},
+                                     optional=True)
+        return task
 
 
 def load(path: str | None) -> ClusterConfig:
+    """The cluster settings in ``path`` (YAML), each stage merged field by field over its defaults."""
     from inkbooth import config
 
     return config.load(ClusterConfig, path) if path else ClusterConfig()

@@ -122,7 +122,13 @@ def from_dict(cls: type[T], data: Mapping[str, Any] | None, *, source: str = "co
     values = {}
     for name, f in known.items():
         if name in data:
-            values[name] = _coerce(data[name], hints[name], f"{source}: {name}")
+            value = data[name]
+            if (isinstance(value, Mapping) and dataclasses.is_dataclass(hints[name])
+                    and f.default_factory is not dataclasses.MISSING):
+                # A nested config given in part keeps the field's own defaults for the rest
+                # (e.g. a cluster file setting train's GPU keeps train's memory, retries, caching).
+                value = {**to_dict(f.default_factory()), **value}
+            values[name] = _coerce(value, hints[name], f"{source}: {name}")
         elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
             raise ConfigError(f"{source}: missing required key {name!r} ({_type_name(hints[name])})")
     obj = cls(**values)

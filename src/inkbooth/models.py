@@ -57,15 +57,21 @@ def resolve(source: str, *, allow_pickle: bool = False, revision: str | None = N
     return folder
 
 
-def _from_s3(uri: str) -> Path:
-    if artifacts.is_published(uri):
-        return artifacts.fetch(uri)
-    # A plain prefix (e.g. a checkpoint someone copied up): cached by the listing's recorded hashes.
+def _s3_listing(uri: str) -> tuple[list[str], list[storage.ObjectInfo], str]:
+    """The files under a plain prefix, their recorded sizes and hashes, and a key over all of them."""
     keys = storage.list_files(uri)
     if not keys:
         raise ModelSourceError(f"{uri}: nothing stored under this prefix")
     infos = [storage.stat(storage.join(uri, k)) for k in keys]
     key = hashlib.sha256(json.dumps([[k, i.size, i.sha256] for k, i in zip(keys, infos)]).encode()).hexdigest()
+    return keys, infos, key
+
+
+def _from_s3(uri: str) -> Path:
+    if artifacts.is_published(uri):
+        return artifacts.fetch(uri)
+    # A plain prefix (e.g. a checkpoint someone copied up): cached by the listing's recorded hashes.
+    keys, infos, key = _s3_listing(uri)
     dest = storage.local_cache_dir() / "models" / key
     done = dest / ".complete"
     if not done.exists():
@@ -84,3 +90,39 @@ def _from_hub(repo_id: str, *, allow_pickle: bool, revision: str | None) -> Path
     except Exception as e:  # noqa: BLE001 - offline, gated, missing: all end here
         raise ModelSourceError(f"{repo_id}: cannot fetch from the hub: {e}") from None
     return Path(path)
+
+
+def fingerprint(source: str, *, revision: str | None = None) -> str:
+    """A key that changes whenever the model at ``source`` does, found without downloading it.
+
+    A published artifact gives its content hash; a plain ``s3://`` prefix the hash of its listing
+    (names, sizes, recorded SHA-256s); a local folder the hash of its files; a hub id the commit its
+    revision points at now (from the hub, or offline from the local cache). Pipelines pass it to
+    cached steps so that a cache hit means the same model, not merely the same name.
+    """
+    if storage.is_s3(source) or Path(source).expanduser().exists():
+        if artifacts.is_published(source):
+            return "sha256:" + artifacts.read_manifest(source).content_hash
+        if storage.is_s3(source):
+            return "sha256:" + _s3_listing(source)[2]
+        return "sha256:" + artifacts.content_hash(artifacts.scan_dir(Path(source).expanduser()))
+    if not _HUB_ID.match(source):
+        raise ModelSourceError(f"{source}: not a local folder, an s3:// URI or a hub id (owner/name)")
+    from huggingface_hub import HfApi, snapshot_download
+
+    try:
+        return f"hub:{source}@{HfApi().model_info(source, revision=revision).sha}"
+    except Exception as online_error:  # noqa: BLE001 - offline or unreachable: try the local cache
+        try:
+            return f"hub:{source}@{Path(snapshot_download(source, revision=revision, local_files_only=True)).name}"
+        except Exception:  # noqa: BLE001
+            raise ModelSourceError(f"{source}: cannot pin the hub revision (not reachable, not cached): "
+                                   f"{online_error}") from None
+
+
+def require_fingerprint(source: str, expected: str) -> None:
+    """Refuse ``source`` if it is no longer the model ``expected`` (a fingerprint) was taken from."""
+    now = fingerprint(source)
+    if now != expected:
+        raise ModelSourceError(f"{source}: changed since the run pinned it ({expected} -> {now}); "
+                               "rerun the pipeline to use the new model")

@@ -115,6 +115,8 @@ class PipelineSpec:
     module: str  # holds build(cluster) and the default pipeline
     run_config: type
     yaml: str  # file name beside the pipeline module
+    result_task: str  # the task whose "Output" is the run's result (KFP forbids pipeline outputs from
+    # inside the dsl.ExitHandler that guards every task, so the run's result is read from this task)
 
     def load(self, cluster: Any = None) -> Callable[..., Any]:
         """The pipeline function, with ``cluster`` (a ClusterConfig) or the defaults."""
@@ -122,8 +124,9 @@ class PipelineSpec:
 
 
 PIPELINES = {
-    "ocr": PipelineSpec("ocr", "inkbooth.pipelines.ocr", OCRRun, "ocr.yaml"),
-    "dreambooth": PipelineSpec("dreambooth", "inkbooth.pipelines.dreambooth", DreamBoothRun, "dreambooth.yaml"),
+    "ocr": PipelineSpec("ocr", "inkbooth.pipelines.ocr", OCRRun, "ocr.yaml", "merge-ocr"),
+    "dreambooth": PipelineSpec("dreambooth", "inkbooth.pipelines.dreambooth", DreamBoothRun, "dreambooth.yaml",
+                               "export-model"),
 }
 
 
@@ -139,6 +142,7 @@ def compile_pipeline(name: str, path: str | Path, cluster: Any = None) -> Path:
     from kfp import compiler
 
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     compiler.Compiler().compile(get(name).load(cluster), str(path))
     return path
 
@@ -151,8 +155,12 @@ def packaged_yaml(name: str) -> Path:
 
 
 def run_local(name: str, run: Any, pipeline_root: str | Path) -> Any:
-    """Run a pipeline end to end with kfp.local in this environment; returns the pipeline output."""
+    """Run a pipeline end to end with kfp.local in this environment; returns the run's result."""
+    import json
+
     from kfp import local
+
+    from inkbooth import cluster
 
     spec = get(name)
     pipeline_root = Path(pipeline_root).absolute()
@@ -166,9 +174,15 @@ def run_local(name: str, run: Any, pipeline_root: str | Path) -> Any:
     # and can leave an indenting print installed after the run. Put ours back.
     import builtins
 
+    before = set(pipeline_root.iterdir())
     saved_print = builtins.print
     try:
-        task = spec.load()(**run.arguments())
+        # Here a failure is bad input or a bug, not a preempted node: no retries (kfp.local would
+        # honour them, with their backoff). No KFP API either to name a failed task.
+        spec.load(cluster.ClusterConfig().without_retries())(**run.arguments(), kfp_api="")
     finally:
         builtins.print = saved_print
-    return task.output
+    # kfp.local keeps each task's outputs in <root>/<pipeline>-<time>/<task>/executor_output.json.
+    (folder,) = [p for p in set(pipeline_root.iterdir()) - before if p.is_dir()]
+    outputs = json.loads((folder / spec.result_task / "executor_output.json").read_text())
+    return outputs["parameterValues"]["Output"]

@@ -1,14 +1,17 @@
 """Runs on a Kubeflow Pipelines cluster: submit one, schedule recurring ones, retrain on change.
 
 The pipeline is compiled here (with the cluster settings, ``inkbooth.cluster``) and sent with the
-kfp client to a KFP v2 endpoint. The S3 credentials never travel with it: the steps read them from
-the Kubernetes Secret named by ``s3_secret``.
+kfp client to a KFP v2 endpoint, after checking that the endpoint's KFP backend is recent enough
+for what the compiled pipeline uses. The S3 credentials never travel with it: the steps read them
+from the Kubernetes Secret named by ``s3_secret``, or (keyless) from the run's service account.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
+import re
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +35,10 @@ class Endpoint:
     token: str = option("", "bearer token for the KFP API ('' for none)")
 
 
+class BackendTooOldError(RuntimeError):
+    """The KFP backend behind an endpoint cannot run what the compiled pipelines use."""
+
+
 def _client(endpoint: Endpoint) -> Any:
     import kfp
 
@@ -39,9 +46,45 @@ def _client(endpoint: Endpoint) -> Any:
                       existing_token=endpoint.token or None)
 
 
-def _package(name: str, endpoint: Endpoint, folder: str) -> str:
+def backend_version(client: Any) -> str:
+    """The KFP backend's version (``tag_name`` of its healthz; the generated client drops that field)."""
+    response = client._healthz_api.healthz_service_get_healthz(_preload_content=False)
+    return str(json.loads(response.data or b"{}").get("tag_name") or "unknown")
+
+
+def check_backend(client: Any, settings: cluster.ClusterConfig, host: str) -> str:
+    """Refuse a backend older than the compiled pipelines need; returns its version."""
+    version = backend_version(client)
+    needed, why = settings.minimum_backend()
+    found = re.match(r"^v?(\d+)\.(\d+)\.(\d+)", version)
+    if not found:
+        log.warning("%s: KFP backend version %r cannot be compared; these pipelines need %s or newer",
+                    host, version, ".".join(map(str, needed)))
+        return version
+    if tuple(int(x) for x in found.groups()) < needed:
+        raise BackendTooOldError(
+            f"{host} runs KFP {version}; these pipelines need KFP {'.'.join(map(str, needed))} or newer for: "
+            + "; ".join(why) + ". Upgrade the KFP backend (or compile with ttl_seconds: 0 and "
+            "deadline_seconds: 0 to need 2.16)")
+    return version
+
+
+def _settings(endpoint: Endpoint) -> cluster.ClusterConfig:
+    settings = cluster.load(endpoint.cluster or None)
+    if settings.credentials == "workload-identity" and not (endpoint.service_account or settings.service_account):
+        raise ValueError("credentials: workload-identity needs the run's service account bound to a cloud identity "
+                         "(--service-account, or service_account in the cluster file), e.g. inkbooth-runner "
+                         "from k8s/overlays/eks")
+    return settings
+
+
+def _service_account(endpoint: Endpoint, settings: cluster.ClusterConfig) -> str | None:
+    return endpoint.service_account or settings.service_account or None
+
+
+def _package(name: str, settings: cluster.ClusterConfig, folder: str) -> str:
     path = Path(folder) / runs.get(name).yaml
-    runs.compile_pipeline(name, path, cluster.load(endpoint.cluster or None))
+    runs.compile_pipeline(name, path, settings)
     return str(path)
 
 
@@ -56,12 +99,15 @@ def _arguments(run: Any, endpoint: Endpoint) -> dict[str, Any]:
 
 def submit(name: str, run: Any, endpoint: Endpoint, run_name: str | None = None) -> str:
     """Compile and submit one run of pipeline ``name``; returns the run id."""
+    settings = _settings(endpoint)
+    arguments = _arguments(run, endpoint)
     client = _client(endpoint)
+    check_backend(client, settings, endpoint.host)
     with storage.temp_dir("inkbooth-submit-") as tmp:
         result = client.create_run_from_pipeline_package(
-            _package(name, endpoint, tmp), arguments=_arguments(run, endpoint), run_name=run_name,
+            _package(name, settings, tmp), arguments=arguments, run_name=run_name,
             experiment_name=endpoint.experiment, namespace=endpoint.namespace or None,
-            pipeline_root=endpoint.pipeline_root or None, service_account=endpoint.service_account or None,
+            pipeline_root=endpoint.pipeline_root or None, service_account=_service_account(endpoint, settings),
         )
     log.info("submitted %s run %s to %s", name, result.run_id, endpoint.host)
     return result.run_id
@@ -72,13 +118,16 @@ def schedule(name: str, run: Any, endpoint: Endpoint, *, job_name: str, cron: st
     """A recurring run of pipeline ``name`` on a cron schedule; returns the recurring run id."""
     if len(cron.split()) not in (5, 6):
         raise ValueError(f"cron {cron!r}: expected 5 or 6 fields, e.g. '0 0 3 * * *' (KFP uses seconds first)")
+    settings = _settings(endpoint)
+    arguments = _arguments(run, endpoint)
     client = _client(endpoint)
+    check_backend(client, settings, endpoint.host)
     experiment = _experiment_id(client, endpoint)
     with storage.temp_dir("inkbooth-schedule-") as tmp:
         recurring = client.create_recurring_run(
             experiment_id=experiment, job_name=job_name, cron_expression=cron, max_concurrency=max_concurrency,
-            params=_arguments(run, endpoint), pipeline_package_path=_package(name, endpoint, tmp),
-            pipeline_root=endpoint.pipeline_root or None, service_account=endpoint.service_account or None,
+            params=arguments, pipeline_package_path=_package(name, settings, tmp),
+            pipeline_root=endpoint.pipeline_root or None, service_account=_service_account(endpoint, settings),
             no_catchup=True,
         )
     log.info("scheduled %s as %s (%s)", name, job_name, cron)
