@@ -9,7 +9,7 @@ import os
 import pytest
 import yaml
 
-from inkbooth import cli, cluster, runs
+from inkbooth import cli, cluster, runs, storage
 from inkbooth.config import ConfigError, from_dict
 from tests.conftest import REPO
 
@@ -247,3 +247,36 @@ def test_cluster_config_is_strict():
         from_dict(cluster.ClusterConfig, {"train": {"tolerations": [{"operator": "Maybe"}]}})
     with pytest.raises(ConfigError, match="expected one of"):
         from_dict(cluster.ClusterConfig, {"credentials": "static"})
+
+
+def test_the_model_fingerprint_follows_content_not_names(bucket, tmp_path, monkeypatch):
+    from inkbooth import models
+
+    folder = tmp_path / "ckpt"
+    folder.mkdir()
+    (folder / "model.safetensors").write_bytes(b"weights-1")
+    storage.upload_dir(folder, f"{bucket}/ckpt")
+    first = models.fingerprint(f"{bucket}/ckpt")
+    assert first == models.fingerprint(f"{bucket}/ckpt") == models.fingerprint(str(folder)), "same bytes, same key"
+    storage.write_bytes(f"{bucket}/ckpt/model.safetensors", b"weights-2")  # retrained behind the same prefix
+    assert models.fingerprint(f"{bucket}/ckpt") != first
+    with pytest.raises(models.ModelSourceError, match="changed since the run pinned it"):
+        models.require_fingerprint(f"{bucket}/ckpt", first)
+    # Copied up by another tool (no recorded SHA-256), then replaced by bytes of the same size.
+    raw = storage.parse(f"{bucket}/raw/model.safetensors")
+    storage.s3_client().put_object(Bucket=raw.bucket, Key=raw.key, Body=b"weights-A")
+    before = models.fingerprint(f"{bucket}/raw")
+    storage.s3_client().put_object(Bucket=raw.bucket, Key=raw.key, Body=b"weights-B")
+    assert models.fingerprint(f"{bucket}/raw") != before
+    # A hub id pins to the commit its revision points at; offline, from the local cache.
+    cache = tmp_path / "hub"
+    snapshot = cache / "models--acme--trocr" / "snapshots" / ("a" * 40)
+    snapshot.mkdir(parents=True)
+    (snapshot / "config.json").write_text("{}")
+    (cache / "models--acme--trocr" / "refs").mkdir()
+    (cache / "models--acme--trocr" / "refs" / "main").write_text("a" * 40)
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
+    assert models.fingerprint("acme/trocr") == f"hub:acme/trocr@{'a' * 40}"
+    with pytest.raises(models.ModelSourceError, match="cannot pin the hub revision"):
+        models.fingerprint("acme/not-cached")

@@ -8,8 +8,6 @@ is the same for a tiny test model and a real checkpoint. Pickle-based weights (`
 
 from __future__ import annotations
 
-import hashlib
-import json
 import re
 from pathlib import Path
 
@@ -58,13 +56,23 @@ def resolve(source: str, *, allow_pickle: bool = False, revision: str | None = N
 
 
 def _s3_listing(uri: str) -> tuple[list[str], list[storage.ObjectInfo], str]:
-    """The files under a plain prefix, their recorded sizes and hashes, and a key over all of them."""
+    """The files under a plain prefix, their recorded sizes and hashes, and a key over all of them.
+
+    The key is the content hash an artifact of these files would have. Objects stored by other
+    tools carry no recorded SHA-256; their ETag stands in, so the key still changes with them.
+    """
     keys = storage.list_files(uri)
     if not keys:
         raise ModelSourceError(f"{uri}: nothing stored under this prefix")
     infos = [storage.stat(storage.join(uri, k)) for k in keys]
-    key = hashlib.sha256(json.dumps([[k, i.size, i.sha256] for k, i in zip(keys, infos)]).encode()).hexdigest()
-    return keys, infos, key
+    entries = [artifacts.FileEntry(k, i.size, i.sha256 or f"etag:{_etag(i.uri)}") for k, i in zip(keys, infos)]
+    return keys, infos, artifacts.content_hash(entries)
+
+
+def _etag(uri: str) -> str:
+    loc = storage.parse(uri)
+    return storage.retrying(lambda: storage.s3_client().head_object(Bucket=loc.bucket, Key=loc.key)["ETag"],
+                            f"looking up {uri}")
 
 
 def _from_s3(uri: str) -> Path:
