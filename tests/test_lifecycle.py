@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from inkbooth import artifacts, lifecycle, runs, storage
+from inkbooth import artifacts, checkpoints, lifecycle, runs, storage
 from tests.kfpstandin import KFPStandIn
 
 RUN_ID = "5b2f6c9e-0d1a-4c3b-9e7f-1a2b3c4d5e6f"
@@ -57,17 +57,17 @@ def test_a_retried_training_pod_resumes_from_the_run_root(tiny_sd, subject_dir, 
     with pytest.raises(Killed):
         attempt(1)
     root = f"{bucket}/v2/artifacts/inkbooth-dreambooth/{RUN_ID}"
-    assert [s for s, _ in train_mod.list_checkpoints(f"{root}/checkpoints")] == [2], "checkpoints live in the store"
+    assert [c.step for c in checkpoints.list_checkpoints(f"{root}/checkpoints")] == [2], "checkpoints in the store"
     attempt(2)
     assert steps == [3, 4], "the retried pod continued from the run's step-2 checkpoint"
-    assert artifacts.read_manifest(str(tmp_path / "pod-2" / "trained")).metrics
+    assert artifacts.read_manifest(str(tmp_path / "pod-2" / "trained")).metrics["resumed_from_step"] == 2
 
 
 def _checkpoint(prefix: str, step: int, published: bool, tmp_path) -> None:
     folder = tmp_path / f"ckpt-{step}"
     folder.mkdir()
     (folder / "model.safetensors").write_bytes(b"w" * 10)
-    uri = storage.join(prefix, f"step-{step:08d}")
+    uri = storage.join(prefix, "0f3a9c1d2e4b5a6f", f"step-{step:08d}")  # <prefix>/<run key>/step-N
     if published:
         artifacts.publish(folder, uri, kind="dreambooth-checkpoint")
     else:  # a pod died while uploading: files, no manifest
@@ -99,9 +99,10 @@ def test_the_exit_task_names_the_failed_task_and_drops_torn_checkpoints(bucket, 
     assert report["failed_tasks"] == [{"task": "fine-tune", "error": "OOMKilled: container exceeded its memory limit"}]
     assert "at fine-tune: OOMKilled" in caplog.text
     assert json.loads((tmp_path / "outcome").read_text()) == report
-    assert report["removed"] == [f"{root}/checkpoints/step-00000004"], "only the torn checkpoint goes"
-    assert [s for s in storage.list_files(f"{root}/checkpoints")] == [
-        "step-00000002/manifest.json", "step-00000002/model.safetensors"], "a retry of the run resumes from step 2"
+    assert report["removed"] == [f"{root}/checkpoints/0f3a9c1d2e4b5a6f/step-00000004"], "only the torn one goes"
+    assert [c.step for c in checkpoints.list_checkpoints(f"{root}/checkpoints")] == [2], "a retry resumes from it"
+    assert storage.list_files(f"{root}/checkpoints") == [
+        "0f3a9c1d2e4b5a6f/step-00000002/manifest.json", "0f3a9c1d2e4b5a6f/step-00000002/model.safetensors"]
 
 
 def test_after_success_the_runs_own_checkpoints_go_but_a_given_prefix_stays(bucket, tmp_path):
@@ -115,8 +116,8 @@ def test_after_success_the_runs_own_checkpoints_go_but_a_given_prefix_stays(buck
     _checkpoint(given, 8, False, tmp_path / "a")
     report = lifecycle.finish_run({"state": "SUCCEEDED"}, RUN_ID, f"{root}/finish-run/77/outcome",
                                   tmp_path / "b" / "outcome", checkpoints=given)
-    assert report["removed"] == [f"{given}/step-00000008"]
-    assert artifacts.is_published(f"{given}/step-00000006"), "checkpoints under a prefix the user chose are kept"
+    assert report["removed"] == [f"{given}/0f3a9c1d2e4b5a6f/step-00000008"]
+    assert artifacts.is_published(f"{given}/0f3a9c1d2e4b5a6f/step-00000006"), "a prefix the user chose is kept"
 
 
 def test_an_unreachable_kfp_api_still_gives_a_report(tmp_path):

@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 SUCCEEDED = "SUCCEEDED"
 # In-cluster address of the KFP API (standalone and Kubeflow installs alike).
 IN_CLUSTER_KFP_API = "http://ml-pipeline.kubeflow.svc.cluster.local:8888"
-# Training writes checkpoints as <prefix>/.../step-NNNNNNNN/ with the manifest last (dreambooth.train).
+# Checkpoints are <prefix>/<run key>/step-NNNNNNNN/, manifest last (inkbooth.checkpoints).
 _STEP_DIR = re.compile(r"^(.*?(?:^|/)step-\d+)/")
 
 
