@@ -67,12 +67,12 @@ images: ## build the component images (needs a Docker engine); tag = package ver
 push-images: images ## push the component images to $(REGISTRY)
 	@for v in $(VARIANTS); do docker push $(REGISTRY)/inkbooth-$$v:$(VERSION) || exit 1; done
 
-KUSTOMIZATIONS = $(wildcard k8s/overlays/* k8s/cluster/*)
+KUSTOMIZATIONS = $(wildcard k8s/overlays/* k8s/trainer/overlays/* k8s/cluster/*)
 
-manifests: setup ## render every k8s overlay (and cluster-wide set) into build/k8s/, validated against the schemas
+manifests: setup ## render every k8s overlay, opt-in Trainer overlay and cluster-wide set into build/k8s/, validated
 	@mkdir -p build/k8s
 	@for k in $(KUSTOMIZATIONS); do \
-	  out=build/k8s/$$(basename $$k).yaml; \
+	  out=build/k8s/$$(echo $$k | sed 's#^k8s/##; s#overlays/##; s#/#-#g').yaml; \
 	  kubectl kustomize $$k > $$out || exit 1; \
 	  $(BIN)/kubernetes-validate --strict --quiet -k 1.32.0 $$out || exit 1; \
 	  echo "$$out"; \

