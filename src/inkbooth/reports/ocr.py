@@ -116,7 +116,10 @@ def add_parity_table(page: Page, manifest: artifacts.Manifest) -> None:
     from inkbooth.ocr.export import ExportConfig, check_parity
 
     m, cfg = manifest.metrics, manifest.config
-    failed = check_parity(m, ExportConfig(**cfg)) if cfg else []
+    try:
+        failed = check_parity(m, ExportConfig(**cfg))
+    except (TypeError, ValueError, KeyError):  # an export from another version of the config: re-judging fails
+        failed = []
     rows: list[list[Any]] = []
 
     def row(label: str, key: str, threshold: str = "") -> None:
