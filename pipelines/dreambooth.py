@@ -9,6 +9,7 @@ from inkbooth.components.db_prior.component import generate_prior
 from inkbooth.components.db_sample.component import sample_model
 from inkbooth.components.db_train.component import train
 from inkbooth.components.finish_run.component import finish_run
+from inkbooth.components.pin_model.component import pin_model
 from inkbooth.lifecycle import IN_CLUSTER_KFP_API
 
 
@@ -37,21 +38,29 @@ def build(cluster: ClusterConfig | None = None):
                                           checkpoints=checkpoints, clean_checkpoints=True), "finish_run", s3_secret)
         finish.set_display_name("finish-run")
         with dsl.ExitHandler(finish, name="dreambooth-run"):
+            # Inputs from outside the run, as artifacts for ML Metadata's lineage: the base model through
+            # pin_model (a pointer with its fingerprint; a hub id cannot be imported), the subject images
+            # imported where they are.
+            pinned = cluster.apply(pin_model(model=base_model), "pin_model", s3_secret)
+            pinned.set_display_name("pin-base-model")
+            subject = dsl.importer(artifact_uri=instance_images, artifact_class=dsl.Dataset, reimport=True,
+                                   metadata={"role": "subject images"})
+            subject.set_display_name("subject-images")
             plan = cluster.apply(plan_prior(num_shards=prior_shards), "plan_prior", s3_secret)
             plan.set_display_name("plan-prior-shards")
             with dsl.ParallelFor(items=plan.output, parallelism=cluster.prior.parallelism) as shard:
-                prior = cluster.apply(generate_prior(base_model=base_model, prior_output=prior_output, shard=shard,
+                prior = cluster.apply(generate_prior(base_model=pinned.outputs["base_model"], prior_output=prior_output, shard=shard,
                                                      config=prior_config), "prior", s3_secret)
                 prior.set_display_name("class-images")
-            trained = cluster.apply(train(base_model=base_model, instance_images=instance_images,
-                                          class_sets=dsl.Collected(prior.output), checkpoints=checkpoints,
+            trained = cluster.apply(train(base_model=pinned.outputs["base_model"], instance_images=subject.output,
+                                          class_sets=dsl.Collected(prior.outputs["class_images"]), checkpoints=checkpoints,
                                           config=train_config, run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER),
                                     "train", s3_secret)
             trained.set_display_name("fine-tune")
             exported = cluster.apply(export_model(trained=trained.outputs["trained"], registry=registry,
                                                   config=export_config), "export_model", s3_secret)
             exported.set_display_name("export-and-register")
-            sampled = cluster.apply(sample_model(model=exported.output, config=sample_config), "sample", s3_secret)
+            sampled = cluster.apply(sample_model(model=exported.outputs["model"], config=sample_config), "sample", s3_secret)
             sampled.set_display_name("sample")
 
     return dreambooth_pipeline

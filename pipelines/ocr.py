@@ -37,7 +37,7 @@ def build(cluster: ClusterConfig | None = None):
         with dsl.ExitHandler(finish, name="ocr-run"):
             pinned = cluster.apply(pin_model(model=model), "pin_model", s3_secret)
             pinned.set_display_name("pin-model")
-            export = cluster.apply(export_trocr(model=model, model_key=pinned.output, config=export_config),
+            export = cluster.apply(export_trocr(model=model, model_key=pinned.outputs["key"], config=export_config),
                                    "export_trocr", s3_secret)
             export.set_display_name("export-and-quantize")
             plan = cluster.apply(plan_ocr(documents=documents, num_shards=num_shards), "plan_ocr", s3_secret)
@@ -48,7 +48,7 @@ def build(cluster: ClusterConfig | None = None):
                                                     plan=plan.outputs["plan"]), "recognize", s3_secret)
                 cluster.use_pdf_secret(ocr, pdf_secret)
                 ocr.set_display_name("ocr-shard")
-            merge = cluster.apply(merge_ocr(output=output, ground_truth=ground_truth,
+            merge = cluster.apply(merge_ocr(output=output, ground_truth=ground_truth, recognize_config=recognize_config,
                                             onnx_model=export.outputs["onnx_model"], plan=plan.outputs["plan"],
                                             summaries=dsl.Collected(ocr.outputs["summary"])), "merge_ocr", s3_secret)
             merge.set_display_name("merge-and-report")

@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from inkbooth import artifacts, checkpoints, lifecycle, runs, storage
+from inkbooth import artifacts, checkpoints, lifecycle, lineage, runs, storage
 from tests.kfpstandin import KFPStandIn
 
 RUN_ID = "5b2f6c9e-0d1a-4c3b-9e7f-1a2b3c4d5e6f"
@@ -50,9 +50,17 @@ def test_a_retried_training_pod_resumes_from_the_run_root(tiny_sd, subject_dir, 
         out.set_path(str(tmp_path / f"pod-{n}" / "trained"))
         hook = die_at_3 if n == 1 else steps.append
         monkeypatch.setattr(train_mod, "train_dreambooth", lambda *a, **kw: real(*a, _on_step=hook, **kw))
-        component.python_func(base_model=str(tiny_sd), instance_images=str(subject_dir), class_sets=[class_set],
-                              checkpoints="", config={"max_train_steps": 4, "checkpoint_every": 2,
-                                                      "learning_rate": 1e-3}, run_id=RUN_ID, trained=out)
+        # Inputs as the pipeline passes them: pointers (base model, class set) and the imported subject images.
+        base, class_sets = dsl.Model(name="base_model", uri=str(tmp_path / "base")), []
+        lineage.point(base, str(tiny_sd))
+        class_sets.append(dsl.Dataset(name="class_images", uri=str(tmp_path / f"class-{n}")))
+        lineage.point(class_sets[0], class_set)
+        metrics = dsl.Metrics(name="metrics", uri=str(tmp_path / f"pod-{n}" / "metrics"))
+        report = dsl.HTML(name="report", uri=str(tmp_path / f"pod-{n}" / "report"))
+        component.python_func(base_model=base, instance_images=dsl.Dataset(name="subject", uri=str(subject_dir)),
+                              class_sets=class_sets, checkpoints="",
+                              config={"max_train_steps": 4, "checkpoint_every": 2, "learning_rate": 1e-3},
+                              run_id=RUN_ID, trained=out, metrics=metrics, report=report)
 
     with pytest.raises(Killed):
         attempt(1)
@@ -61,6 +69,7 @@ def test_a_retried_training_pod_resumes_from_the_run_root(tiny_sd, subject_dir, 
     attempt(2)
     assert steps == [3, 4], "the retried pod continued from the run's step-2 checkpoint"
     assert artifacts.read_manifest(str(tmp_path / "pod-2" / "trained")).metrics["resumed_from_step"] == 2
+    assert (tmp_path / "pod-2" / "report").read_text().startswith("<!DOCTYPE html>"), "the training report"
 
 
 def _checkpoint(prefix: str, step: int, published: bool, tmp_path) -> None:

@@ -6,11 +6,14 @@ from inkbooth._image import image
 
 
 @dsl.component(base_image=image("train-cuda"), install_kfp_package=False)
-def export_model(trained: dsl.Input[dsl.Model], registry: str, config: dict) -> str:
-    """Diffusers folder, single-file .safetensors, LoRA weights; returns the registry version URI."""
+def export_model(trained: dsl.Input[dsl.Model], registry: str, config: dict, model: dsl.Output[dsl.Model]) -> str:
+    """Diffusers folder, single-file .safetensors, LoRA weights; `model` points to the registered version,
+    whose URI is also returned."""
     from inkbooth import config as cfg
+    from inkbooth import lineage
     from inkbooth.dreambooth.export import ExportCheckpointConfig, export_checkpoint
 
-    uri, _ = export_checkpoint(trained.path, registry, cfg.from_dict(ExportCheckpointConfig, config,
-                                                                      source="export config"))
+    uri, manifest = export_checkpoint(trained.path, registry, cfg.from_dict(ExportCheckpointConfig, config,
+                                                                             source="export config"))
+    lineage.point(model, uri, name=manifest.name, version=manifest.version, content_hash=manifest.content_hash)
     return uri

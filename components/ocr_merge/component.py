@@ -9,16 +9,25 @@ from inkbooth._image import image
 def merge_ocr(
     output: str,
     ground_truth: str,
+    recognize_config: dict,
     onnx_model: dsl.Input[dsl.Model],
     plan: dsl.Input[dsl.Dataset],
     summaries: dsl.Input[list[dsl.Dataset]],
     metrics: dsl.Output[dsl.Metrics],
+    results: dsl.Output[dsl.Dataset],
+    report: dsl.Output[dsl.HTML],
+    report_md: dsl.Output[dsl.Markdown],
 ) -> str:
-    """Publish `<output>/results` (results.jsonl, text/, report.json); returns its URI."""
+    """Publish `<output>/results` (results.jsonl, text/, report.json) and its report; returns the results' URI.
+
+    `results` points to the published results; `report`/`report_md` are the visual report, also kept
+    at `<output>/reports/`.
+    """
     import json
 
-    from inkbooth import artifacts, storage
+    from inkbooth import artifacts, lineage, reports, storage
     from inkbooth.ocr.batch import RESULTS, merge_results, read_plan
+    from inkbooth.reports import metrics as stage_metrics
 
     shard_summaries = []
     for s in summaries:
@@ -28,6 +37,9 @@ def merge_ocr(
         read_plan(plan.path), output, ground_truth or None, shard_summaries,
         model_hash=artifacts.read_manifest(onnx_model.path).content_hash,
     )
-    for key, value in manifest.metrics.items():
-        metrics.log_metric(key, value)
-    return storage.join(output, RESULTS)
+    uri = storage.join(output, RESULTS)
+    stage_metrics.log(metrics, stage_metrics.merge_metrics(manifest.metrics))
+    lineage.point(results, uri, content_hash=manifest.content_hash)
+    reports.for_run(uri, html=report.path, markdown=report_md.path, export_model=onnx_model.path,
+                    recognize_config=recognize_config)
+    return uri

@@ -37,8 +37,6 @@ CACHE_KEYS = {
     "export_trocr": "the model's content fingerprint (pin_model: content hash, listing hash or hub commit) "
                     "and the export config",
     "plan_prior": "the shard count (the plan is a pure function of it)",
-    "sample": "the registry version URI, which is immutable (versions are never overwritten), and the "
-              "sample config",
 }
 # Stages run inside a ParallelFor: they take a bound on concurrent pods.
 LOOP_STAGES = ("recognize", "prior")
@@ -103,8 +101,9 @@ class ClusterConfig:
     train: StageResources = _stage(cpu="8", memory="32Gi", gpus=1, shm="8Gi", scratch="100Gi", timeout=12 * 3600,
                                    retries=2, do_not_disrupt=True)
     export_model: StageResources = _stage(cpu="4", memory="16Gi", scratch="60Gi", timeout=2 * 3600, retries=2)
-    sample: StageResources = _stage(cpu="4", memory="16Gi", gpus=1, scratch="40Gi", timeout=3600, retries=2,
-                                    caching=True)
+    # No caching: sample takes the registered version as a pointer artifact (lineage), which is not
+    # in a cache key the way the version's URI was.
+    sample: StageResources = _stage(cpu="4", memory="16Gi", gpus=1, scratch="40Gi", timeout=3600, retries=2)
     finish_run: StageResources = _stage(cpu="250m", memory="512Mi", scratch="1Gi", timeout=1800, retries=2)
     credentials: Literal["secret", "workload-identity"] = option(
         "secret", "where the steps' S3 credentials come from: 'secret' (the s3_secret parameter's AWS_* keys "

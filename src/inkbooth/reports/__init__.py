@@ -83,11 +83,17 @@ def locate(run_output: str) -> dict[str, Any]:
 
 
 def build(run_output: str, *, samples: str | None = None, export_model: str | None = None,
-          pages_config: Any = None) -> Any:
+          pages_config: Any = None, recognize_config: dict[str, Any] | None = None) -> Any:
     """The report page of ``run_output`` from its artifacts (OCR results or a registered version).
 
     ``export_model`` (OCR) adds the export's parity table; ``samples`` (DreamBooth) the samples.
+    ``pages_config`` (or the run's ``recognize_config``) says how the recognizer loaded the pages.
     """
+    if recognize_config is not None and pages_config is None:
+        from inkbooth import config
+        from inkbooth.ocr.recognize import RecognizeConfig
+
+        pages_config = config.from_dict(RecognizeConfig, recognize_config, source="recognize config").pages
     kind = _source(run_output).kind
     if kind == "ocr-results":
         from inkbooth.reports.ocr import ocr_report
@@ -107,3 +113,11 @@ def write_outputs(page: Any, *, html: str | None = None, markdown: str | None = 
         if path:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
             Path(path).write_text(text, encoding="utf-8")
+
+
+def for_run(run_output: str, *, html: str | None = None, markdown: str | None = None, **sources: Any) -> dict[str, str]:
+    """What a pipeline stage does: build the report, publish it beside ``run_output``, write the KFP outputs."""
+    page = build(run_output, **sources)
+    found = publish(page, run_output)
+    write_outputs(page, html=html, markdown=markdown)
+    return found
