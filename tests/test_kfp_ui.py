@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import yaml
 
@@ -82,3 +84,46 @@ def test_ocr_results_are_an_output_artifact():
     assert merge["results"] == "system.Dataset" and merge["report"] == "system.HTML"
     assert merge["report_md"] == "system.Markdown" and merge["metrics"] == "system.Metrics"
     assert output_types(ir, "export-trocr")["parity"] == "system.Markdown"
+
+
+# ---- the KFP UI's access to the reports on the s3:// pipeline root (k8s/kfp-ui) -----------------
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _launcher_credentials():
+    launcher = yaml.safe_load((REPO / "k8s" / "base" / "kfp-launcher.yaml").read_text())
+    return yaml.safe_load(launcher["data"]["providers"])["s3"]["default"]["credentials"]["secretRef"]
+
+
+def test_kfp_ui_may_read_exactly_the_secret_the_launcher_names():
+    import shutil
+    import subprocess
+
+    if not shutil.which("kubectl"):
+        pytest.skip("kubectl not installed")
+    rendered = subprocess.run(["kubectl", "kustomize", str(REPO / "k8s" / "kfp-ui")], capture_output=True,
+                              text=True, check=True).stdout
+    docs = {d["kind"]: d for d in yaml.safe_load_all(rendered)}
+    assert set(docs) == {"Role", "RoleBinding"}, "no Secret, nothing else"
+    [rule] = docs["Role"]["rules"]
+    assert rule == {"apiGroups": [""], "resources": ["secrets"], "resourceNames": [_launcher_credentials()["secretName"]],
+                    "verbs": ["get"]}
+    binding = docs["RoleBinding"]
+    assert binding["metadata"]["namespace"] == docs["Role"]["metadata"]["namespace"] == "inkbooth"
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "ml-pipeline-ui", "namespace": "kubeflow"}]
+    assert binding["roleRef"]["name"] == docs["Role"]["metadata"]["name"]
+
+
+@pytest.mark.parametrize("patch, container, secret", [("ui-patch.yaml", "ml-pipeline-ui", "inkbooth-s3-read"),
+                                                      ("ui-artifact-patch.yaml", "ml-pipeline-ui-artifact", None)])
+def test_kfp_ui_patches_give_the_artifact_server_s3_keys(patch, container, secret):
+    ref = _launcher_credentials()
+    doc = yaml.safe_load((REPO / "k8s" / "kfp-ui" / patch).read_text())
+    [c] = doc["spec"]["template"]["spec"]["containers"]
+    assert c["name"] == container
+    env = {e["name"]: e for e in c["env"]}
+    for name, key in (("AWS_ACCESS_KEY_ID", ref["accessKeyKey"]), ("AWS_SECRET_ACCESS_KEY", ref["secretKeyKey"])):
+        source = env[name]["valueFrom"]["secretKeyRef"]
+        assert source["key"] == key and source["name"] == (secret or ref["secretName"])
+    assert "value" not in env["AWS_ACCESS_KEY_ID"], "keys only from a Secret"
