@@ -105,12 +105,18 @@ def pick_device(device: str, dtype: str) -> tuple[str, Any]:
 
 
 def load_pipeline(folder: Any, device: str, dtype: Any) -> Any:
-    """A StableDiffusionPipeline from a local diffusers folder (see models.resolve)."""
+    """A StableDiffusionPipeline from a local diffusers folder (see models.resolve).
+
+    The UNet runs in channels-last memory format: on the benchmark's CPU its sampling calls took 6%
+    less time (bench/dreambooth.py); pixels agree with the default format to rounding.
+    """
+    import torch
     from diffusers import StableDiffusionPipeline
 
     pipe = StableDiffusionPipeline.from_pretrained(folder, torch_dtype=dtype, safety_checker=None,
                                                    requires_safety_checker=False, local_files_only=True)
     pipe.set_progress_bar_config(disable=True)
+    pipe.unet.to(memory_format=torch.channels_last)
     return pipe.to(device)
 
 
@@ -118,8 +124,12 @@ def generate_prior_images(model: str, output: str, config: PriorConfig, shard: s
     """Make the missing class images of this shard under ``<output>/<key>/``; publish when complete."""
     import torch
 
+    from inkbooth import runtime
+
     config.validate()
     device, dtype = pick_device(config.device, config.dtype)
+    runtime.limit_torch_threads()
+    runtime.keep_freed_memory()
     folder = models.resolve(model, allow_pickle=config.allow_pickle)
     model_hash = artifacts.content_hash(artifacts.scan_dir(folder))
     spec = prior_spec(model_hash, config, config.size or native_size(folder), str(dtype).replace("torch.", ""))

@@ -247,9 +247,12 @@ def train_dreambooth(model: str, instance_images: str, output: str, config: Trai
     from diffusers.optimization import get_scheduler
     from transformers import CLIPTextModel, CLIPTokenizer
 
+    from inkbooth import runtime
     from inkbooth.dreambooth.prior import native_size
 
     config.validate()
+    runtime.limit_torch_threads()
+    runtime.keep_freed_memory()  # every step allocates the same large tensors: reuse them (see runtime)
     if config.with_prior_preservation and not class_images:
         raise ValueError("with_prior_preservation needs class_images (a generate_prior_images output)")
     if config.mixed_precision == "fp16" and not torch.cuda.is_available():
