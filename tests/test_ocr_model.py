@@ -7,7 +7,7 @@ import hashlib
 import pytest
 
 from inkbooth import artifacts, models, storage
-from inkbooth.ocr import export
+from inkbooth.ocr import decoding, export
 
 
 def test_tiny_trocr_loads_like_trocr_base_printed(tiny_trocr):
@@ -47,7 +47,7 @@ def test_export_parity_on_50_images(tiny_onnx):
     assert m["int8_bytes"] < m["fp16_bytes"] < m["fp32_bytes"]
     assert 0.0 <= m["int8_cer_vs_fp32"] <= 1.0
     for variant in ("fp32", "int8", "fp16"):
-        for name in export.ONNX_FILES + ("config.json", "preprocessor_config.json", "vocab.json"):
+        for name in (export.ENCODER, *decoding.ENGINE_FILES, "config.json", "preprocessor_config.json", "vocab.json"):
             assert (out / variant / name).is_file(), f"{variant}/{name}"
     assert artifacts.read_manifest(str(out)).content_hash == manifest.content_hash
     assert manifest.kind == "trocr-onnx" and manifest.inputs["model"]
@@ -57,9 +57,31 @@ def test_int8_graph_is_really_quantized(tiny_onnx):
     import onnx
 
     out, _ = tiny_onnx
-    ops = [n.op_type for n in onnx.load(str(out / "int8" / export.DECODER_PAST)).graph.node]
-    assert ops.count("MatMulInteger") >= 8 and "DynamicQuantizeLinear" in ops
-    assert "MatMulInteger" not in [n.op_type for n in onnx.load(str(out / "fp32" / export.DECODER_PAST)).graph.node]
+    step = onnx.load(str(out / "int8" / decoding.DECODER_STEP)).graph
+    ops = [n.op_type for n in step.node]
+    # Weight products are INT8 (2 layers x 8 projections + the output projection; the cross-attention
+    # key and value projections are in the init graph) ...
+    assert ops.count("MatMulInteger") == 17 and "DynamicQuantizeLinear" in ops
+    init_ops = [n.op_type for n in onnx.load(str(out / "int8" / decoding.DECODER_INIT)).graph.node]
+    assert init_ops.count("MatMulInteger") == 5  # and the encoder-to-decoder projection
+    assert "MatMulInteger" not in [n.op_type for n in onnx.load(str(out / "fp32" / decoding.DECODER_STEP)).graph.node]
+    # ... attention's activation products stay float: nothing re-quantises the cached keys and values.
+    assert ops.count("MatMul") == 8
+    produced_by = {o: n for n in step.node for o in n.output}
+    for node in step.node:
+        if node.op_type == "DynamicQuantizeLinear":
+            assert not node.input[0].startswith(("past.", "cross.")), node.name
+            src = produced_by.get(node.input[0])
+            assert src is None or src.op_type != "Softmax", f"{node.name} quantises attention probabilities"
+
+
+def test_int8_attention_option_quantises_attention_too(tiny_onnx, tmp_path):
+    import onnx
+
+    out, _ = tiny_onnx
+    export._quantize_int8(out / "fp32", tmp_path / "int8", "avx2", per_channel=False, attention=True)
+    ops = [n.op_type for n in onnx.load(str(tmp_path / "int8" / decoding.DECODER_STEP)).graph.node]
+    assert "MatMul" not in ops and ops.count("MatMulInteger") == 25
 
 
 def test_export_refuses_to_publish_below_threshold(tiny_trocr, tmp_path):

@@ -225,16 +225,23 @@ def is_published(uri: str) -> bool:
     return storage.exists(storage.join(uri, MANIFEST))
 
 
-def fetch(uri: str, local_dir: str | Path | None = None) -> Path:
+def fetch(uri: str, local_dir: str | Path | None = None, only: str | None = None) -> Path:
     """Make the artifact at ``uri`` available locally, every file verified against the manifest.
 
     Local artifacts are verified in place. Remote ones are cached by content hash, so a second
-    fetch of the same content costs one manifest read.
+    fetch of the same content costs one manifest read. ``only`` names one folder of the artifact
+    (e.g. an export variant): just its files are fetched and verified.
     """
     manifest = read_manifest(uri)
+    entries = manifest.files
+    if only is not None:
+        prefix = only.strip("/") + "/"
+        entries = [e for e in manifest.files if e.path.startswith(prefix)]
+        if not entries:
+            raise NotPublishedError(f"{uri}: the artifact has no files under {prefix!r}")
     loc = storage.parse(uri)
     if not loc.is_s3 and local_dir is None:
-        for entry in manifest.files:
+        for entry in entries:
             path = loc.path / entry.path
             if not path.is_file():
                 raise NotPublishedError(f"{uri}: {entry.path} is listed in the manifest but missing")
@@ -245,10 +252,14 @@ def fetch(uri: str, local_dir: str | Path | None = None) -> Path:
     done = dest / MANIFEST
     if done.exists() and Manifest.from_json(done.read_text(), str(done)).content_hash == manifest.content_hash:
         return dest
-    for entry in manifest.files:
+    # A fetch of one folder has its own completion marker (the whole artifact's is the manifest).
+    part = dest / f".fetched-{hashlib.sha256(only.encode()).hexdigest()[:16]}" if only is not None else None
+    if part is not None and part.exists() and part.read_text() == manifest.content_hash:
+        return dest
+    for entry in entries:
         storage.download(storage.join(uri, entry.path), dest / entry.path, expected_sha256=entry.sha256)
     # Written last, like on the store: a cache folder without it is an interrupted fetch.
-    storage.write_text(str(done), manifest.to_json())
+    storage.write_text(str(part or done), manifest.content_hash if part is not None else manifest.to_json())
     return dest
 
 

@@ -2,15 +2,20 @@
 
 Layout of the result::
 
-    fp32/  encoder_model.onnx  decoder_model.onnx  decoder_with_past_model.onnx  decoder_attn_model.onnx
-    int8/  the same four, dynamically quantised (ORTQuantizer preset avx2 or avx512_vnni)
-    fp16/  the same four in half precision (for CUDA)
+    fp32/  encoder_model.onnx  decoder_init_model.onnx  decoder_step_model.onnx
+    int8/  the same three, dynamically quantised (ORTQuantizer preset avx2 or avx512_vnni; weight
+           products only, see ``int8_attention``)
+    fp16/  the same three in half precision (for CUDA)
     parity.json, manifest.json
 
 Each variant folder also holds config, generation config, tokenizer and image processor, so it
-loads on its own. optimum exports encoder, decoder and decoder-with-past; those decoders return no
-attention weights, so ``decoder_attn_model.onnx`` (exported with ``torch.onnx.export``) returns the
-cross-attention that token boxes are made from, together with the logits used for confidences.
+loads on its own. optimum exports the encoder; the decoder is exported as the two graphs of
+``inkbooth.ocr.decoding`` (cross-attention projection once per line; one step for all beams,
+returning log-probabilities and the cross-attention that token boxes are made from). A model that
+engine cannot decode (not a TrOCR decoder, or a generation config asking for penalties or forced
+tokens) is exported the earlier way instead: optimum's decoder and decoder-with-past, plus
+``decoder_attn_model.onnx`` (logits and cross-attention of a teacher-forced pass), run through
+``transformers.generate``.
 
 Parity is measured on line images (given, or rendered by ``inkbooth.ocr.synth``): token exact match
 of ORT fp32 against PyTorch for greedy and beam search, exact match and CER of INT8 against ORT fp32,
@@ -30,12 +35,13 @@ from typing import Any, Literal
 
 from inkbooth import artifacts, models, storage
 from inkbooth.config import option, to_dict
+from inkbooth.ocr import decoding
 
 log = logging.getLogger(__name__)
 
 ENCODER, DECODER, DECODER_PAST, DECODER_ATTN = (
     "encoder_model.onnx", "decoder_model.onnx", "decoder_with_past_model.onnx", "decoder_attn_model.onnx")
-ONNX_FILES = (ENCODER, DECODER, DECODER_PAST, DECODER_ATTN)
+LEGACY_FILES = (ENCODER, DECODER, DECODER_PAST, DECODER_ATTN)
 KIND = "trocr-onnx"
 
 
@@ -51,6 +57,10 @@ class ExportConfig:
     variants: list[str] = option(["fp32", "int8", "fp16"], "variants to produce: fp32 (always), int8, fp16")
     int8_preset: Literal["avx2", "avx512_vnni"] = option("avx512_vnni", "ORTQuantizer preset for INT8")
     int8_per_channel: bool = option(False, "per-channel INT8 weights (larger, sometimes more accurate)")
+    decoder: Literal["engine", "generate"] = option("engine", "engine: inkbooth.ocr.decoding's graphs (default); "
+                                                    "generate: optimum's decoders run by transformers.generate")
+    int8_attention: bool = option(False, "also quantise attention's activation x activation products (slower on "
+                                         "CPU: every step re-quantises the cached keys and values; less accurate)")
     parity_images: int = option(64, "line images in the parity set (rendered when none are given)")
     parity_num_beams: int = option(4, "beams for the beam-search parity check")
     parity_max_new_tokens: int = option(48, "token limit during parity decoding")
@@ -115,13 +125,22 @@ def _copy_support_files(src: Path, dest: Path) -> None:
             shutil.copy2(p, dest / p.name)
 
 
-def _quantize_int8(fp32: Path, out: Path, preset: str, per_channel: bool) -> None:
+def onnx_files(folder: Path) -> list[str]:
+    """The ONNX graphs of a variant folder (engine or earlier layout)."""
+    return sorted(p.name for p in Path(folder).glob("*.onnx"))
+
+
+def _quantize_int8(fp32: Path, out: Path, preset: str, per_channel: bool, attention: bool) -> None:
     from optimum.onnxruntime import ORTQuantizer
     from optimum.onnxruntime.configuration import AutoQuantizationConfig
 
-    qconfig = getattr(AutoQuantizationConfig, preset)(is_static=False, per_channel=per_channel)
+    from inkbooth.ocr.decoding import activation_matmuls
+
     _copy_support_files(fp32, out)
-    for name in ONNX_FILES:
+    for name in onnx_files(fp32):
+        exclude = [] if attention else activation_matmuls(fp32 / name)
+        qconfig = getattr(AutoQuantizationConfig, preset)(is_static=False, per_channel=per_channel,
+                                                          nodes_to_exclude=exclude)
         quantizer = ORTQuantizer.from_pretrained(fp32, file_name=name)
         with storage.temp_dir() as tmp:
             produced = quantizer.quantize(quantization_config=qconfig, save_dir=tmp, file_suffix=None)
@@ -136,7 +155,7 @@ def _convert_fp16(fp32: Path, out: Path) -> None:
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
     _copy_support_files(fp32, out)
-    for name in ONNX_FILES:
+    for name in onnx_files(fp32):
         model = onnx.load(str(fp32 / name))
         # Inputs and outputs stay fp32 so the same runtime code feeds every variant.
         half = convert_float_to_float16(model, keep_io_types=True, disable_shape_infer=True)
@@ -144,7 +163,7 @@ def _convert_fp16(fp32: Path, out: Path) -> None:
 
 
 def onnx_bytes(folder: Path) -> int:
-    return sum((folder / n).stat().st_size for n in ONNX_FILES if (folder / n).exists())
+    return sum((folder / n).stat().st_size for n in onnx_files(folder))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -198,7 +217,7 @@ def measure_parity(source_dir: Path, out: Path, variants: list[str], images: lis
     import torch
     from transformers import TrOCRProcessor, VisionEncoderDecoderModel
 
-    from inkbooth.ocr.recognize import load_ort_model
+    from inkbooth.ocr.recognize import load_ort_decoder
 
     processor = TrOCRProcessor.from_pretrained(source_dir)
     model = VisionEncoderDecoderModel.from_pretrained(source_dir, attn_implementation="eager").eval()
@@ -218,7 +237,7 @@ def measure_parity(source_dir: Path, out: Path, variants: list[str], images: lis
 
     metrics: dict[str, Any] = {"parity_images": len(images), "num_beams": config.parity_num_beams}
     torch_greedy, torch_beam = run(model, 1), run(model, config.parity_num_beams)
-    fp32 = load_ort_model(out / "fp32", provider="CPUExecutionProvider", threads=config.threads)
+    fp32 = load_ort_decoder(out / "fp32", provider="CPUExecutionProvider", threads=config.threads)
     ort_greedy, ort_beam = run(fp32, 1), run(fp32, config.parity_num_beams)
     metrics["fp32_greedy_exact"] = sum(_same_tokens(torch_greedy, ort_greedy, pad)) / len(images)
     metrics["fp32_beam_exact"] = sum(_same_tokens(torch_beam, ort_beam, pad)) / len(images)
@@ -234,7 +253,7 @@ def measure_parity(source_dir: Path, out: Path, variants: list[str], images: lis
                 metrics["fp16_parity"] = "not measured: CUDAExecutionProvider unavailable"
                 continue
             provider = "CUDAExecutionProvider"
-        m = load_ort_model(out / variant, provider=provider, threads=config.threads)
+        m = load_ort_decoder(out / variant, provider=provider, threads=config.threads)
         greedy = run(m, 1)
         text = processor.batch_decode(greedy, skip_special_tokens=True)
         metrics[f"{variant}_greedy_exact"] = sum(_same_tokens(ort_greedy, greedy, pad)) / len(images)
@@ -292,9 +311,18 @@ def export_trocr(model: str, output: str, config: ExportConfig | None = None,
         fp32 = work / "fp32"
         _export_optimum(source_dir, fp32, config.opset)
         hf_model = VisionEncoderDecoderModel.from_pretrained(source_dir, attn_implementation="eager").eval()
-        _export_attention_decoder(hf_model, fp32 / DECODER_ATTN, config.opset)
+        why_not = decoding.engine_supports(hf_model) or ", ".join(decoding.unsupported_generation(
+            hf_model.generation_config))
+        if config.decoder == "generate" or why_not:
+            if why_not:
+                log.info("%s: decoded by transformers.generate (the engine does not support: %s)", model, why_not)
+            _export_attention_decoder(hf_model, fp32 / DECODER_ATTN, config.opset)
+        else:
+            decoding.export_engine(hf_model, fp32, config.opset)
+            for name in (DECODER, DECODER_PAST):  # optimum's decoders: the engine's graphs replace them
+                (fp32 / name).unlink(missing_ok=True)
         if "int8" in config.variants:
-            _quantize_int8(fp32, work / "int8", config.int8_preset, config.int8_per_channel)
+            _quantize_int8(fp32, work / "int8", config.int8_preset, config.int8_per_channel, config.int8_attention)
         if "fp16" in config.variants:
             _convert_fp16(fp32, work / "fp16")
         export_seconds = time.perf_counter() - started

@@ -38,12 +38,14 @@ class RecognizeConfig:
     """How lines are read."""
 
     backend: Literal["onnx", "torch"] = option("onnx", "onnx (ONNX Runtime, default) or torch")
-    variant: Literal["fp32", "int8", "fp16"] = option("int8", "which exported variant ONNX Runtime runs")
+    variant: Literal["auto", "fp32", "int8", "fp16"] = option(
+        "auto", "which exported variant ONNX Runtime runs; auto: the fastest where it runs (fp16 on CUDA, "
+                "INT8 on CPU, fp32 when the export lacks it; see bench/ocr.py)")
     device: Literal["auto", "cpu", "cuda"] = option("auto", "cuda when available (auto), or force one")
     num_beams: int = option(4, "beam search width (1 = greedy)")
     max_new_tokens: int = option(128, "longest line in tokens (the library default of 20 truncates lines)")
     batch_size: int = option(8, "line crops per forward pass")
-    threads: int = option(0, "intra-op threads (0: library default)")
+    threads: int = option(0, "intra-op threads (0: as many as the CPU quota allows, see inkbooth.runtime)")
     token_boxes: bool = option(True, "token and word boxes from cross-attention")
     box_threshold: float = option(0.5, "attention share of the peak that still belongs to a token's box")
     pages: pages.PagesConfig = option(None, "how pages are read and cut into lines")
@@ -105,12 +107,17 @@ def _providers(device: str) -> list[str]:
 
 
 def _session_options(threads: int) -> Any:
+    """ONNX Runtime options: ``threads`` intra-op threads, or as many as the CPU quota allows (0).
+
+    ORT's own default is one thread per core of the node, which in a pod exceeds its CPU limit.
+    """
     import onnxruntime as ort
 
+    from inkbooth import runtime
+
     so = ort.SessionOptions()
-    if threads:
-        so.intra_op_num_threads = threads
-        so.inter_op_num_threads = 1
+    so.intra_op_num_threads = runtime.threads(threads)
+    so.inter_op_num_threads = 1
     so.log_severity_level = 3
     return so
 
@@ -125,6 +132,33 @@ def load_ort_model(folder: Path, provider: str = "CPUExecutionProvider", threads
         folder, provider=provider, session_options=_session_options(threads), use_cache=True, use_merged=False,
         encoder_file_name=ENCODER, decoder_file_name=DECODER, decoder_with_past_file_name=DECODER_PAST,
     )
+
+
+def choose_variant(requested: str, available: set[str], device: str) -> str:
+    """The export variant to run: ``requested``, or for "auto" the fastest one present for ``device``.
+
+    On CPU the INT8 engine was the fastest in bench/ocr.py (AVX2, no VNNI; VNNI widens the lead);
+    on CUDA fp16 (INT8's dynamic quantisation ops run on the CPU there).
+    """
+    if requested != "auto":
+        if requested not in available:
+            raise ValueError(f"variant {requested!r} is not in this export (it has {sorted(available)})")
+        return requested
+    for name in (("fp16", "fp32") if device == "cuda" else ("int8", "fp32")):
+        if name in available:
+            return name
+    raise ValueError(f"no usable variant in this export (it has {sorted(available)})")
+
+
+def load_ort_decoder(folder: Path, provider: str = "CPUExecutionProvider", threads: int = 0) -> Any:
+    """What decodes an export variant folder: the engine of ``inkbooth.ocr.decoding`` when the folder
+    carries its graphs, else optimum's model (earlier exports); both have ``generate``."""
+    from inkbooth.ocr import decoding
+
+    if decoding.has_engine(folder):
+        providers = [provider] if provider == "CPUExecutionProvider" else [provider, "CPUExecutionProvider"]
+        return decoding.OrtEngine(folder, providers, _session_options(threads))
+    return load_ort_model(folder, provider=provider, threads=threads)
 
 
 @dataclasses.dataclass
@@ -143,10 +177,16 @@ class Recognizer:
         import torch
         from transformers import GenerationConfig, TrOCRProcessor
 
+        from inkbooth import runtime
+
         self.config = config or RecognizeConfig()
+        self.engine: Any = None
         self.dir = Path(model_dir)
-        if self.config.threads:
-            torch.set_num_threads(self.config.threads)
+        runtime.limit_torch_threads(self.config.threads)
+        if self.config.backend == "onnx" and self.config.variant == "auto":
+            present = {v for v in ("fp32", "int8", "fp16") if (self.dir / v).is_dir()}
+            device = "cuda" if _providers(self.config.device)[0].startswith("CUDA") else "cpu"
+            self.config = dataclasses.replace(self.config, variant=choose_variant("auto", present, device))
         root = self.dir / self.config.variant if (self.dir / self.config.variant).is_dir() else self.dir
         self.root = root
         self.processor = TrOCRProcessor.from_pretrained(root)
@@ -168,13 +208,17 @@ class Recognizer:
             import onnxruntime as ort
             from transformers import AutoConfig
 
+            from inkbooth.ocr import decoding
             from inkbooth.ocr.export import DECODER_ATTN
 
             providers = _providers(self.config.device)
             self.device = "cuda" if providers[0].startswith("CUDA") else "cpu"
-            self.model = load_ort_model(root, provider=providers[0], threads=self.config.threads)
-            self.attn_session = ort.InferenceSession(str(root / DECODER_ATTN), _session_options(self.config.threads),
-                                                     providers=providers)
+            if decoding.has_engine(root):
+                self.engine = decoding.OrtEngine(root, providers, _session_options(self.config.threads))
+            else:  # an export from before the engine: optimum's decoders under generate
+                self.model = load_ort_model(root, provider=providers[0], threads=self.config.threads)
+                self.attn_session = ort.InferenceSession(str(root / DECODER_ATTN),
+                                                         _session_options(self.config.threads), providers=providers)
             enc_cfg = AutoConfig.from_pretrained(root).encoder
         size = enc_cfg.image_size if isinstance(enc_cfg.image_size, (list, tuple)) else (enc_cfg.image_size,) * 2
         patch = enc_cfg.patch_size if isinstance(enc_cfg.patch_size, (list, tuple)) else (enc_cfg.patch_size,) * 2
@@ -199,22 +243,28 @@ class Recognizer:
         if not images:
             return []
         pixel_values = self.processor(images=images, return_tensors="pt").pixel_values
+        min_new_tokens = min(min_new_tokens, self.max_new_tokens)
+        if self.engine is not None:
+            decoded = self.engine.decode(pixel_values.numpy(), num_beams=self.config.num_beams,
+                                         max_new_tokens=self.max_new_tokens, min_new_tokens=min_new_tokens)
+            return self._results(decoded.sequences, decoded.token_logprobs, decoded.attention)
         gen_kwargs = {"num_beams": self.config.num_beams, "max_new_tokens": self.max_new_tokens,
                       "early_stopping": self.config.num_beams > 1}
         if min_new_tokens:
-            gen_kwargs["min_new_tokens"] = min(min_new_tokens, self.max_new_tokens)
+            gen_kwargs["min_new_tokens"] = min_new_tokens
         with torch.inference_mode():
             if self.config.backend == "torch":
                 pixel_values = pixel_values.to(self.device)
                 encoder_outputs = self.model.encoder(pixel_values=pixel_values)
-                sequences = self.model.generate(pixel_values=pixel_values, encoder_outputs=encoder_outputs, **gen_kwargs)
+                # Taken before generate: with beams it replaces last_hidden_state by a copy per beam.
                 states = encoder_outputs.last_hidden_state
+                sequences = self.model.generate(pixel_values=pixel_values, encoder_outputs=encoder_outputs, **gen_kwargs)
                 logits, cross = self.attn_decoder(sequences[:, :-1], states)
                 logits, cross, sequences = logits.float().cpu().numpy(), cross.float().cpu().numpy(), sequences.cpu()
             else:
                 encoder_outputs = self.model.encoder(pixel_values=pixel_values)
-                sequences = self.model.generate(pixel_values=pixel_values, encoder_outputs=encoder_outputs, **gen_kwargs)
                 states = encoder_outputs.last_hidden_state
+                sequences = self.model.generate(pixel_values=pixel_values, encoder_outputs=encoder_outputs, **gen_kwargs)
                 logits, cross = self.attn_session.run(None, {
                     "input_ids": sequences[:, :-1].cpu().numpy().astype(np.int64),
                     "encoder_hidden_states": states.float().cpu().numpy(),
@@ -223,8 +273,15 @@ class Recognizer:
         logits = logits.astype(np.float64)
         logprobs = logits - logits.max(-1, keepdims=True)
         logprobs -= np.log(np.exp(logprobs).sum(-1, keepdims=True))
+        token_logprobs = np.take_along_axis(logprobs, seqs[:, 1:, None], axis=-1)[..., 0]
+        return self._results(seqs, token_logprobs, cross)
+
+    def _results(self, seqs: Any, token_logprobs: Any, attention: Any) -> list[LineResult]:
+        """Line results from sequences (start token first), their token log-probabilities and attention."""
+        import numpy as np
+
         results = []
-        for b in range(len(images)):
+        for b in range(len(seqs)):
             targets = seqs[b, 1:]
             n = len(targets)
             eos = np.flatnonzero(targets == self.eos_id)
@@ -234,14 +291,14 @@ class Recognizer:
                 pads = np.flatnonzero(targets == self.pad_id)
                 n = int(pads[0]) if len(pads) else n
             ids = targets[:n]
-            lp = logprobs[b, np.arange(n), ids] if n else np.zeros(0)
+            lp = token_logprobs[b, :n].astype(np.float64)
             visible = [i for i, t in enumerate(ids) if t != self.eos_id]
             tokens = self.tokenizer.convert_ids_to_tokens([int(ids[i]) for i in visible])
             text = self.tokenizer.decode([int(ids[i]) for i in visible], skip_special_tokens=True).strip()
             results.append(LineResult(
                 text=text, confidence=float(lp.mean()) if n else float("-inf"), tokens=tokens,
                 token_logprobs=[float(lp[i]) for i in visible],
-                attention=cross[b, visible] if self.config.token_boxes else None,
+                attention=attention[b, visible] if self.config.token_boxes else None,
             ))
         return results
 
@@ -307,7 +364,12 @@ def resolve_model(model: str, config: RecognizeConfig) -> tuple[Path, str]:
     manifest = artifacts.read_manifest(model)
     if manifest.kind != "trocr-onnx":
         raise ValueError(f"{model}: is a {manifest.kind!r} artifact, not a trocr-onnx export")
-    return artifacts.fetch(model), manifest.content_hash
+    # Only the variant this worker runs is fetched (an export holds three); "auto" is settled here,
+    # so the settings a result is keyed by name the variant that made it.
+    present = {e.path.split("/", 1)[0] for e in manifest.files if "/" in e.path}
+    device = "cuda" if _providers(config.device)[0].startswith("CUDA") else "cpu"
+    config.variant = choose_variant(config.variant, present, device)
+    return artifacts.fetch(model, only=config.variant), manifest.content_hash
 
 
 def list_documents(documents: str) -> list[str]:
