@@ -1,15 +1,24 @@
-"""OCR throughput: PyTorch vs ONNX Runtime fp32 vs ONNX Runtime INT8, batch 1 and 8, in one run.
+"""OCR throughput at the defaults users get: ONNX Runtime INT8 against PyTorch generate.
 
-Same model, same line images, same code path (inkbooth.ocr.recognize.Recognizer: generate, then the
-teacher-forced pass for confidences and token boxes); only the backend differs. Every backend
-decodes exactly the same number of tokens per line (min_new_tokens = max_new_tokens), so a variant
-whose text differs cannot look faster by stopping earlier. A plain ``model.generate`` row (no
-confidences, no boxes) shows what the extra pass costs.
+Every variant reads the same line images through ``inkbooth.ocr.recognize.Recognizer`` with
+the defaults (beam 4, batch 8, confidences and token boxes), except ``torch-plain``: PyTorch's
+``model.generate`` alone (no confidences, no boxes), for reference. Every variant decodes exactly
+``--tokens`` tokens per line (min_new_tokens = max_new_tokens), so a variant whose text differs
+cannot look faster by stopping earlier.
 
-Two model shapes: the tiny test model (overhead-bound) and random weights in the shape of
-microsoft/trocr-small-printed (384x384 input, 12-layer encoder, 6-layer decoder).
+Variants (each in its own fresh process, so peak memory is its own):
+  torch             Recognizer, PyTorch backend: generate, then the teacher-forced pass (the baseline)
+  torch-plain       model.generate only
+  ort-fp32          Recognizer, ONNX Runtime fp32, the decoding engine (inkbooth.ocr.decoding)
+  ort-int8          Recognizer, ONNX Runtime INT8 (weight products), the decoding engine
+  ort-int8-before   Recognizer, ONNX Runtime INT8 as exported before: optimum's decoders under
+                    transformers.generate, attention products quantised too, plus the attention pass
 
-    python bench/ocr.py [--sizes tiny,small] [--lines 32] [--tokens 24] [--threads 2]
+Shapes: random weights in the shape of microsoft/trocr-small-printed and trocr-base-printed
+(vocabularies padded to the real sizes, ids never chosen; see inkbooth.tiny), or the tiny test model.
+Rounds are interleaved; medians and min-max spread; ratios against ``torch`` in the same round.
+
+    python bench/ocr.py [--sizes small,base] [--rounds 3] [--lines 8] [--tokens 24] [--threads 1]
 """
 
 from __future__ import annotations
@@ -18,84 +27,176 @@ import argparse
 import json
 import os
 import resource
+import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-
-def lines_per_second(fn, images, batch: int) -> float:
-    fn(images[:batch])  # warm-up: session and allocator start-up are not throughput
-    start = time.perf_counter()
-    for i in range(0, len(images), batch):
-        fn(images[i:i + batch])
-    return len(images) / (time.perf_counter() - start)
+VARIANTS = ("torch", "torch-plain", "ort-fp32", "ort-int8", "ort-int8-before")
 
 
-def bench_size(size: str, work: Path, n_lines: int, tokens: int, threads: int) -> list[dict]:
-    import torch
-    from transformers import TrOCRProcessor, VisionEncoderDecoderModel
-
+def shape(size: str):
     from inkbooth import tiny
-    from inkbooth.ocr import export, recognize, synth
 
-    shape = tiny.TinyTrOCRConfig() if size == "tiny" else tiny.TROCR_SMALL_SHAPE
-    src = tiny.build_tiny_trocr(work / f"{size}-src", shape)
-    onnx_dir = work / f"{size}-onnx"
-    # Parity is tested elsewhere; here a small set and no INT8 gate (random weights).
-    export.export_trocr(str(src), str(onnx_dir), export.ExportConfig(
-        variants=["fp32", "int8"], parity_images=4, parity_num_beams=2, max_int8_cer=1.0, threads=threads))
-    images = [img for img, _ in synth.line_images(n_lines, seed=11)]
-    model = VisionEncoderDecoderModel.from_pretrained(src, attn_implementation="eager").eval()
-    processor = TrOCRProcessor.from_pretrained(src)
+    return {"tiny": tiny.TinyTrOCRConfig(), "small": tiny.TROCR_SMALL_SHAPE, "base": tiny.TROCR_BASE_SHAPE}[size]
 
-    def plain_generate(imgs):
-        with torch.inference_mode():
-            pv = processor(images=imgs, return_tensors="pt").pixel_values
-            return model.generate(pixel_values=pv, max_new_tokens=tokens, min_new_tokens=tokens)
 
-    rows = []
-    for batch in (1, 8):
-        base = dict(num_beams=1, max_new_tokens=tokens, batch_size=batch, threads=threads, token_boxes=True)
-        runners = {
-            "PyTorch (Recognizer)": recognize.Recognizer(src, recognize.RecognizeConfig(backend="torch", **base)),
-            "ORT fp32": recognize.Recognizer(onnx_dir, recognize.RecognizeConfig(variant="fp32", **base)),
-            "ORT INT8": recognize.Recognizer(onnx_dir, recognize.RecognizeConfig(variant="int8", **base)),
-        }
-        speeds = {"PyTorch generate (plain)": lines_per_second(plain_generate, images, batch)}
-        for name, rec in runners.items():
-            speeds[name] = lines_per_second(lambda imgs, r=rec: r.read(imgs, min_new_tokens=tokens), images, batch)
-        reference = speeds["PyTorch (Recognizer)"]
-        for name, lps in speeds.items():
-            rows.append({"model": size, "batch": batch, "backend": name, "lines_per_s": round(lps, 2),
-                         "vs_pytorch": round(lps / reference, 2)})
-    return rows
+def setup(work: Path, size: str, threads: int) -> dict[str, str]:
+    """Source checkpoint and both exports (engine, and the earlier layout), made once."""
+    marker = work / f"setup-{size}.json"
+    if marker.exists():
+        return json.loads(marker.read_text())
+    from inkbooth import tiny
+    from inkbooth.ocr import export
+
+    src = tiny.build_tiny_trocr(work / f"{size}-src", shape(size))
+    # Parity is tested elsewhere; random weights at real sizes have near-ties, so no gates here.
+    common = {"parity_images": 2, "parity_num_beams": 2, "parity_max_new_tokens": 6, "max_int8_cer": 1.0,
+              "min_fp32_exact": 0.0, "threads": threads}
+    export.export_trocr(str(src), str(work / f"{size}-onnx"), export.ExportConfig(variants=["fp32", "int8"], **common))
+    export.export_trocr(str(src), str(work / f"{size}-onnx-before"), export.ExportConfig(
+        variants=["fp32", "int8"], decoder="generate", int8_attention=True, **common))
+    paths = {"src": str(src), "onnx": str(work / f"{size}-onnx"), "before": str(work / f"{size}-onnx-before")}
+    marker.write_text(json.dumps(paths))
+    return paths
+
+
+def child(args: argparse.Namespace) -> None:
+    import torch
+
+    from inkbooth.ocr import recognize, synth
+
+    torch.set_num_threads(args.threads)
+    paths = json.loads(Path(args.paths).read_text())
+    images = [img for img, _ in synth.line_images(args.lines + args.batch, seed=11)]
+    warm, timed = images[:args.batch], images[args.batch:]
+    base = {"num_beams": args.beams, "batch_size": args.batch, "threads": args.threads, "token_boxes": True}
+    if args.only == "torch-plain":
+        from transformers import TrOCRProcessor, VisionEncoderDecoderModel
+
+        model = VisionEncoderDecoderModel.from_pretrained(paths["src"], attn_implementation="eager").eval()
+        processor = TrOCRProcessor.from_pretrained(paths["src"])
+
+        def read(imgs):
+            with torch.inference_mode():
+                pv = processor(images=imgs, return_tensors="pt").pixel_values
+                return model.generate(pixel_values=pv, num_beams=args.beams, max_new_tokens=args.tokens,
+                                      min_new_tokens=args.tokens, early_stopping=args.beams > 1)
+    else:
+        folder, cfg = {
+            "torch": (paths["src"], {"backend": "torch"}),
+            "ort-fp32": (paths["onnx"], {"variant": "fp32"}),
+            "ort-int8": (paths["onnx"], {"variant": "int8"}),
+            "ort-int8-before": (paths["before"], {"variant": "int8"}),
+        }[args.only]
+        rec = recognize.Recognizer(folder, recognize.RecognizeConfig(max_new_tokens=args.tokens, **base, **cfg))
+
+        def read(imgs):
+            return rec.read(imgs, min_new_tokens=args.tokens)
+
+    read(warm)  # session and allocator start-up are not throughput
+    w0, c0 = time.perf_counter(), time.process_time()
+    for i in range(0, len(timed), args.batch):
+        read(timed[i:i + args.batch])
+    wall, cpu = time.perf_counter() - w0, time.process_time() - c0
+    print("RESULT " + json.dumps({"lines_per_s": len(timed) / wall, "cpu_s_per_line": cpu / len(timed),
+                                  "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}))
+
+
+def spawn(name: str, args: argparse.Namespace, paths_file: Path) -> dict:
+    cmd = [sys.executable, __file__, "--only", name, "--paths", str(paths_file), "--lines", str(args.lines),
+           "--tokens", str(args.tokens), "--beams", str(args.beams), "--batch", str(args.batch),
+           "--threads", str(args.threads)]
+    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": str(args.threads)}
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    line = [x for x in out.stdout.splitlines() if x.startswith("RESULT ")]
+    if out.returncode or not line:
+        raise SystemExit(f"{name} failed:\n{out.stdout[-2000:]}\n{out.stderr[-4000:]}")
+    return json.loads(line[0][7:])
+
+
+def summary(values: list[float]) -> dict[str, float]:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+
+def cpu_features() -> str:
+    try:
+        flags = set(next(ln for ln in Path("/proc/cpuinfo").read_text().splitlines() if ln.startswith("flags")).split())
+        model = next(ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
+                     if ln.startswith("model name"))
+    except (OSError, StopIteration):
+        return "unknown CPU"
+    have = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8") if f in flags]
+    missing = [f for f in ("avx512f", "avx512_vnni", "avx_vnni") if f not in flags]
+    return f"{model}, {os.cpu_count()} cores; {', '.join(have) or 'no AVX2'}" + (
+        f"; no {', '.join(missing)}" if missing else "")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sizes", default="tiny,small")
-    parser.add_argument("--lines", type=int, default=32)
-    parser.add_argument("--tokens", type=int, default=24, help="tokens decoded per line, for every backend")
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--sizes", default="small,base")
+    parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--lines", type=int, default=8, help="timed lines per run (after one warm-up batch)")
+    parser.add_argument("--tokens", type=int, default=24, help="tokens decoded per line, for every variant")
+    parser.add_argument("--beams", type=int, default=4)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--work", help="keep models and exports here (reused by later runs)")
     parser.add_argument("--out", default="bench/results/ocr.json")
+    parser.add_argument("--only", help=argparse.SUPPRESS)
+    parser.add_argument("--paths", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    import torch
-
-    torch.set_num_threads(args.threads)
+    if args.only:
+        child(args)
+        return
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    rows = []
+    variants = args.variants.split(",")
+    started, load_before = time.time(), os.getloadavg()
+    runs: dict[str, dict[str, list[dict]]] = {}
     with tempfile.TemporaryDirectory() as tmp:
+        work = Path(args.work or tmp)
+        work.mkdir(parents=True, exist_ok=True)
         for size in args.sizes.split(","):
-            rows.extend(bench_size(size, Path(tmp), args.lines, args.tokens, args.threads))
-    print(f"\nOCR lines/s, {args.lines} line images, {args.tokens} tokens per line, greedy, {args.threads} threads\n")
-    print("| model | batch | backend | lines/s | vs PyTorch (Recognizer) |")
-    print("|---|---|---|---|---|")
-    for r in rows:
-        print(f"| {r['model']} | {r['batch']} | {r['backend']} | {r['lines_per_s']} | {r['vs_pytorch']}x |")
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"\npeak RSS of the whole run: {peak_mb:.0f} MB")
+            paths_file = work / f"paths-{size}.json"
+            paths_file.write_text(json.dumps(setup(work, size, args.threads)))
+            runs[size] = {v: [] for v in variants}
+            for r in range(args.rounds):
+                order = variants[r % len(variants):] + variants[:r % len(variants)]
+                for v in order:
+                    runs[size][v].append(spawn(v, args, paths_file))
+                    print(f"{size} round {r + 1}/{args.rounds} {v}: {runs[size][v][-1]}", file=sys.stderr)
+    report = {"args": {k: v for k, v in vars(args).items() if k not in ("only", "paths")}, "cpu": cpu_features(),
+              "load": [" ".join(f"{x:.2f}" for x in load_before), " ".join(f"{x:.2f}" for x in os.getloadavg())],
+              "minutes": round((time.time() - started) / 60, 1), "runs": runs, "rows": []}
+    print(f"\nOCR at beam {args.beams}, batch {args.batch}, {args.tokens} tokens per line, {args.lines} timed lines, "
+          f"{args.threads} thread(s), {args.rounds} interleaved rounds; {report['cpu']}; "
+          f"load {report['load'][0]} -> {report['load'][1]}\n")
+    print("| shape | variant | lines/s (wall) median (min-max) | CPU s/line median (min-max) | peak RSS MB | "
+          "speed-up vs torch, CPU time: per-round median (min-max) | speed-up, wall |")
+    print("|---|---|---|---|---|---|---|")
+    for size, by_variant in runs.items():
+        for v, rs in by_variant.items():
+            lps = [r["lines_per_s"] for r in rs]
+            cpu = [r["cpu_s_per_line"] for r in rs]
+            row = {"shape": size, "variant": v, "lines_per_s": summary(lps), "cpu_s_per_line": summary(cpu),
+                   "peak_rss_mb": max(r["peak_rss_mb"] for r in rs)}
+            vs = vs_wall = ""
+            if "torch" in by_variant:
+                base = by_variant["torch"]
+                row["speedup_cpu"] = summary([b["cpu_s_per_line"] / a["cpu_s_per_line"] for a, b in zip(rs, base)])
+                row["speedup_wall"] = summary([a["lines_per_s"] / b["lines_per_s"] for a, b in zip(rs, base)])
+                c, w = row["speedup_cpu"], row["speedup_wall"]
+                vs = f"{c['median']:.2f}x ({c['min']:.2f}-{c['max']:.2f})"
+                vs_wall = f"{w['median']:.2f}x ({w['min']:.2f}-{w['max']:.2f})"
+            report["rows"].append(row)
+            lp, cp = row["lines_per_s"], row["cpu_s_per_line"]
+            print(f"| {size} | {v} | {lp['median']:.3f} ({lp['min']:.3f}-{lp['max']:.3f}) | {cp['median']:.3f} "
+                  f"({cp['min']:.3f}-{cp['max']:.3f}) | {row['peak_rss_mb']} | {vs} | {vs_wall} |")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps({"args": vars(args), "rows": rows, "peak_rss_mb": round(peak_mb)}, indent=2))
+    Path(args.out).write_text(json.dumps(report, indent=2))
 
 
 if __name__ == "__main__":

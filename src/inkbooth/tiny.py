@@ -46,6 +46,8 @@ class TinyTrOCRConfig:
     vocab_size: int = option(400, "BPE vocabulary size, special tokens included")
     max_positions: int = option(128, "decoder positions, hence the longest line in tokens")
     logit_scale: float = option(12.0, "factor on the output projection: peaked, trained-like choices")
+    output_vocab: int = option(0, "model vocabulary (0: the tokenizer's); larger pads the embedding and output "
+                                  "layer with ids that are never chosen, so benchmarks pay for a real vocabulary")
     seed: int = option(0, "seed of the random weights")
 
 
@@ -54,6 +56,13 @@ class TinyTrOCRConfig:
 TROCR_SMALL_SHAPE = TinyTrOCRConfig(
     image_height=384, image_width=384, patch_size=16, hidden_size=384, encoder_layers=12, d_model=256,
     decoder_layers=6, heads=6, decoder_heads=8, encoder_intermediate=1536, decoder_ffn=1024, max_positions=256,
+    output_vocab=64044,
+)
+# microsoft/trocr-base-printed's shape (ViT-base encoder, 12-layer 1024-wide decoder, RoBERTa's vocabulary).
+TROCR_BASE_SHAPE = TinyTrOCRConfig(
+    image_height=384, image_width=384, patch_size=16, hidden_size=768, encoder_layers=12, d_model=1024,
+    decoder_layers=12, heads=12, decoder_heads=16, encoder_intermediate=3072, decoder_ffn=4096, max_positions=512,
+    output_vocab=50265,
 )
 
 
@@ -92,7 +101,7 @@ def build_tiny_trocr(out_dir: str | Path, config: TinyTrOCRConfig | None = None)
         intermediate_size=cfg.encoder_intermediate or cfg.hidden_size * 4, qkv_bias=False,
     )
     decoder = TrOCRConfig(
-        vocab_size=len(tokenizer), d_model=cfg.d_model, decoder_layers=cfg.decoder_layers,
+        vocab_size=max(len(tokenizer), cfg.output_vocab), d_model=cfg.d_model, decoder_layers=cfg.decoder_layers,
         decoder_attention_heads=cfg.decoder_heads or cfg.heads, decoder_ffn_dim=cfg.decoder_ffn or cfg.d_model * 4,
         max_position_embeddings=cfg.max_positions, use_learned_position_embeddings=True,
         layernorm_embedding=True, activation_function="gelu", scale_embedding=False,
@@ -110,6 +119,8 @@ def build_tiny_trocr(out_dir: str | Path, config: TinyTrOCRConfig | None = None)
     model = VisionEncoderDecoderModel(model_cfg)
     with torch.no_grad():
         model.decoder.output_projection.weight.mul_(cfg.logit_scale)
+        # Padded ids score 0, far below the chosen tokens' logits: they cost compute, never appear.
+        model.decoder.output_projection.weight[len(tokenizer):] = 0
     model.generation_config.decoder_start_token_id = tokenizer.eos_token_id
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.generation_config.eos_token_id = tokenizer.eos_token_id
