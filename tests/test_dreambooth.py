@@ -100,6 +100,26 @@ def test_prior_batch_halves_on_out_of_memory(tiny_sd, tmp_path, monkeypatch):
     assert calls[:3] == [3, 2, 1]
 
 
+
+def test_prior_key_follows_the_sampler_and_trailing_timesteps_start_at_the_noisiest_step(tiny_sd):
+    from diffusers import PNDMScheduler
+
+    base = PNDMScheduler.from_pretrained(tiny_sd, subfolder="scheduler").config
+    default = prior.PriorConfig(class_prompt="a photo of dog")
+    assert (default.scheduler, default.timestep_spacing, default.steps) == ("dpmsolver++", "trailing", 15)
+    key = prior.prior_key(prior.prior_spec("m", default, 32, "float32"))
+    for change in ({"timestep_spacing": "model"}, {"steps": 20}, {"scheduler": "pndm"}):
+        other = dataclass_replace(default, **change)
+        assert prior.prior_key(prior.prior_spec("m", other, 32, "float32")) != key, change
+    assert prior.prior_key(prior.prior_spec("m", dataclass_replace(default, batch_size=2), 32, "float32")) == key
+    trailing = prior.make_scheduler("dpmsolver++", base, "trailing")
+    trailing.set_timesteps(15)
+    assert int(trailing.timesteps[0]) == base["num_train_timesteps"] - 1
+    leading = prior.make_scheduler("dpmsolver++", base, "model")  # SD 1.x: leading, offset 1
+    leading.set_timesteps(15)
+    assert int(leading.timesteps[0]) < base["num_train_timesteps"] - 1
+
+
 # ---- training -----------------------------------------------------------------------------------
 
 
