@@ -31,16 +31,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import runpy
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from common import machine, run_child, summary
 
 HERE = Path(__file__).resolve().parent
 STANDIN = HERE / "standin"
@@ -318,38 +318,8 @@ def spawn(name: str, args: argparse.Namespace, work: Path, paths_file: Path) -> 
     cmd = [sys.executable, __file__, "--only", name, "--work", str(work), "--paths", str(paths_file),
            "--steps", str(args.steps), "--warmup", str(args.warmup), "--images", str(args.images),
            "--threads", str(args.threads), "--reference", str(args.reference)]
-    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": str(args.threads),
-           "PYTHONPATH": os.pathsep.join([str(STANDIN), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
-           "HF_HUB_OFFLINE": "1"}
-    out = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    line = [x for x in out.stdout.splitlines() if x.startswith("RESULT ")]
-    if out.returncode or not line:
-        raise SystemExit(f"{name} failed:\n{out.stdout[-2000:]}\n{out.stderr[-4000:]}")
-    return json.loads(line[0][7:])
-
-
-def summary(values: list[float]) -> dict[str, float]:
-    return {"median": statistics.median(values), "min": min(values), "max": max(values), "n": len(values)}
-
-
-def cpu_features() -> str:
-    try:
-        flags = set(next(ln for ln in Path("/proc/cpuinfo").read_text().splitlines() if ln.startswith("flags")).split())
-    except (OSError, StopIteration):
-        return "unknown"
-    feats = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile") if f in flags]
-    return ", ".join(feats) or "no AVX2"
-
-
-def machine() -> dict[str, str]:
-    model = "unknown"
-    try:
-        model = next(ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                     if ln.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return {"cpu": model, "cores": str(os.cpu_count()), "features": cpu_features(), "python": platform.python_version(),
-            "load_before": " ".join(f"{x:.2f}" for x in os.getloadavg())}
+    pythonpath = os.pathsep.join([str(STANDIN), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    return run_child(name, cmd, args.threads, {"PYTHONPATH": pythonpath, "HF_HUB_OFFLINE": "1"})
 
 
 def main() -> None:
@@ -436,7 +406,7 @@ def compare(pairs: list[tuple[str, str]], runs: dict[str, list[dict]]) -> list[d
 def print_report(report: dict) -> None:
     m, a = report["machine"], report["args"]
     print(f"\nDreamBooth vs diffusers v0.39.0 train_dreambooth.py: {a['size']} Stable Diffusion, {a['threads']} "
-          f"thread(s), {a['rounds']} interleaved rounds; {m['cpu']} ({m['cores']} cores, {m['features']}), "
+          f"thread(s), {a['rounds']} interleaved rounds; {m['cpu']} ({m['cores']} cores; {m['features']}), "
           f"load {m['load_before']} -> {m['load_after']}\n")
     print("| comparison | measure | inkbooth median (min-max) | reference median (min-max) | speed-up | per-round |")
     print("|---|---|---|---|---|---|")

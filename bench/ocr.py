@@ -27,12 +27,12 @@ import argparse
 import json
 import os
 import resource
-import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from common import machine, run_child, summary
 
 VARIANTS = ("torch", "torch-plain", "ort-fp32", "ort-int8", "ort-int8-before")
 
@@ -109,29 +109,7 @@ def spawn(name: str, args: argparse.Namespace, paths_file: Path) -> dict:
     cmd = [sys.executable, __file__, "--only", name, "--paths", str(paths_file), "--lines", str(args.lines),
            "--tokens", str(args.tokens), "--beams", str(args.beams), "--batch", str(args.batch),
            "--threads", str(args.threads)]
-    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": str(args.threads)}
-    out = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    line = [x for x in out.stdout.splitlines() if x.startswith("RESULT ")]
-    if out.returncode or not line:
-        raise SystemExit(f"{name} failed:\n{out.stdout[-2000:]}\n{out.stderr[-4000:]}")
-    return json.loads(line[0][7:])
-
-
-def summary(values: list[float]) -> dict[str, float]:
-    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
-
-
-def cpu_features() -> str:
-    try:
-        flags = set(next(ln for ln in Path("/proc/cpuinfo").read_text().splitlines() if ln.startswith("flags")).split())
-        model = next(ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                     if ln.startswith("model name"))
-    except (OSError, StopIteration):
-        return "unknown CPU"
-    have = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8") if f in flags]
-    missing = [f for f in ("avx512f", "avx512_vnni", "avx_vnni") if f not in flags]
-    return f"{model}, {os.cpu_count()} cores; {', '.join(have) or 'no AVX2'}" + (
-        f"; no {', '.join(missing)}" if missing else "")
+    return run_child(name, cmd, args.threads)
 
 
 def main() -> None:
@@ -168,7 +146,9 @@ def main() -> None:
                 for v in order:
                     runs[size][v].append(spawn(v, args, paths_file))
                     print(f"{size} round {r + 1}/{args.rounds} {v}: {runs[size][v][-1]}", file=sys.stderr)
-    report = {"args": {k: v for k, v in vars(args).items() if k not in ("only", "paths")}, "cpu": cpu_features(),
+    m = machine()
+    report = {"args": {k: v for k, v in vars(args).items() if k not in ("only", "paths")},
+              "cpu": f"{m['cpu']}, {m['cores']} cores; {m['features']}",
               "load": [" ".join(f"{x:.2f}" for x in load_before), " ".join(f"{x:.2f}" for x in os.getloadavg())],
               "minutes": round((time.time() - started) / 60, 1), "runs": runs, "rows": []}
     print(f"\nOCR at beam {args.beams}, batch {args.batch}, {args.tokens} tokens per line, {args.lines} timed lines, "
