@@ -38,3 +38,17 @@ def machine() -> dict[str, str]:
     missing = [f for f in ("avx512f", "avx512_vnni", "avx_vnni") if f not in flags]
     info["features"] = (", ".join(have) or "no AVX2") + (f"; no {', '.join(missing)}" if missing else "")
     return info
+
+
+def peak_rss_mb() -> int:
+    """This process's peak resident memory (VmHWM). Unlike getrusage's ru_maxrss, it is not inherited
+    from the parent across fork and exec, so a child reports its own peak."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024)
+    except OSError:
+        pass
+    import resource
+
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)

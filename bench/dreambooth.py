@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import runpy
 import shutil
 import statistics
@@ -40,7 +39,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import machine, run_child, summary
+from common import machine, peak_rss_mb, run_child, summary
 
 HERE = Path(__file__).resolve().parent
 STANDIN = HERE / "standin"
@@ -304,7 +303,7 @@ def child(args: argparse.Namespace) -> None:
         result = train_variant(side, what, paths, out, args.steps, args.warmup, Path(args.reference))
     else:
         result = class_variant(side, what, paths, out, args.images, Path(args.reference))
-    result["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    result["peak_rss_mb"] = peak_rss_mb()
     shutil.rmtree(out, ignore_errors=True)
     print("RESULT " + json.dumps(result))
 

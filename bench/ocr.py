@@ -26,13 +26,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from common import machine, run_child, summary
+from common import machine, peak_rss_mb, run_child, summary
 
 VARIANTS = ("torch", "torch-plain", "ort-fp32", "ort-int8", "ort-int8-before")
 
@@ -102,7 +101,7 @@ def child(args: argparse.Namespace) -> None:
         read(timed[i:i + args.batch])
     wall, cpu = time.perf_counter() - w0, time.process_time() - c0
     print("RESULT " + json.dumps({"lines_per_s": len(timed) / wall, "cpu_s_per_line": cpu / len(timed),
-                                  "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}))
+                                  "peak_rss_mb": peak_rss_mb()}))
 
 
 def spawn(name: str, args: argparse.Namespace, paths_file: Path) -> dict:
