@@ -35,7 +35,7 @@ os.environ.setdefault("OMP_THREAD_LIMIT", "1")  # before libtesseract loads
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from tests.pdftruth import Score, drawing_regions, evalset, pdf_line_boxes, score  # noqa: E402
+from tests.pdftruth import Score, drawing_regions, evalset, page_truth, score  # noqa: E402
 
 TESTDATA = REPO / ".inkbooth" / "testdata"
 
@@ -132,7 +132,7 @@ def run(dpi: int, names: list[str] | None, detectors: list[str], tesseract: bool
                 if page.index not in doc.pages:
                     continue
                 n += 1
-                truth = pdf_line_boxes(pdf[page.index], dpi)
+                truth = page_truth(pdf[page.index], dpi)
                 found = {}
                 for d in detectors:
                     config = pages.PagesConfig(pdf_dpi=dpi, detector=d)

@@ -1,10 +1,30 @@
-"""Line boxes of a PDF page from its own text layer (pdfium), as ground truth for segmentation.
+"""Ground truth for segmentation: the lines of a PDF page, from its own text layer (pdfium).
 
-pdfium's text rectangles are runs of one font (sometimes spanning several lines of a paragraph), so
-their glyphs are first put in rows, then runs that share a row are sorted left to right and joined
-where the gap between them is under the segmenter's segment gap (in line heights) and they follow
-each other in the text layer (the same row of the next column never does). Boxes are the tight
-union of the glyph boxes, in render pixels, with the page's rotation applied.
+**What a line is.** TrOCR reads one line of text per crop, so a true line is a crop TrOCR can read
+as one line: glyphs that follow one another along one baseline, left to right. From the text layer:
+
+1. Glyphs (pdfium's tight glyph boxes; spaces skipped) of one text-layer rectangle (a run of one
+   font, sometimes several lines of a paragraph long) are put in rows, a new row starting where the
+   text goes back left to a glyph outside the row's height; a row is cut into runs at gaps wider
+   than the gap below.
+2. Two runs are on one line when (a) they are near in the text layer (at most 3 rectangles apart:
+   the same row of the next column comes a whole column later, so lines never join across a
+   gutter, however narrow); (b) the gap between them is under ``gap`` times the larger font size
+   (em, from the PDF, so it does not depend on which letters a word has); and (c) they share their
+   height: more than half the smaller run's height, or 0.3 of it when that run is much smaller
+   than the other (a sub- or superscript, an accent, a limit, text inside a tall delimiter).
+3. A line is a connected group of runs so linked. So the stacked parts of a built-up formula
+   (fraction parts, limits, scripts, all inside its delimiters) are one line with the formula: cut
+   into its stacked rows, it leaves crops that no one reads as text.
+4. Words a little apart (table columns, tab stops, badly stretched lines) can be read as one line
+   or as pieces, and both are right for TrOCR: gaps of ``low`` em or more (1.5) part *pieces*,
+   the true units that are counted, and gaps under ``high`` em (2.5) still join pieces into one
+   *row*. A predicted box may match one piece or several neighbouring pieces of one row together
+   (:func:`score`); pieces of different rows are never one line.
+
+Boxes are the tight union of the glyph boxes, in render pixels, the page's /Rotate applied.
+Vector drawings (:func:`drawing_regions`) often draw their labels as outlines, missing from the
+text layer: a predicted box inside one is neither true nor false, and scoring leaves it out.
 """
 
 from __future__ import annotations
@@ -39,11 +59,64 @@ def _to_display(page, dpi: int):
     return convert
 
 
-def pdf_line_boxes(page, dpi: int, segment_gap: float = 2.0) -> list[tuple[float, float, float, float]]:
-    """Line boxes (render pixels at ``dpi``) of a pypdfium2 page, from its text layer."""
+LOW, HIGH = 1.5, 2.5  # ems: gaps that part pieces, and gaps that still join pieces into a row
+
+Box = tuple[float, float, float, float]
+
+
+@dataclasses.dataclass
+class PageTruth:
+    """The true lines of a page: ``pieces`` (the units counted) and ``rows``, the indices of the
+    pieces that one row of text holds, left to right (one piece for most rows)."""
+
+    pieces: list[Box]
+    rows: list[list[int]]
+    ignore: list[Box] = dataclasses.field(default_factory=list)  # text that is not horizontal
+
+    @classmethod
+    def of_boxes(cls, boxes) -> PageTruth:
+        """Truth where every box is a whole row (composed test pages)."""
+        return cls([tuple(b) for b in boxes], [[i] for i in range(len(boxes))])
+
+
+def page_truth(page, dpi: int, low: float = LOW, high: float = HIGH) -> PageTruth:
+    """The true lines of a pypdfium2 page at ``dpi`` (render pixels), by the rule above."""
+    runs, turned = _runs_of(page, dpi, low)
+    pieces = _join_runs(runs, low)
+    rows = _join_runs(runs, high)
+    boxes = [box for box, _ in pieces]
+    where = {}  # run index -> row number
+    for r, (_, members) in enumerate(rows):
+        for i in members:
+            where[i] = r
+    grouped: dict[int, list[int]] = {}
+    for p, (_, members) in enumerate(pieces):
+        grouped.setdefault(where[members[0]], []).append(p)
+    return PageTruth(boxes, [sorted(g, key=lambda p: boxes[p][0]) for g in grouped.values()],
+                     [box for box, _ in _join_runs(turned, low)])
+
+
+def pdf_line_boxes(page, dpi: int, segment_gap: float = 2.0) -> list[Box]:
+    """Line boxes of a page with one gap (in ems) parting a row, no pieces: the simple reading."""
+    return [box for box, _ in _join_runs(_runs_of(page, dpi, segment_gap)[0], segment_gap)]
+
+
+def _runs_of(page, dpi: int, gap: float) -> tuple[list[list], list[list]]:
+    """Runs ``[x0, y0, x1, y1, rectangle index, em, glyphs, baseline]`` of a page's text layer, cut at ``gap``
+    ems: those of horizontal text, and those of text set at an angle on the page as displayed."""
+    import ctypes
+    import math
+
+    import pypdfium2.raw as raw
+
     convert = _to_display(page, dpi)
     tp = page.get_textpage()
-    glyphs = []  # (centre x, centre y, x0, y0, x1, y1) in render pixels, y down
+    px = dpi / 72.0
+    turn = math.radians(page.get_rotation())
+    ox, oy = ctypes.c_double(), ctypes.c_double()
+    # (centre x, centre y, x0, y0, x1, y1, pdf centre x, pdf centre y, em, horizontal, baseline y);
+    # render pixels, y down
+    glyphs = []
     for i in range(tp.count_chars()):
         ch = tp.get_text_range(i, 1)
         if not ch or ch.isspace():
@@ -51,91 +124,134 @@ def pdf_line_boxes(page, dpi: int, segment_gap: float = 2.0) -> list[tuple[float
         left, bottom, right, top = tp.get_charbox(i)
         if right > left and top > bottom:
             x0, y0, x1, y1 = convert((left, bottom, right, top))
-            glyphs.append(((x0 + x1) / 2, (y0 + y1) / 2, x0, y0, x1, y1, (left + right) / 2, (bottom + top) / 2))
-    runs = []
+            angle = (raw.FPDFText_GetCharAngle(tp.raw, i) + turn) % (2 * math.pi)
+            raw.FPDFText_GetCharOrigin(tp.raw, i, ctypes.byref(ox), ctypes.byref(oy))
+            baseline = convert((ox.value, oy.value, ox.value, oy.value))[1]
+            glyphs.append(((x0 + x1) / 2, (y0 + y1) / 2, x0, y0, x1, y1, (left + right) / 2, (bottom + top) / 2,
+                           raw.FPDFText_GetFontSize(tp.raw, i) * px, min(angle, 2 * math.pi - angle) < 0.05,
+                           baseline))
+    runs: list[list] = []
+    turned: list[list] = []
     for j in range(tp.count_rects()):
         left, bottom, right, top = tp.get_rect(j)
         inside = [g for g in glyphs if left - 0.5 <= g[6] <= right + 0.5 and bottom - 0.5 <= g[7] <= top + 0.5]
-        for row in _glyph_rows(inside):
-            runs.extend(_pieces(row, segment_gap, j))
-
-    # rows: runs whose vertical extents overlap by more than half the smaller height
-    rows: list[list[list[float]]] = []
-    for run in sorted(runs, key=lambda r: r[3] - r[1], reverse=True):
-        for row in rows:
-            top, bottom = min(r[1] for r in row), max(r[3] for r in row)
-            overlap = min(bottom, run[3]) - max(top, run[1])
-            small, large = sorted((bottom - top, run[3] - run[1]))
-            # a superscript (a smaller run) belongs to its line with less overlap than a full-size run
-            if overlap > (0.3 if small < 0.75 * large else 0.5) * small:
-                row.append(run)
-                break
-        else:
-            rows.append([run])
-    lines = []
-    for row in rows:
-        row.sort(key=lambda r: r[0])
-        current = list(row[0])
-        for run in row[1:]:
-            h = max(current[3] - current[1], run[3] - run[1])
-            # Runs of one line follow each other in the text layer; the same row of the next column
-            # comes a whole column later, so it is never joined across a narrow gutter.
-            if run[0] - current[2] < segment_gap * h and abs(run[4] - current[4]) <= 3:
-                current = [min(current[0], run[0]), min(current[1], run[1]), max(current[2], run[2]),
-                           max(current[3], run[3]), run[4]]
-            else:
-                lines.append(tuple(current[:4]))
-                current = list(run)
-        lines.append(tuple(current[:4]))
-    return lines
+        for level, out in ((True, runs), (False, turned)):
+            for row in _glyph_rows([g for g in inside if g[9] is level]):
+                out.extend(_pieces(row, gap, j))
+    return runs, turned
 
 
 def _glyph_rows(glyphs: list) -> list[list]:
-    """Glyphs of one text-layer rectangle in rows: a rectangle may hold several lines of a paragraph."""
+    """Glyphs of one text-layer rectangle, in text order, in rows: a row ends where the text goes
+    back left to a glyph outside its height (the next line); a glyph that goes on rightwards
+    stays, even below the row (an underscore)."""
     rows: list[list] = []
-    for g in sorted(glyphs, key=lambda g: g[1]):
-        h = g[5] - g[3]
-        if rows and abs(rows[-1][-1][1] - g[1]) < 0.5 * max(h, rows[-1][-1][5] - rows[-1][-1][3]):
+    top = bottom = 0.0
+    for g in glyphs:
+        if rows and not (g[0] < rows[-1][-1][0] and not top <= g[1] <= bottom):
             rows[-1].append(g)
+            top, bottom = min(top, g[3]), max(bottom, g[5])
         else:
             rows.append([g])
+            top, bottom = g[3], g[5]
     return rows
 
 
-def _pieces(row: list, segment_gap: float, index: int) -> list[list]:
-    """A row of glyphs split where the ink has a gap over ``segment_gap`` heights."""
+def _pieces(row: list, gap: float, index: int) -> list[list]:
+    """A row of glyphs cut where a gap is ``gap`` font sizes or more."""
     out = []
     piece: list = []
     for g in sorted(row, key=lambda g: g[2]) + [None]:
-        if piece and g is not None:
-            h = max(p[5] for p in piece) - min(p[3] for p in piece)
-            if g[2] - max(p[4] for p in piece) < segment_gap * h:
-                piece.append(g)
-                continue
+        if piece and g is not None and g[2] - max(p[4] for p in piece) < gap * max(g[8], piece[-1][8]):
+            piece.append(g)
+            continue
         if piece:
             out.append([min(p[2] for p in piece), min(p[3] for p in piece), max(p[4] for p in piece),
-                        max(p[5] for p in piece), index])
+                        max(p[5] for p in piece), index, max(p[8] for p in piece), len(piece),
+                        sorted(p[10] for p in piece)[len(piece) // 2]])
         piece = [g] if g is not None else []
     return out
 
 
-def drawing_regions(page, dpi: int) -> list[tuple[float, float, float, float]]:
-    """Boxes (render pixels) of vector drawings: form objects holding paths but no image.
+def _same_line(a, b, gap: float) -> bool:
+    """Whether two runs are neighbours on one line (rule 2 above)."""
+    if abs(a[4] - b[4]) > 3:
+        return False  # not neighbours in the text: e.g. the same row of the next column
+    if max(a[0], b[0]) - min(a[2], b[2]) >= gap * max(a[5], b[5]):
+        return False
+    if abs(a[7] - b[7]) < 0.5 * max(a[5], b[5]):
+        return True  # one baseline, or a sub- or superscript on it
+    small, large = sorted((a[3] - a[1], b[3] - b[1]))
+    overlap = min(a[3], b[3]) - max(a[1], b[1])
+    # a script, a limit or what a tall delimiter encloses shares less of its height with its line
+    if overlap > (0.3 if small < 0.75 * large else 0.5) * small:
+        return True
+    return _stacked(a, b) or _stacked(b, a)
 
-    Plots often draw their labels as outlines, which the text layer lacks; a box found there is
-    neither a true nor a false line, so scoring leaves it out. Photos (images) are not excluded.
+
+def _stacked(mark, other) -> bool:
+    """Whether ``mark`` is one small glyph (at most half an em tall: a dot, a degree sign, a bar,
+    a tilde) stacked on ``other``, a glyph or two: above or below it, less than 0.4 em away, its
+    centre within ``other``'s width (a symbol drawn as two glyphs, such as a '<' over a '~')."""
+    em = max(mark[5], other[5])
+    if mark[6] != 1 or other[6] > 2 or mark[3] - mark[1] > 0.5 * em \
+            or not other[0] <= (mark[0] + mark[2]) / 2 <= other[2]:
+        return False
+    return max(mark[1] - other[3], other[1] - mark[3]) < 0.4 * em
+
+
+def _join_runs(runs: list, gap: float) -> list[tuple[Box, list[int]]]:
+    """The connected groups of runs that :func:`_same_line` links: (box, run indices), top to bottom."""
+    parent = list(range(len(runs)))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    by_rect: dict[int, list[int]] = {}
+    for i, run in enumerate(runs):
+        by_rect.setdefault(run[4], []).append(i)
+    for i, run in enumerate(runs):
+        for j in range(run[4] - 3, run[4] + 4):
+            for k in by_rect.get(j, ()):
+                if k > i and _same_line(run, runs[k], gap):
+                    parent[root(k)] = root(i)
+    groups: dict[int, list[int]] = {}
+    for i in range(len(runs)):
+        groups.setdefault(root(i), []).append(i)
+    out = []
+    for members in groups.values():
+        box = (min(runs[i][0] for i in members), min(runs[i][1] for i in members),
+               max(runs[i][2] for i in members), max(runs[i][3] for i in members))
+        out.append((box, members))
+    return sorted(out, key=lambda g: (g[0][1], g[0][0]))
+
+
+def drawing_regions(page, dpi: int) -> list[Box]:
+    """Boxes (render pixels) of figures that may hold text the text layer lacks: vector drawings
+    (form objects holding paths but no image), whose labels are often outlines, and raster line
+    art (images that are mostly paper, such as a plot saved as a PNG), whose labels are pixels.
+
+    A box found there is neither a true nor a false line, so scoring leaves it out. Photos (images
+    that are not mostly paper) are not left out: a photo cut into "lines" is an error.
     """
+    import numpy as np
     import pypdfium2.raw as raw
 
     convert = _to_display(page, dpi)
     out = []
     for obj in page.get_objects(max_depth=0):
-        if obj.type != raw.FPDF_PAGEOBJ_FORM:
-            continue
-        kinds = {raw.FPDFPageObj_GetType(raw.FPDFFormObj_GetObject(obj.raw, i))
-                 for i in range(raw.FPDFFormObj_CountObjects(obj.raw))}
-        if raw.FPDF_PAGEOBJ_PATH in kinds and raw.FPDF_PAGEOBJ_IMAGE not in kinds:
-            out.append(convert(obj.get_bounds()))
+        if obj.type == raw.FPDF_PAGEOBJ_FORM:
+            kinds = {raw.FPDFPageObj_GetType(raw.FPDFFormObj_GetObject(obj.raw, i))
+                     for i in range(raw.FPDFFormObj_CountObjects(obj.raw))}
+            if raw.FPDF_PAGEOBJ_PATH in kinds and raw.FPDF_PAGEOBJ_IMAGE not in kinds:
+                out.append(convert(obj.get_bounds()))
+        elif obj.type == raw.FPDF_PAGEOBJ_IMAGE:
+            pixels = np.asarray(obj.get_bitmap(render=True).to_pil().convert("L"))
+            if pixels.size and (pixels >= 200).mean() >= 0.5:
+                out.append(convert(obj.get_bounds()))
     return out
 
 
@@ -201,11 +317,12 @@ def _inside(a, b) -> float:
 class Score:
     """Line detection counts against ground truth at one IoU threshold; they add up over pages."""
 
-    truth: int = 0
+    truth: int = 0  # true pieces
     predicted: int = 0
-    matched: int = 0
-    merged: int = 0  # predicted boxes holding most of two or more true lines
-    split: int = 0  # true lines cut into two or more predicted boxes
+    matched: int = 0  # true pieces found (alone, or with neighbours of their row in one box)
+    hits: int = 0  # predicted boxes that found pieces
+    merged: int = 0  # predicted boxes holding most of two or more rows
+    split: int = 0  # true pieces not found and cut into two or more predicted boxes
 
     def __iadd__(self, other: Score) -> Score:
         for f in dataclasses.fields(self):
@@ -218,27 +335,52 @@ class Score:
 
     @property
     def precision(self) -> float:
-        return self.matched / self.predicted if self.predicted else 1.0
+        return self.hits / self.predicted if self.predicted else 1.0
+
+
+def _union(boxes) -> Box:
+    return (min(b[0] for b in boxes), min(b[1] for b in boxes), max(b[2] for b in boxes), max(b[3] for b in boxes))
 
 
 def score(truth, predicted, threshold: float = 0.5, ignore=()) -> Score:
-    """One-to-one matching of predicted to true boxes at IoU >= threshold (best pairs first).
+    """One-to-one matching of predicted boxes to true lines at IoU >= threshold, best pairs first.
 
-    A predicted box that matches nothing and lies mostly inside an ``ignore`` region is not counted.
+    ``truth`` is a :class:`PageTruth` (or a list of boxes, each a whole row). A predicted box
+    matches one piece, or a run of neighbouring pieces of one row taken together, each piece used
+    once. A predicted box that matches nothing and lies mostly inside an ``ignore`` region is not
+    counted.
     """
-    pairs = sorted(((iou(t, p), i, j) for i, t in enumerate(truth) for j, p in enumerate(predicted)
-                    if t[0] < p[2] and p[0] < t[2] and t[1] < p[3] and p[1] < t[3]), reverse=True)
+    if not isinstance(truth, PageTruth):
+        truth = PageTruth.of_boxes(truth)
+    pieces = truth.pieces
+    used_t, used_p = match(truth, predicted, threshold)
+    ignore = list(ignore) + truth.ignore
+    dropped = {j for j, p in enumerate(predicted) if j not in used_p and any(_inside(p, r) >= 0.5 for r in ignore)}
+    kept = [p for j, p in enumerate(predicted) if j not in dropped]
+    rows = [_union([pieces[p] for p in row]) for row in truth.rows]
+    merged = sum(1 for p in kept if sum(_inside(r, p) >= 0.6 for r in rows) >= 2)
+    split = sum(1 for i, t in enumerate(pieces) if i not in used_t and sum(_inside(p, t) >= 0.6 for p in kept) >= 2)
+    return Score(len(pieces), len(kept), len(used_t), len(used_p), merged, split)
+
+
+def match(truth: PageTruth, predicted, threshold: float = 0.5) -> tuple[set[int], set[int]]:
+    """The true pieces and the predicted boxes that :func:`score` pairs up (greedy, best IoU first)."""
+    pieces = truth.pieces
+    candidates = []  # (box, piece indices): every run of neighbouring pieces of a row
+    for row in truth.rows:
+        for a in range(len(row)):
+            for b in range(a + 1, len(row) + 1):
+                members = row[a:b]
+                candidates.append((_union([pieces[p] for p in members]), members))
+    pairs = sorted(((iou(c, p), i, j) for i, (c, _) in enumerate(candidates) for j, p in enumerate(predicted)
+                    if c[0] < p[2] and p[0] < c[2] and c[1] < p[3] and p[1] < c[3]), reverse=True)
     used_t: set[int] = set()
     used_p: set[int] = set()
     for value, i, j in pairs:
         if value < threshold:
             break
-        if i not in used_t and j not in used_p:
-            used_t.add(i)
+        members = candidates[i][1]
+        if j not in used_p and not used_t.intersection(members):
+            used_t.update(members)
             used_p.add(j)
-    dropped = {j for j, p in enumerate(predicted) if j not in used_p and any(_inside(p, r) >= 0.5 for r in ignore)}
-    predicted = [p for j, p in enumerate(predicted) if j not in dropped]
-    merged = sum(1 for p in predicted if sum(_inside(t, p) >= 0.6 for t in truth) >= 2)
-    split = sum(1 for i, t in enumerate(truth)
-                if i not in used_t and sum(_inside(p, t) >= 0.6 for p in predicted) >= 2)
-    return Score(len(truth), len(predicted), len(used_t), merged, split)
+    return used_t, used_p

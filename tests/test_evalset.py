@@ -10,7 +10,7 @@ import pytest
 
 from inkbooth.ocr import pages
 from tests.conftest import TESTDATA
-from tests.pdftruth import Score, drawing_regions, evalset, pdf_line_boxes, score
+from tests.pdftruth import Score, drawing_regions, evalset, page_truth, score
 
 DOCS = evalset()
 
@@ -28,7 +28,7 @@ def quick_pages(doc, dpi=200):
     config = pages.PagesConfig(pdf_dpi=dpi, max_pages=max(doc.quick) + 1)
     for page in pages.load_pages(path.read_bytes(), path.name, config):
         if page.index in doc.quick:
-            yield page, pdf_line_boxes(pdf[page.index], dpi), drawing_regions(pdf[page.index], dpi)
+            yield page, page_truth(pdf[page.index], dpi), drawing_regions(pdf[page.index], dpi)
 
 
 @pytest.mark.parametrize("doc", DOCS, ids=[d.name for d in DOCS])
