@@ -259,3 +259,83 @@ def test_detector_option_is_validated():
 
     with pytest.raises(ConfigError, match="detector must be"):
         from_dict(pages.PagesConfig, {"detector": "magic"})
+
+
+def row_box(boxes):
+    return (min(b[0] for b in boxes), min(b[1] for b in boxes), max(b[2] for b in boxes), max(b[3] for b in boxes))
+
+
+def test_table_rows_with_narrow_column_gaps_are_read_whole():
+    # Cells 40 px apart (under 2 line heights, wider than a gutter's 1.5), rows on one baseline:
+    # a table, whose rows TrOCR reads whole, not a page of four narrow columns.
+    rng = np.random.default_rng(6)
+    font, pitch, gap = 24, 36, 40
+    widths = [synth.render_line("88.88", size=font, pad=0).width] * 4
+    placed = []
+    for r in range(10):
+        x = 200
+        for c in range(4):
+            placed.append((f"{rng.integers(10, 99)}.{rng.integers(10, 99)}", x, 300 + r * pitch, font))
+            x += widths[c] + gap
+    placed += paragraph(rng, 200, 800, 6, pitch, font)  # text below, for the page's line height
+    img, truth = compose(placed)
+    rows = [row_box(truth[r * 4:(r + 1) * 4]) for r in range(10)]
+    found_all(rows + truth[40:], img, rate=1.0, deskew=False)
+
+
+def test_two_wide_columns_with_aligned_rows_and_a_narrow_gutter_are_parted():
+    # The same narrow gutter between two wide columns of text is a gutter even when rows line up.
+    rng = np.random.default_rng(7)
+    font, pitch = 24, 30
+    left = paragraph(rng, 120, 200, 25, pitch, font, 38)
+    col_right = max(t[2] for t in compose(left)[1])
+    right = paragraph(rng, col_right + 40, 200, 25, pitch, font, 38)
+    img, truth = compose(left + right)
+    got = found_all(truth, img, rate=1.0, deskew=False)
+    assert [b for b in got if b[0] < col_right - 50 and b[2] > col_right + 90] == []
+
+
+def test_margin_notes_stay_apart_from_their_column():
+    # A few notes in the margin, on the baselines of a column's lines: a gutter, not table cells.
+    rng = np.random.default_rng(8)
+    font, pitch = 24, 30
+    body = paragraph(rng, 400, 200, 30, pitch, font, 40)
+    notes = [(word, 200, 200 + i * pitch, font) for i, word in ((2, "title"), (11, "author"), (23, "email"))]
+    img, truth = compose(body + notes)
+    got = found_all(truth, img, rate=1.0, deskew=False)
+    assert all(b[0] >= 390 or b[2] <= 380 for b in got), "a margin note joined to its line"
+
+
+def test_a_big_title_is_not_cut_at_its_ascenders():
+    rng = np.random.default_rng(9)
+    placed = [("Highlights of the Fall Edition", 200, 150, 64)] + paragraph(rng, 200, 300, 12, 32, 24)
+    img, truth = compose(placed)
+    got = found_all(truth, img, rate=1.0, deskew=False)
+    assert sum(1 for b in got if b[3] <= truth[0][3] + 2) == 1, "the title was cut into several lines"
+
+
+def test_a_display_formula_is_one_line_and_a_plot_is_none():
+    # A built-up formula over three line heights tall (big brackets around a fraction) is a line
+    # for TrOCR; a plotted curve as tall is not.
+    rng = np.random.default_rng(10)
+    text = paragraph(rng, 150, 150, 5, 32, 24) + paragraph(rng, 150, 1200, 5, 32, 24)
+    parts = [("(", 400, 340, 110), ("alpha + beta", 470, 360, 24), ("gamma", 510, 420, 24), (")", 640, 340, 110),
+             ("= omega + 1", 700, 390, 24)]
+    img, truth = compose(text + parts)
+    page = np.array(img)
+    page[405:408, 470:625] = 0  # the fraction bar
+    xs = np.arange(300, 1300)
+    ys = (900 + 120 * np.sin(xs / 60.0)).astype(int)
+    for dy in range(-2, 3):
+        page[ys + dy, xs] = 0  # a thick curve, 240 px tall
+    img = Image.fromarray(page)
+    formula = row_box(truth[10:])
+    got = found_all(truth[:10] + [formula], img, rate=1.0, deskew=False)
+    assert [b for b in got if b[1] >= 760 and b[3] <= 1040] == [], "a plot's curve cut into lines"
+
+
+def test_a_photo_does_not_tilt_the_skew_estimate():
+    rng = np.random.default_rng(11)
+    img, _ = compose(paragraph(rng, 150, 150, 8, 34, 24) + paragraph(rng, 150, 1500, 8, 34, 24),
+                     photo=(100, 500, 1600, 1400))
+    assert abs(pages.estimate_skew(pages.binarize(np.asarray(img)))) < 0.1

@@ -384,7 +384,6 @@ def _split_band(block: np.ndarray, a: int, b: int, h: float) -> list[tuple[int, 
     row separates them; the row profile still drops to a few pixels between their x-height bodies.
     A valley is a cut when it is under half the smaller peak on either side and both sides are
     text: their densest row is inked over a good part of their width (a row of descenders is not).
-    Each side is at least 0.55 line heights tall: the ascenders of a big title are not a line.
     """
     import numpy as np
 
@@ -393,7 +392,10 @@ def _split_band(block: np.ndarray, a: int, b: int, h: float) -> list[tuple[int, 
     band = block[a:b]
     k = max(1, round(h / 8))
     seg = np.convolve(band.sum(axis=1).astype(np.float64), np.ones(k) / k, mode="same")
-    lo, hi = round(0.55 * h), (b - a) - round(0.55 * h)
+    # Lines that touch are as tall as each other, so a cut near the middle third of the band is
+    # one between lines; one near its top is the ascenders of a single big line.
+    lo = max(round(0.55 * h), round(0.3 * (b - a)))
+    hi = (b - a) - lo
     if hi <= lo:
         return [(a, b)]
     i = lo + int(np.argmin(seg[lo:hi]))
@@ -552,7 +554,9 @@ def _blocks(ink: np.ndarray, line_h: float, config: PagesConfig) -> list[tuple[i
                 for a, b in zip(edges[::2], edges[1::2]):
                     cut(y0 + a, y0 + b, x0, x1, depth + 1)
                 return
-            crossed = gutters(block, True)
+            # A gutter crossed by a line or two needs columns of several lines beside it: in a
+            # block of a line or two (big type), it would be the gaps between letters.
+            crossed = gutters(block, True) if block.shape[0] >= 4 * line_h else []
             if crossed:
                 a, b, rows_crossed = max(crossed, key=lambda g: g[1] - g[0])
                 # Cut the crossing rows off at the nearest blank rows above and below, if any are near.
@@ -590,9 +594,11 @@ def _block_lines(block: np.ndarray, y0: int, x0: int, line_h: float, config: Pag
         for a, b in _split_band(block, *band, line_h):
             line = block[a:b]
             h = b - a
+            # Words of a bigger font stand further apart; a formula's height says nothing of that.
+            reach = config.segment_gap * min(max(h, line_h), 2 * line_h)
             groups: list[list[int]] = []
             for s, e in _runs(line.any(axis=0)):
-                if groups and s - groups[-1][1] < config.segment_gap * max(h, line_h):
+                if groups and s - groups[-1][1] < reach:
                     groups[-1][1] = e
                     groups[-1][2] += 1
                 else:
@@ -601,12 +607,59 @@ def _block_lines(block: np.ndarray, y0: int, x0: int, line_h: float, config: Pag
                 rr = np.flatnonzero(line[:, s:e].any(axis=1))
                 top, bottom = a + int(rr[0]), a + int(rr[-1]) + 1
                 height = bottom - top
-                if pictures and height > 3 * line_h:
-                    continue  # a picture or drawing: no text line is this tall
+                if pictures and height > 3 * line_h and not _tall_text(line[top - a:bottom - a, s:e], line_h):
+                    continue  # a picture or drawing, not a formula or a line of big type
                 if height < config.min_line_height and n < 2:
                     continue  # a speck or a rule's end, not a small line such as "..."
                 boxes.append((x0 + s, y0 + top, x0 + e, y0 + bottom))
     return boxes
+
+
+def _tall_text(mask: np.ndarray, line_h: float) -> bool:
+    """Whether ink taller than three lines is still one line of text: a row of a formula (glyphs
+    of the page's size stacked: a tall bracket is narrow, a fraction bar flat) or of big type
+    (letters no wider than the line is tall); a plot's curve is both wide and tall, a picture one
+    piece or two. A row is at least twice as wide as it is tall, of three pieces or more."""
+    height, width = mask.shape
+    if width < 2 * height:
+        return False
+    pieces = _pieces_of(mask)
+    small = 1.5 * line_h
+    return len(pieces) >= 3 and all(w <= small or h <= small or w <= 1.5 * height for w, h in pieces)
+
+
+def _pieces_of(mask: np.ndarray) -> list[tuple[int, int]]:
+    """Width and height of every connected piece of ink (8-connected), from its runs of ink."""
+    rows, cols, lengths = (v.tolist() for v in _row_runs(mask))
+    ends = [c + n for c, n in zip(cols, lengths)]
+    parent = list(range(len(rows)))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    first = {}  # row -> index of its first run (runs come row by row, left to right)
+    for i, r in enumerate(rows):
+        first.setdefault(r, i)
+    for r, i in first.items():
+        j = first.get(r + 1)
+        if j is None:
+            continue
+        i_end, j_end = j, next((k for k in range(j, len(rows)) if rows[k] != r + 1), len(rows))
+        while i < i_end and j < j_end:  # runs of neighbouring rows that touch (diagonals too) are one piece
+            if cols[i] <= ends[j] and cols[j] <= ends[i]:
+                parent[root(i)] = root(j)
+            if ends[i] < ends[j]:
+                i += 1
+            else:
+                j += 1
+    extent: dict[int, list[int]] = {}
+    for i, r in enumerate(rows):
+        e = extent.setdefault(root(i), [r, r, cols[i], ends[i]])
+        e[0], e[1], e[2], e[3] = min(e[0], r), max(e[1], r), min(e[2], cols[i]), max(e[3], ends[i])
+    return [(x1 - x0, y1 - y0 + 1) for y0, y1, x0, x1 in extent.values()]
 
 
 def is_picture(region: np.ndarray, background: float) -> bool:
