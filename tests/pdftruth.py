@@ -190,12 +190,17 @@ def _same_line(a, b, gap: float) -> bool:
 
 
 def _stacked(mark, other) -> bool:
-    """Whether ``mark`` is one small glyph (at most half an em tall: a dot, a degree sign, a bar,
-    a tilde) stacked on ``other``, a glyph or two: above or below it, less than 0.4 em away, its
-    centre within ``other``'s width (a symbol drawn as two glyphs, such as a '<' over a '~')."""
+    """Whether ``mark`` sits on ``other`` as part of one symbol or formula: above or below it,
+    less than 0.4 em away, its centre within ``other``'s width, and either one small glyph (at
+    most half an em tall: a dot, a degree sign, a bar, a tilde) on a glyph or two (a symbol drawn
+    as two glyphs, such as '<' over '~'), or a few glyphs of a script's size on a short run (the
+    limits of a sum or of 'lim')."""
     em = max(mark[5], other[5])
-    if mark[6] != 1 or other[6] > 2 or mark[3] - mark[1] > 0.5 * em \
-            or not other[0] <= (mark[0] + mark[2]) / 2 <= other[2]:
+    if not other[0] <= (mark[0] + mark[2]) / 2 <= other[2]:
+        return False
+    small_glyph = mark[6] == 1 and other[6] <= 2 and mark[3] - mark[1] <= 0.5 * em
+    limit = mark[5] <= 0.85 * other[5] and mark[6] <= 4 and other[6] <= 3
+    if not (small_glyph or limit):
         return False
     return max(mark[1] - other[3], other[1] - mark[3]) < 0.4 * em
 

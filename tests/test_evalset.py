@@ -10,7 +10,7 @@ import pytest
 
 from inkbooth.ocr import pages
 from tests.conftest import TESTDATA
-from tests.pdftruth import Score, drawing_regions, evalset, page_truth, score
+from tests.pdftruth import PageTruth, Score, drawing_regions, evalset, page_truth, score
 
 DOCS = evalset()
 
@@ -37,9 +37,39 @@ def test_lines_of_every_layout_are_found(doc):
     for page, truth, drawings in quick_pages(doc):
         total += score(truth, [ln.box for ln in pages.page_lines(page)], ignore=drawings)
     assert total.truth > 30
-    # a floor under the measured figures (README): the pages picked are each layout's hard case
-    assert total.recall >= 0.93 and total.precision >= 0.93, \
+    # the goal, which every document meets over all its pages (README); the pages picked
+    # are each layout's hard case (display formulas, tables, author grids, a photo, narrow gutters)
+    assert total.recall >= 0.95 and total.precision >= 0.97, \
         f"{doc.name} ({doc.layouts}): recall {total.recall:.3f}, precision {total.precision:.3f}, {total}"
+
+
+def test_score_reads_a_row_whole_or_in_pieces():
+    # One row of three pieces (cells about 2 em apart) and a row of one piece below it.
+    truth = PageTruth([(0, 0, 100, 20), (140, 0, 240, 20), (280, 0, 380, 20), (0, 40, 380, 60)], [[0, 1, 2], [3]])
+    whole = score(truth, [(0, 0, 380, 20), (0, 40, 380, 60)])
+    assert (whole.matched, whole.hits, whole.recall, whole.precision) == (4, 2, 1.0, 1.0)
+    pieces = score(truth, [(0, 0, 100, 20), (140, 0, 240, 20), (280, 0, 380, 20), (0, 40, 380, 60)])
+    assert (pieces.recall, pieces.precision) == (1.0, 1.0)
+    mixed = score(truth, [(0, 0, 240, 20), (280, 0, 380, 20), (0, 40, 380, 60)])
+    assert (mixed.recall, mixed.precision) == (1.0, 1.0)
+    across = score(truth, [(0, 0, 380, 60)])  # two rows in one box is a merge, not a reading
+    assert across.matched == 0 and across.merged == 1
+
+
+def test_truth_keeps_scripts_and_formulas_on_their_line():
+    import pypdfium2 as pdfium
+
+    doc = next(d for d in DOCS if d.name == "apssamp")
+    path = TESTDATA / doc.filename
+    if not path.exists():
+        pytest.skip(f"{path} missing: run `make testdata`")
+    truth = page_truth(pdfium.PdfDocument(str(path))[2], 200)
+    # "g+g+ -> g+g+g+g+ ..., q+q+ -> ...": superscripts on x-height letters are one line with them
+    row = [b for b in truth.pieces if b[1] < 275 and b[3] > 235 and b[0] > 880]
+    assert len(row) == 1 and row[0][2] - row[0][0] > 500, row
+    # equation (5): sums with limits, fractions, big brackets: one line, four lines tall
+    formula = [b for b in truth.pieces if b[1] < 1229 and b[3] > 1129 and b[0] > 1000 and b[3] - b[1] > 50]
+    assert len(formula) == 1 and formula[0][3] - formula[0][1] > 90, formula
 
 
 def test_learned_detector_finds_lines_of_a_two_column_page():
