@@ -10,9 +10,14 @@ as one line: glyphs that follow one another along one baseline, left to right. F
 2. Two runs are on one line when (a) they are near in the text layer (at most 3 rectangles apart:
    the same row of the next column comes a whole column later, so lines never join across a
    gutter, however narrow); (b) the gap between them is under ``gap`` times the larger font size
-   (em, from the PDF, so it does not depend on which letters a word has); and (c) they share their
-   height: more than half the smaller run's height, or 0.3 of it when that run is much smaller
-   than the other (a sub- or superscript, an accent, a limit, text inside a tall delimiter).
+   (em, from the PDF, so it does not depend on which letters a word has); and (c) they sit on one
+   line: their baselines (pdfium's glyph origins) are less than half an em apart (the same
+   baseline, or a sub- or superscript on it), or they share their height (more than half the
+   smaller run's height, 0.3 of it when that run is much smaller: a limit, text inside a tall
+   delimiter), or one is stacked on the other less than 0.4 em above or below it, its centre
+   within the other's width: one small glyph on a glyph or two (a symbol drawn as '<' over '~',
+   a degree sign over a dot), or a few glyphs of a script's size on a short run (the limits of
+   a sum).
 3. A line is a connected group of runs so linked. So the stacked parts of a built-up formula
    (fraction parts, limits, scripts, all inside its delimiters) are one line with the formula: cut
    into its stacked rows, it leaves crops that no one reads as text.
@@ -22,9 +27,13 @@ as one line: glyphs that follow one another along one baseline, left to right. F
    *row*. A predicted box may match one piece or several neighbouring pieces of one row together
    (:func:`score`); pieces of different rows are never one line.
 
+5. Only horizontal text is a line: text set at an angle to the page as displayed (a running head
+   set vertically) would need turning before TrOCR reads it; a predicted box inside it is neither
+   true nor false.
+
 Boxes are the tight union of the glyph boxes, in render pixels, the page's /Rotate applied.
-Vector drawings (:func:`drawing_regions`) often draw their labels as outlines, missing from the
-text layer: a predicted box inside one is neither true nor false, and scoring leaves it out.
+Figures that may hold text the text layer lacks (:func:`drawing_regions`: vector drawings, whose
+labels are often outlines, and raster line art) are left out the same way; photos are not.
 """
 
 from __future__ import annotations
