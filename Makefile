@@ -33,8 +33,8 @@ test: setup testdata ## set up, then lint and run the test suite (what CI runs)
 	$(BIN)/ruff check src components pipelines tests bench
 	$(BIN)/pytest -q -m "not slow and not gpu"
 
-test-all: setup testdata ## every test, slow ones too
-	$(BIN)/pytest -q -m "not gpu"
+test-all: setup testdata ## every test, slow ones too (not the image proof: make test-images)
+	$(BIN)/pytest -q -m "not gpu and not images"
 
 test-load: setup ## the load test: 200 pages, 5,000 lines, memory at 1x and 4x (a few minutes)
 	$(BIN)/pytest -q -s -m slow tests/test_load.py
@@ -55,17 +55,35 @@ bench-pages: setup testdata ## page segmentation vs Tesseract on the real-PDF ev
 
 VERSION = $(shell sed -n 's/^__version__ = "\(.*\)"/\1/p' src/inkbooth/__init__.py)
 REGISTRY ?= ghcr.io/inkbooth
-VARIANTS = ocr-cpu ocr-cuda train-cuda
+VARIANTS ?= ocr-cpu ocr-cuda train-cuda
+# BASE: a base image other than the Dockerfiles' python:3.11.11-slim-bookworm (e.g. the stand-in
+# from scripts/standin-base.sh); ENGINE: docker, podman or buildah (default: the first that works).
+export BASE ENGINE PIP_HOOK
 
-images: ## build the component images (needs a Docker engine); tag = package version
-	@command -v docker >/dev/null || { echo "make images: no docker command here"; exit 1; }
-	@for v in $(VARIANTS); do \
-	  echo "building $(REGISTRY)/inkbooth-$$v:$(VERSION)"; \
-	  docker build -f docker/$$v/Dockerfile -t $(REGISTRY)/inkbooth-$$v:$(VERSION) . || exit 1; \
-	done
+images: ## build the component images (docker, podman or buildah); tag = package version; BASE=, VARIANTS=
+	VARIANTS="$(VARIANTS)" REGISTRY=$(REGISTRY) VERSION=$(VERSION) bash scripts/build-images.sh
 
-push-images: images ## push the component images to $(REGISTRY)
-	@for v in $(VARIANTS); do docker push $(REGISTRY)/inkbooth-$$v:$(VERSION) || exit 1; done
+lock-images: ## re-resolve docker/*/requirements.lock from pyproject.toml (TORCH_WHEELS=folder for the CPU torch)
+	$(BIN)/python scripts/lock-images.py $(VARIANTS)
+
+standin-base: ## build a local stand-in for the base image (debootstrap bookworm + python3.11; root, buildah)
+	bash scripts/standin-base.sh localhost/inkbooth-base:bookworm-py3.11
+
+push-images: images ## push the component images to $(REGISTRY); build/images/digests.yaml names them by digest
+	@mkdir -p build/images
+	@echo "images:" > build/images/digests.yaml
+	@engine=$$(sed -n 's/.*"engine": "\([a-z]*\)".*/\1/p' build/images/$(firstword $(VARIANTS)).json); \
+	for v in $(VARIANTS); do \
+	  image=$(REGISTRY)/inkbooth-$$v:$(VERSION); \
+	  if [ $$engine = docker ]; then docker push $$image || exit 1; \
+	    digest=$$(docker image inspect --format '{{index .RepoDigests 0}}' $$image | cut -d@ -f2); \
+	  else $$engine push --digestfile build/images/$$v.digest $$image || exit 1; digest=$$(cat build/images/$$v.digest); fi; \
+	  echo "  $$v: $(REGISTRY)/inkbooth-$$v@$$digest" >> build/images/digests.yaml; \
+	done; cat build/images/digests.yaml
+
+test-images: setup ## build ocr-cpu and train-cuda, then run every step of both compiled pipelines in them (slow)
+	$(MAKE) images VARIANTS="ocr-cpu train-cuda"
+	$(BIN)/pytest -q -s -m images tests/test_images.py
 
 KUSTOMIZATIONS = $(wildcard k8s/overlays/* k8s/trainer/overlays/* k8s/cluster/*)
 
@@ -81,4 +99,4 @@ manifests: setup ## render every k8s overlay, opt-in Trainer overlay and cluster
 clean: ## remove the venv and local run data
 	rm -rf $(VENV) .inkbooth .pytest_cache
 
-.PHONY: help setup demo report-screenshots testdata test test-all test-load lint compile bench bench-pages images push-images manifests clean
+.PHONY: help setup demo report-screenshots testdata test test-all test-load lint compile bench bench-pages images lock-images standin-base push-images test-images manifests clean

@@ -1,12 +1,25 @@
-"""The component images, checked without a Docker engine: lint, build context, users, entry points."""
+"""The component images.
+
+Offline (default suite): lint, build context, stages, users, locks in step with pyproject.toml, the
+pip hook, engine detection, entry points.
+
+The image proof (``make test-images``, marker ``images``): ocr-cpu and train-cuda as built by
+``make images``, and every step of both compiled pipelines run inside its image from the compiled
+YAML's own command and arguments, as the image's user, on a read-only root with an emptyDir-like
+/tmp and the embedded SeaweedFS as pipeline root (tests/imagerun.py).
+"""
 
 from __future__ import annotations
 
 import ast
+import fnmatch
+import json
+import os
 import re
 import shutil
 import subprocess
 import sys
+import time
 import tomllib
 from pathlib import Path
 
@@ -16,6 +29,7 @@ from inkbooth import _image
 from tests.conftest import REPO
 
 DOCKERFILES = sorted((REPO / "docker").glob("*/Dockerfile"))
+PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())
 
 
 def test_every_variant_has_a_dockerfile_and_components_use_known_ones():
@@ -46,7 +60,7 @@ def _instructions(dockerfile: Path) -> list[tuple[str, str]]:
 
 def _dockerignore_allows(rel: str) -> bool:
     allowed = [line[1:].rstrip("/") for line in (REPO / ".dockerignore").read_text().splitlines() if line.startswith("!")]
-    return any(rel == a or rel.startswith(a + "/") for a in allowed)
+    return any(rel == a or rel.startswith(a + "/") or fnmatch.fnmatch(rel, a) for a in allowed)
 
 
 @pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.parent.name)
@@ -54,7 +68,6 @@ def test_build_context_and_stages(dockerfile):
     steps = _instructions(dockerfile)
     froms = [rest for word, rest in steps if word == "FROM"]
     assert len(froms) == 2 and froms[0].startswith("${BASE} AS build") and froms[1] == "${BASE}", "multi-stage on ARG BASE"
-    assert ("ARG", next(r for w, r in steps if w == "ARG" and r.startswith("BASE="))) in steps
     base = next(r for w, r in steps if w == "ARG" and r.startswith("BASE=")).split("=", 1)[1]
     assert ":" in base and not base.endswith(":latest"), "the base image is pinned by tag"
     for word, rest in steps:
@@ -65,19 +78,132 @@ def test_build_context_and_stages(dockerfile):
                 assert _dockerignore_allows(src), f"COPY source {src} is excluded by .dockerignore"
     final = steps[[i for i, (w, _) in enumerate(steps) if w == "FROM"][-1]:]
     users = [rest for word, rest in final if word == "USER"]
-    assert users and users[-1].split(":")[0] not in ("0", "root"), "the final stage runs as a non-root user"
+    assert users and users[-1].split(":")[0] == "10001", "the final stage runs as the non-root user pods run as"
     runs = " ".join(rest for word, rest in final if word == "RUN")
-    for tool in ("apt-get install", "gcc", "build-essential", "pip install"):
-        assert tool not in runs, f"the final stage installs {tool!r}"
-    extra = re.search(r'"\.\[([a-z0-9-]+)\]"', " ".join(r for w, r in steps if w == "RUN")).group(1)
-    assert extra == dockerfile.parent.name, "each image installs the extra of its own name"
-    extras = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]
-    assert extra in extras
+    for tool in ("apt-get install", "gcc", "build-essential", "pip install", "/run/pip"):
+        assert tool not in runs, f"the final stage runs {tool!r}"
+    assert ("COPY", "--from=build /opt/venv /opt/venv") in final, "only the venv leaves the build stage"
+    env = " ".join(rest for word, rest in final if word == "ENV")
+    for var in ("HOME=/tmp/", "XDG_CACHE_HOME=/tmp/", "HF_HOME=/tmp/", "INKBOOTH_CACHE=/tmp/"):
+        assert var in env, f"{var}...: caches must live under /tmp, the root filesystem is read-only"
     assert ("ENTRYPOINT", '["inkbooth"]') in final
 
 
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.parent.name)
+def test_images_install_exactly_their_lock(dockerfile):
+    variant = dockerfile.parent.name
+    steps = _instructions(dockerfile)
+    second_from = [i for i, (w, _) in enumerate(steps) if w == "FROM"][1]
+    build = " ".join(rest for word, rest in steps[:second_from] if word == "RUN")
+    assert f"COPY docker/{variant}/requirements.lock ./" in dockerfile.read_text()
+    assert "--require-hashes --no-deps --no-build-isolation" in build and "-r requirements.lock" in build
+    assert re.search(r"pip install --no-deps --no-build-isolation --no-index \.", build), "inkbooth itself, nothing else"
+    assert "pip check" in build
+    # The host's pip settings only as build secrets (never COPY'd, never in ENV).
+    assert "--mount=type=secret,id=pip.conf,target=/run/pip/pip.conf" in build
+    assert "pip.conf" not in " ".join(r for w, r in _instructions(dockerfile) if w in ("COPY", "ADD", "ENV"))
+
+
+def _requirements(extra: str) -> list[str]:
+    """The requirements an extra brings, with inkbooth[...] references and the core expanded."""
+    extras = PYPROJECT["project"]["optional-dependencies"]
+    out, todo, seen = list(PYPROJECT["project"]["dependencies"]), [extra], set()
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        for req in extras[name]:
+            m = re.match(r"^inkbooth\[([a-z0-9-,]+)\]$", req)
+            if m:
+                todo += m.group(1).split(",")
+            else:
+                out.append(req)
+    return out
+
+
+@pytest.mark.parametrize("variant", _image.VARIANTS)
+def test_each_lock_pins_with_hashes_what_its_extra_asks_for(variant):
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+    from packaging.version import Version
+
+    lock = (REPO / "docker" / variant / "requirements.lock").read_text().splitlines()
+    pins = {}
+    for line in lock:
+        if line and not line.startswith("#"):
+            m = re.fullmatch(r"([a-z0-9._-]+)==(\S+) --hash=sha256:[0-9a-f]{64}", line)
+            assert m, f"{variant}: {line!r} is not 'name==version --hash=sha256:...'"
+            pins[canonicalize_name(m.group(1))] = Version(m.group(2))
+    env = {"platform_system": "Linux", "sys_platform": "linux", "python_version": "3.11", "platform_machine": "x86_64"}
+    for text in _requirements(variant):
+        req = Requirement(text)
+        if req.marker and not req.marker.evaluate(env):
+            continue
+        name = canonicalize_name(req.name)
+        assert name in pins, f"{variant}: {req.name} is not in the lock; run make lock-images"
+        assert req.specifier.contains(pins[name], prereleases=True), \
+            f"{variant}: the lock's {name}=={pins[name]} does not meet {req}; run make lock-images"
+    assert {"setuptools", "wheel"} <= set(pins), "the tools that build inkbooth itself are locked too"
+    torch = pins[canonicalize_name("torch")]
+    assert (torch.local == "cpu") == (variant == "ocr-cpu"), "CPU torch in ocr-cpu only; PyPI's CUDA torch elsewhere"
+    assert [line for line in lock if line.startswith("torch==")] and sum(line.startswith("torch==") for line in lock) == 1
+
+
+def test_the_pip_hook_hands_over_index_and_ca_and_only_the_locked_wheels(tmp_path, monkeypatch):
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    for name in ("torch-2.13.0+cpu-cp311-cp311-manylinux_2_28_x86_64.whl", "unrelated-1.0-py3-none-any.whl"):
+        (wheels / name).write_bytes(b"whl")
+    ca = tmp_path / "ca.pem"
+    ca.write_text("-----BEGIN CERTIFICATE-----\n")
+    monkeypatch.setenv("PIP_INDEX_URL", "https://pypi.mirror.example/simple")
+    monkeypatch.setenv("PIP_EXTRA_INDEX_URL", "file:///nowhere/simple https://extra.example/simple")
+    monkeypatch.setenv("PIP_CERT", str(ca))
+    monkeypatch.setenv("PIP_FIND_LINKS", str(wheels))
+    for variant, expected in (("ocr-cpu", ["torch-2.13.0+cpu-cp311-cp311-manylinux_2_28_x86_64.whl"]),
+                              ("train-cuda", [])):
+        out = tmp_path / "hook" / variant
+        subprocess.run([sys.executable, str(REPO / "scripts" / "pip-hook.py"), variant, str(out), "--wheels"],
+                       check=True, capture_output=True, text=True)
+        conf = (out / "pip.conf").read_text()
+        assert "index-url = https://pypi.mirror.example/simple" in conf
+        assert "extra-index-url = https://extra.example/simple" in conf and "file://" not in conf
+        assert "cert = /run/pip/ca.pem" in conf and (out / "ca.pem").read_text() == ca.read_text()
+        assert sorted(p.name for p in (out / "wheels").iterdir()) == expected, "a +cpu torch never reaches CUDA builds"
+        assert ("find-links = /run/pip-wheels" in conf) == bool(expected)
+
+
+def test_make_images_detects_the_engine_and_passes_base_and_hook(tmp_path):
+    """With a fake buildah first on PATH (and no working docker or podman), `make images` runs it."""
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    calls = tmp_path / "calls"
+    for tool, script in (("docker", "exit 1"), ("podman", "exit 1"),
+                         ("buildah", f'echo "$@" >> {calls}\ncase "$1" in inspect) echo sha256:1;; images) echo 9MB;; esac')):
+        (fake / tool).write_text(f"#!/bin/sh\n{script}\n")
+        (fake / tool).chmod(0o755)
+    env = dict(os.environ, PATH=f"{fake}:{os.environ['PATH']}", IMAGES_OUT=str(tmp_path / "out"))
+    run = subprocess.run(["make", "-s", "-C", str(REPO), "images", "VARIANTS=ocr-cpu", "BASE=localhost/base:1"],
+                         env=env, capture_output=True, text=True)
+    assert run.returncode == 0, run.stdout + run.stderr
+    bud = next(line for line in calls.read_text().splitlines() if line.startswith("bud"))
+    assert "--isolation chroot" in bud and "--build-arg BASE=localhost/base:1" in bud
+    assert "-f docker/ocr-cpu/Dockerfile" in bud and f"-t ghcr.io/inkbooth/inkbooth-ocr-cpu:{_version()}" in bud
+    assert f"--secret id=pip.conf,src={tmp_path}/out/pip-hook/ocr-cpu/pip.conf" in bud
+    assert "make images: buildah" in run.stdout
+    result = json.loads((tmp_path / "out" / "ocr-cpu.json").read_text())
+    assert result["engine"] == "buildah" and result["image"].endswith(f"inkbooth-ocr-cpu:{_version()}")
+
+
+def _version() -> str:
+    from inkbooth import __version__
+
+    return __version__
+
+
 def test_entry_points_and_component_imports_resolve():
-    scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
+    scripts = PYPROJECT["project"]["scripts"]
     assert scripts == {"inkbooth": "inkbooth.cli:main"}
     import importlib
     import importlib.util
@@ -93,8 +219,145 @@ def test_entry_points_and_component_imports_resolve():
 
 
 def test_image_tag_is_the_package_version():
-    from inkbooth import __version__
+    assert _image.image("ocr-cpu") == f"ghcr.io/inkbooth/inkbooth-ocr-cpu:{_version()}"
+    version = PYPROJECT["project"]["version"]
+    assert version == _version(), "pyproject.toml and inkbooth.__version__ must agree"
 
-    assert _image.image("ocr-cpu") == f"ghcr.io/inkbooth/inkbooth-ocr-cpu:{__version__}"
-    version = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
-    assert version == __version__, "pyproject.toml and inkbooth.__version__ must agree"
+
+# ------------------------------------------------------------------------------------------------
+# The image proof: make test-images
+# ------------------------------------------------------------------------------------------------
+
+PROOF = {"ocr": "ocr-cpu", "dreambooth": "train-cuda"}
+PIPES = "s3://inkbooth-pipelines/v2/artifacts"
+
+
+@pytest.fixture(scope="module")
+def built():
+    if not shutil.which("buildah") or os.geteuid() != 0:
+        pytest.fail("the image proof needs root and buildah (apt-get install buildah)")
+    from tests.imagerun import Image
+
+    found = {}
+    for variant in PROOF.values():
+        ref = _image.image(variant)
+        try:
+            found[variant] = Image(ref)
+        except subprocess.CalledProcessError:
+            pytest.fail(f"{ref} is not built here: make images VARIANTS='ocr-cpu train-cuda' (make test-images does)")
+    return found
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    from inkbooth import objectstore, storage
+
+    s3 = objectstore.EmbeddedS3(tmp_path_factory.mktemp("image-proof-store")).start()
+    with objectstore.environment(s3.env()):
+        for bucket in ("inkbooth-pipelines", "inkbooth-models", "inkbooth-data"):
+            storage.ensure_bucket(f"s3://{bucket}")
+        yield s3
+    s3.stop()
+
+
+def _step_env(store) -> dict[str, str]:
+    return {**store.env(), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "2", "TOKENIZERS_PARALLELISM": "false"}
+
+
+@pytest.mark.slow
+@pytest.mark.images
+def test_images_keep_nothing_of_the_build_host(built):
+    for variant, image in built.items():
+        assert image.user == "10001:10001", variant
+        assert image.env["HOME"].startswith("/tmp/") and image.env["XDG_CACHE_HOME"].startswith("/tmp/")
+        with image.rootfs() as root:
+            assert not (root / "run" / "pip").exists() and not (root / "run" / "pip-wheels").exists()
+            assert not list(root.glob("etc/pip.conf")) and not list(root.glob("etc/xdg/pip"))
+            assert not list((root / "opt" / "venv").glob("pip.conf"))
+            assert not (root / "src").exists(), "the build stage's sources stay in the build stage"
+        log = REPO / "build" / "images" / f"{variant}.log"
+        if log.exists():  # one torch, whatever else asks for it (bitsandbytes does)
+            text = log.read_text()
+            fetched = re.findall(r"(?:Downloading|Processing) \S*torch-\d[^ /]*\.whl", text)
+            assert len(fetched) <= 1, fetched
+
+
+@pytest.mark.slow
+@pytest.mark.images
+def test_the_sandbox_refuses_writes_outside_tmp_and_artifacts(built, tmp_path):
+    image = built["ocr-cpu"]
+    (tmp_path / "t").mkdir()
+    (tmp_path / "s").mkdir()
+    result = image.run(["python", "-c", "open('/opt/venv/x', 'w')"], env={}, tmp=tmp_path / "t", s3=tmp_path / "s")
+    assert result.returncode != 0 and "Read-only file system" in result.stderr
+    ok = image.run(["python", "-c", "import os; open('/tmp/x', 'w').write(str(os.getuid()))"], env={},
+                   tmp=tmp_path / "t", s3=tmp_path / "s")
+    assert ok.returncode == 0 and (tmp_path / "t" / "x").read_text() == "10001"
+
+
+def _run_compiled(name: str, arguments: dict, store, tmp_path) -> tuple[list[dict], float]:
+    from kfp import components
+
+    from tests.imagerun import kfp_local_in_images
+
+    pipeline = components.load_component_from_file(str(REPO / "pipelines" / f"{name}.yaml"))
+    (tmp_path / "work").mkdir()
+    started = time.perf_counter()
+    with kfp_local_in_images(tmp_path / "root", PIPES, _step_env(store), tmp_path / "work") as runner:
+        pipeline(**arguments, kfp_api="")
+    seconds = time.perf_counter() - started
+    report = [{k: s[k] for k in ("step", "returncode", "stray")} for s in runner.steps]
+    print(f"\n{name}: {len(runner.steps)} steps in their images in {seconds:.0f} s: {json.dumps(report)}")
+    for step in runner.steps:
+        assert step["image"] == _image.image(PROOF[name]) or step["step"] == "finish-run", step["step"]
+        assert step["returncode"] == 0 and not step["stray"], (
+            f"{step['step']} failed in {step['image']} (stray writes: {step['stray']}):\n{step['stderr']}")
+    return runner.steps, seconds
+
+
+@pytest.mark.slow
+@pytest.mark.images
+def test_the_ocr_pipeline_runs_in_its_image(built, store, tmp_path):
+    from inkbooth import artifacts, demo, storage, tiny
+
+    model = tiny.build_tiny_trocr(tmp_path / "tiny")
+    storage.upload_dir(model, "s3://inkbooth-models/tiny-trocr")
+    expected = demo.make_documents(tmp_path / "local")
+    storage.upload_dir(tmp_path / "local" / "documents", "s3://inkbooth-data/documents")
+    steps, _ = _run_compiled("ocr", {
+        "model": "s3://inkbooth-models/tiny-trocr", "documents": "s3://inkbooth-data/documents",
+        "output": "s3://inkbooth-data/ocr", "num_shards": 2,
+        "export_config": {"max_int8_cer": 0.6, "parity_images": 8, "variants": ["fp32", "int8"]},
+        "recognize_config": {"num_beams": 1, "max_new_tokens": 16}}, store, tmp_path)
+    names = [s["step"] for s in steps]
+    assert names.count("recognize-shard") == 2 and {"pin-model", "export-trocr", "plan-ocr", "merge-ocr",
+                                                    "finish-run"} <= set(names)
+    summary = demo.check_results("s3://inkbooth-data/ocr/results", expected)
+    assert summary["line_records"] == sum(expected.values())
+    assert artifacts.read_manifest("s3://inkbooth-data/ocr/results").kind == "ocr-results"
+    assert any(k.startswith("inkbooth-ocr-") for k in storage.list_files(PIPES)), "artifacts on the S3 pipeline root"
+
+
+@pytest.mark.slow
+@pytest.mark.images
+def test_the_dreambooth_pipeline_runs_in_its_image(built, store, tmp_path):
+    from inkbooth import artifacts, storage, tiny
+    from inkbooth.demo import subject_images
+
+    storage.upload_dir(tiny.build_tiny_sd(tmp_path / "sd"), "s3://inkbooth-models/base/tiny-sd")
+    subject_images(tmp_path / "subject", 3)
+    storage.upload_dir(tmp_path / "subject", "s3://inkbooth-data/subjects/ball")
+    steps, _ = _run_compiled("dreambooth", {
+        "base_model": "s3://inkbooth-models/base/tiny-sd", "instance_images": "s3://inkbooth-data/subjects/ball",
+        "prior_output": "s3://inkbooth-data/class-images", "registry": "s3://inkbooth-models/models",
+        "prior_shards": 2, "prior_config": {"num_images": 2, "steps": 3},
+        "train_config": {"max_train_steps": 2, "checkpoint_every": 1},
+        "export_config": {"name": "ball"},
+        "sample_config": {"prompts": ["a photo of sks dog"], "steps": 2, "images_per_prompt": 1}}, store, tmp_path)
+    names = [s["step"] for s in steps]
+    assert names.count("generate-prior") == 2 and {"plan-prior", "train", "export-model", "sample-model",
+                                                   "finish-run"} <= set(names)
+    assert artifacts.read_manifest("s3://inkbooth-models/models/ball/v1").kind
+    # Training checkpointed into the run's root on S3; the exit task removed them once the run succeeded.
+    runs_ = {k.split("/")[0] for k in storage.list_files(PIPES) if k.startswith("inkbooth-dreambooth-")}
+    assert runs_ and not any(storage.list_files(f"{PIPES}/{r}/checkpoints") for r in runs_)

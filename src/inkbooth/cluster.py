@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Literal
 
+from inkbooth import _image
 from inkbooth.config import option
 
 GPU_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
@@ -113,6 +114,8 @@ class ClusterConfig:
                                       "credentials need one bound to a cloud identity, e.g. inkbooth-runner")
     ttl_seconds: int = option(3 * 86400, "seconds a finished run's workflow and pods are kept (0: forever)")
     deadline_seconds: int = option(2 * 86400, "seconds a run may take in all before it is stopped (0: none)")
+    images: dict[str, str] = option({}, "image variant -> digest (sha256:...) or repository@sha256:...; the "
+                                        "components then name their image by digest (make push-images writes these)")
 
     def stage(self, name: str) -> StageResources:
         return getattr(self, name)
@@ -135,6 +138,8 @@ class ClusterConfig:
                 raise ValueError(f"{name}: timeout, retries and gpus must not be negative")
         if self.ttl_seconds < 0 or self.deadline_seconds < 0:
             raise ValueError("ttl_seconds and deadline_seconds must not be negative")
+        for variant, pin in self.images.items():
+            _image.by_digest(variant, pin)
 
     def without_retries(self) -> ClusterConfig:
         """The same settings with no stage retried (local runs)."""
@@ -160,6 +165,9 @@ class ClusterConfig:
         from kfp import kubernetes
 
         r = self.stage(stage)
+        variant = _image.variant_of(task.container_spec.image)
+        if variant in self.images:
+            task.set_container_image(_image.by_digest(variant, self.images[variant]))
         task.set_cpu_request(r.cpu).set_memory_request(r.memory)
         if r.cpu_limit:
             task.set_cpu_limit(r.cpu_limit)
