@@ -23,15 +23,7 @@ registry=${REGISTRY:-ghcr.io/inkbooth}
 variants=${VARIANTS:-$(ls docker/*/Dockerfile | cut -d/ -f2 | tr '\n' ' ')}
 python=${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}
 
-engine=${ENGINE:-}
-if [ -z "$engine" ]; then
-  if command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; then engine=docker
-  elif command -v podman >/dev/null 2>&1 && podman info >/dev/null 2>&1; then engine=podman
-  elif command -v buildah >/dev/null 2>&1; then engine=buildah
-  else
-    echo "make images: no container engine works here (docker with a daemon, podman or buildah)" >&2; exit 1
-  fi
-fi
+engine=$(bash scripts/container-engine.sh) || { echo "make images: no container engine" >&2; exit 1; }
 echo "make images: $engine, version $version${BASE:+, base $BASE}"
 
 out=${IMAGES_OUT:-build/images}

@@ -56,7 +56,7 @@ class Image:
 
     def __init__(self, reference: str) -> None:
         self.reference = reference
-        config = json.loads(_buildah("inspect", "--type", "image", "--format", "{{json .OCIv1.Config}}", reference))
+        config = json.loads(_buildah("inspect", "--type", "image", reference))["OCIv1"]["config"]
         self.user = config.get("User") or "0:0"
         if ":" not in self.user:
             self.user = f"{self.user}:{self.user}"
@@ -78,8 +78,12 @@ class Image:
     def run(self, command: list[str], *, env: dict[str, str], tmp: Path, s3: Path,
             timeout: float = 1800) -> subprocess.CompletedProcess:
         """Run ``command`` read-only as the image's user, with ``tmp`` at /tmp and ``s3`` at /s3."""
+        # As in a pod: /tmp an emptyDir (world-writable), /s3 prepared by KFP's launcher, which runs
+        # as the image's user, so what it created there belongs to that user.
         os.chmod(tmp, 0o1777)
-        os.chmod(s3, 0o1777)
+        uid, gid = (int(x) for x in self.user.split(":"))
+        for path in [s3, *s3.rglob("*")]:
+            os.chown(path, uid, gid, follow_symlinks=False)
         full_env = {**self.env, **env}
         with self.rootfs() as root:
             argv = ["unshare", "--mount", "--pid", "--fork", "--propagation", "private", "bash", "-c", _SANDBOX,

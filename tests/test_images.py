@@ -233,19 +233,24 @@ PIPES = "s3://inkbooth-pipelines/v2/artifacts"
 
 
 @pytest.fixture(scope="module")
-def built():
+def image_of():
+    """The locally built image of a variant (tests/imagerun.Image); fails if it is not built."""
     if not shutil.which("buildah") or os.geteuid() != 0:
         pytest.fail("the image proof needs root and buildah (apt-get install buildah)")
     from tests.imagerun import Image
 
     found = {}
-    for variant in PROOF.values():
-        ref = _image.image(variant)
-        try:
-            found[variant] = Image(ref)
-        except subprocess.CalledProcessError:
-            pytest.fail(f"{ref} is not built here: make images VARIANTS='ocr-cpu train-cuda' (make test-images does)")
-    return found
+
+    def get(variant: str) -> Image:
+        if variant not in found:
+            ref = _image.image(variant)
+            try:
+                found[variant] = Image(ref)
+            except subprocess.CalledProcessError:
+                pytest.fail(f"{ref} is not built here: make images VARIANTS='ocr-cpu train-cuda' (make test-images does)")
+        return found[variant]
+
+    return get
 
 
 @pytest.fixture(scope="module")
@@ -266,8 +271,9 @@ def _step_env(store) -> dict[str, str]:
 
 @pytest.mark.slow
 @pytest.mark.images
-def test_images_keep_nothing_of_the_build_host(built):
-    for variant, image in built.items():
+def test_images_keep_nothing_of_the_build_host(image_of):
+    for variant in PROOF.values():
+        image = image_of(variant)
         assert image.user == "10001:10001", variant
         assert image.env["HOME"].startswith("/tmp/") and image.env["XDG_CACHE_HOME"].startswith("/tmp/")
         with image.rootfs() as root:
@@ -284,8 +290,8 @@ def test_images_keep_nothing_of_the_build_host(built):
 
 @pytest.mark.slow
 @pytest.mark.images
-def test_the_sandbox_refuses_writes_outside_tmp_and_artifacts(built, tmp_path):
-    image = built["ocr-cpu"]
+def test_the_sandbox_refuses_writes_outside_tmp_and_artifacts(image_of, tmp_path):
+    image = image_of("ocr-cpu")
     (tmp_path / "t").mkdir()
     (tmp_path / "s").mkdir()
     result = image.run(["python", "-c", "open('/opt/venv/x', 'w')"], env={}, tmp=tmp_path / "t", s3=tmp_path / "s")
@@ -317,7 +323,8 @@ def _run_compiled(name: str, arguments: dict, store, tmp_path) -> tuple[list[dic
 
 @pytest.mark.slow
 @pytest.mark.images
-def test_the_ocr_pipeline_runs_in_its_image(built, store, tmp_path):
+def test_the_ocr_pipeline_runs_in_its_image(image_of, store, tmp_path):
+    image_of("ocr-cpu")
     from inkbooth import artifacts, demo, storage, tiny
 
     model = tiny.build_tiny_trocr(tmp_path / "tiny")
@@ -340,7 +347,8 @@ def test_the_ocr_pipeline_runs_in_its_image(built, store, tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.images
-def test_the_dreambooth_pipeline_runs_in_its_image(built, store, tmp_path):
+def test_the_dreambooth_pipeline_runs_in_its_image(image_of, store, tmp_path):
+    image_of("train-cuda"), image_of("ocr-cpu")  # the exit task runs in ocr-cpu
     from inkbooth import artifacts, storage, tiny
     from inkbooth.demo import subject_images
 
