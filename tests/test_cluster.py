@@ -286,12 +286,13 @@ def test_images_can_be_named_by_digest(tmp_path):
     digest = "sha256:" + "ab" * 32
     settings = from_dict(cluster.ClusterConfig, {"images": {"train-cuda": digest}})
     ir, _ = compiled("dreambooth", tmp_path, settings)
-    images = {name: e["container"]["image"] for name, e in ir["deploymentSpec"]["executors"].items()}
+    images = {name: e["container"]["image"] for name, e in ir["deploymentSpec"]["executors"].items()
+              if "container" in e}  # importers have no image
     assert images["exec-train"] == images["exec-sample-model"] == f"ghcr.io/inkbooth/inkbooth-train-cuda@{digest}"
     assert images["exec-finish-run"].endswith("inkbooth-ocr-cpu:" + __import__("inkbooth").__version__)
     other = from_dict(cluster.ClusterConfig, {"images": {"ocr-cpu": f"registry.example.com/ml/inkbooth-ocr-cpu@{digest}"}})
     ir, _ = compiled("ocr", tmp_path, other)
-    assert {e["container"]["image"] for e in ir["deploymentSpec"]["executors"].values()} == {
+    assert {e["container"]["image"] for e in ir["deploymentSpec"]["executors"].values() if "container" in e} == {
         f"registry.example.com/ml/inkbooth-ocr-cpu@{digest}"}
     for bad, message in (({"train-cuda": "0.1.0"}, "is not a digest"), ({"gpu": digest}, "unknown variant"),
                          ({"ocr-cpu": f"ghcr.io/x/inkbooth-train-cuda@{digest}"}, "names another image")):
