@@ -48,7 +48,7 @@ exec chroot --userspec="$user" "$root" "$@"
 
 
 def _buildah(*args: str) -> str:
-    return subprocess.run(["buildah", *args], check=True, capture_output=True, text=True).stdout.strip()
+    return subprocess.run(["buildah", *args], check=True, capture_output=True, text=True, timeout=600).stdout.strip()
 
 
 class Image:
@@ -72,8 +72,8 @@ class Image:
             (root / "s3").mkdir(exist_ok=True)
             yield root
         finally:
-            subprocess.run(["buildah", "umount", container], capture_output=True)
-            subprocess.run(["buildah", "rm", container], capture_output=True)
+            subprocess.run(["buildah", "umount", container], capture_output=True, timeout=120)
+            subprocess.run(["buildah", "rm", container], capture_output=True, timeout=120)
 
     def run(self, command: list[str], *, env: dict[str, str], tmp: Path, s3: Path,
             timeout: float = 1800) -> subprocess.CompletedProcess:

@@ -12,6 +12,7 @@ YAML's own command and arguments, as the image's user, on a read-only root with 
 from __future__ import annotations
 
 import ast
+import collections
 import fnmatch
 import json
 import os
@@ -43,7 +44,7 @@ def test_every_variant_has_a_dockerfile_and_components_use_known_ones():
 @pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.parent.name)
 def test_hadolint_passes(dockerfile):
     hadolint = shutil.which("hadolint") or str(Path(sys.executable).parent / "hadolint")
-    result = subprocess.run([hadolint, str(dockerfile)], capture_output=True, text=True)
+    result = subprocess.run([hadolint, str(dockerfile)], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -164,7 +165,7 @@ def test_the_pip_hook_hands_over_index_and_ca_and_only_the_locked_wheels(tmp_pat
                               ("train-cuda", [])):
         out = tmp_path / "hook" / variant
         subprocess.run([sys.executable, str(REPO / "scripts" / "pip-hook.py"), variant, str(out), "--wheels"],
-                       check=True, capture_output=True, text=True)
+                       check=True, capture_output=True, text=True, timeout=60)
         conf = (out / "pip.conf").read_text()
         assert "index-url = https://pypi.mirror.example/simple" in conf
         assert "extra-index-url = https://extra.example/simple" in conf and "file://" not in conf
@@ -184,7 +185,7 @@ def test_make_images_detects_the_engine_and_passes_base_and_hook(tmp_path):
         (fake / tool).chmod(0o755)
     env = dict(os.environ, PATH=f"{fake}:{os.environ['PATH']}", IMAGES_OUT=str(tmp_path / "out"))
     run = subprocess.run(["make", "-s", "-C", str(REPO), "images", "VARIANTS=ocr-cpu", "BASE=localhost/base:1"],
-                         env=env, capture_output=True, text=True)
+                         env=env, capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stdout + run.stderr
     bud = next(line for line in calls.read_text().splitlines() if line.startswith("bud"))
     assert "--isolation chroot" in bud and "--build-arg BASE=localhost/base:1" in bud
@@ -229,6 +230,161 @@ def test_image_tag_is_the_package_version():
 
 PROOF = {"ocr": "ocr-cpu", "dreambooth": "train-cuda"}
 PIPES = "s3://inkbooth-pipelines/v2/artifacts"
+
+# The runs the proof submits; their inputs are put on the store by the proof tests below.
+RUNS = {
+    "ocr": runs.OCRRun(
+        model="s3://inkbooth-models/tiny-trocr", documents="s3://inkbooth-data/documents",
+        output="s3://inkbooth-data/ocr", num_shards=2,
+        export={"max_int8_cer": 0.6, "parity_images": 8, "variants": ["fp32", "int8"]},
+        recognize={"num_beams": 1, "max_new_tokens": 16}),
+    "dreambooth": runs.DreamBoothRun(
+        base_model="s3://inkbooth-models/base/tiny-sd", instance_images="s3://inkbooth-data/subjects/ball",
+        prior_output="s3://inkbooth-data/class-images", registry="s3://inkbooth-models/models", prior_shards=2,
+        prior={"num_images": 2, "steps": 3}, train={"max_train_steps": 2, "checkpoint_every": 1},
+        export={"name": "ball"}, sample={"prompts": ["a photo of sks dog"], "steps": 2, "images_per_prompt": 1}),
+}
+
+
+def proof_arguments(name: str) -> dict:
+    """The pipeline arguments of the proof's run: what `inkbooth submit` sends (validated, s3:// only,
+    the Secret's name), with no KFP API for the exit task to ask (there is none here)."""
+    from inkbooth import submit
+
+    return {**submit._arguments(RUNS[name], submit.Endpoint(host="http://kfp.invalid")), "kfp_api": ""}
+
+
+def _ir(name: str) -> dict:
+    import yaml
+
+    return next(yaml.safe_load_all((REPO / "pipelines" / f"{name}.yaml").read_text()))
+
+
+@pytest.mark.parametrize("name", PROOF)
+def test_the_proof_passes_what_the_compiled_pipeline_declares(name):
+    """Offline: the proof's arguments fit the compiled YAML's inputs, and its steps name only the images
+    the proof builds (a stage moved to another image would otherwise go unproven)."""
+    ir = _ir(name)
+    declared = ir["root"]["inputDefinitions"]["parameters"]
+    args = proof_arguments(name)
+    assert set(args) <= set(declared), f"not inputs of pipelines/{name}.yaml: {set(args) - set(declared)}"
+    assert {k for k, v in declared.items() if not v.get("isOptional")} <= set(args)
+    kinds = {"STRING": str, "NUMBER_INTEGER": int, "NUMBER_DOUBLE": (int, float), "BOOLEAN": bool, "STRUCT": dict,
+             "LIST": list}
+    for key, value in args.items():
+        assert isinstance(value, kinds[declared[key]["parameterType"]]), (key, value, declared[key])
+    images = {e["container"]["image"] for e in ir["deploymentSpec"]["executors"].values() if "container" in e}
+    assert images <= {_image.image(v) for v in PROOF.values()}, images
+
+
+class _FakeImage:
+    """Stands in for a built image offline: records each command and plays a step with ``act``."""
+
+    def __init__(self, act) -> None:
+        self.act = act
+        self.commands: list[list[str]] = []
+
+    def run(self, command, *, env, tmp, s3, timeout=1800):
+        self.commands.append(command)
+        code = self.act(json.loads(command[command.index("--executor_input") + 1]), tmp, s3)
+        return subprocess.CompletedProcess(command, code, "", "failed on purpose" if code else "")
+
+
+def test_the_harness_runs_the_compiled_command_with_the_proofs_arguments(s3_server, tmp_path, monkeypatch):
+    """Offline: kfp.local takes the proof's arguments for pipelines/ocr.yaml and hands the harness each
+    step's compiled command and arguments, untouched but for the executor input, which carries the
+    proof's values and points at /s3 (the S3 pipeline root) and /tmp; failed steps are retried as the
+    IR says, then the exit task runs; a failed step uploads nothing."""
+    from kfp import components
+    from kfp.local.orchestrator import task_executor
+
+    from tests.imagerun import kfp_local_in_images
+
+    slept: list[float] = []
+    monkeypatch.setattr(task_executor, "time", type("Clock", (), {"sleep": staticmethod(slept.append)}))
+    image = _FakeImage(lambda executor_input, tmp, s3: 1)
+    args = proof_arguments("ocr")
+    pipeline = components.load_component_from_file(str(REPO / "pipelines" / "ocr.yaml"))
+    (tmp_path / "work").mkdir()
+    root = f"s3://test-{os.getpid()}-harness/v2/artifacts"
+    with kfp_local_in_images(tmp_path / "root", root, {}, tmp_path / "work") as runner:
+        runner._images = {ref: image for ref in {_image.image(v) for v in PROOF.values()}}
+        pipeline(**args)
+    ir = _ir("ocr")
+    tasks = {**ir["components"]["comp-exit-handler-1"]["dag"]["tasks"], **ir["root"]["dag"]["tasks"]}
+    names = [s["step"] for s in runner.steps]
+    attempts = {n: t.get("retryPolicy", {}).get("maxRetryCount", 0) + 1 for n, t in tasks.items()}
+    independent = {n for n, t in ir["components"]["comp-exit-handler-1"]["dag"]["tasks"].items()
+                   if not t.get("dependentTasks")}
+    assert independent == {"pin-model", "plan-ocr"}
+    assert collections.Counter(names[:-attempts["finish-run"]]) == {n: attempts[n] for n in independent}, names
+    assert names[-attempts["finish-run"]:] == ["finish-run"] * attempts["finish-run"], "then the exit task"
+    assert slept[:2] == [30, 60], "retried with the IR's backoff"
+    for step, command in zip(runner.steps, image.commands):
+        container = ir["deploymentSpec"]["executors"][tasks[step["step"]]["componentRef"]["name"].replace(
+            "comp-", "exec-")]["container"]
+        at = command.index("--executor_input") + 1
+        assert command == container["command"] + [command[at] if a == "{{$}}" else a for a in container["args"]]
+        assert step["image"] == container["image"] and step["returncode"] == 1
+        executor_input = json.loads(command[at])
+        for key, spec in tasks[step["step"]].get("inputs", {}).get("parameters", {}).items():
+            source = spec.get("componentInputParameter", "").removeprefix("pipelinechannel--")
+            if source in args:
+                assert executor_input["inputs"]["parameterValues"][key] == args[source], (step["step"], key)
+        assert executor_input["outputs"]["outputFile"] == "/tmp/kfp/outputs/executor_output.json"
+        outputs = [a["uri"] for v in executor_input["outputs"].get("artifacts", {}).values() for a in v["artifacts"]]
+        assert all(u.startswith(root + "/") and f"/{step['step']}/" in u for u in outputs), outputs
+        assert all(spec["outputFile"].startswith("/tmp/kfp/outputs/")
+                   for spec in executor_input["outputs"].get("parameters", {}).values())
+    plan = json.loads(image.commands[names.index("plan-ocr")][image.commands[0].index("--executor_input") + 1])
+    assert plan["inputs"]["parameterValues"]["documents"] == args["documents"] == RUNS["ocr"].documents
+    assert not list((tmp_path / "root").rglob("executor_output.json")), "a failed step hands kfp.local nothing"
+
+
+def test_the_harness_moves_artifacts_through_s3_and_catches_stray_writes(bucket, tmp_path):
+    """Offline: inputs on the S3 pipeline root reach the step under /s3, declared outputs go back to S3
+    and the step's output file to kfp.local; a write under /s3 beside the outputs fails the step."""
+    from inkbooth import storage
+    from tests.imagerun import StepRunner
+
+    local_root, s3_root = tmp_path / "root", f"{bucket}/v2/artifacts"
+    storage.write_text(f"{s3_root}/run-1/plan/plan/shards.json", "[1, 2]")
+
+    def executor_input(task: str) -> dict:
+        return {"inputs": {"artifacts": {"plan": {"artifacts": [{"uri": f"{local_root}/run-1/plan/plan"}]}}},
+                "outputs": {"artifacts": {"result": {"artifacts": [{"uri": f"{local_root}/run-1/{task}/result"}]}},
+                            "parameters": {"n": {"outputFile": f"{local_root}/run-1/{task}/n"}},
+                            "outputFile": f"{local_root}/run-1/{task}/executor_output.json"}}
+
+    def act(stray: bool):
+        def play(ei, tmp, s3):
+            plan = ei["inputs"]["artifacts"]["plan"]["artifacts"][0]["uri"]
+            assert plan == f"{s3_root}/run-1/plan/plan"
+            data = (s3 / plan.removeprefix("s3://") / "shards.json").read_text()
+            out = s3 / ei["outputs"]["artifacts"]["result"]["artifacts"][0]["uri"].removeprefix("s3://")
+            out.write_text(data)
+            assert ei["outputs"]["outputFile"].startswith("/tmp/")
+            (tmp / ei["outputs"]["outputFile"].removeprefix("/tmp/")).write_text("{}")
+            (tmp / ei["outputs"]["parameters"]["n"]["outputFile"].removeprefix("/tmp/")).write_text("2")
+            if stray:
+                (s3 / plan.removeprefix("s3://") / "shards.json").write_text("[]")
+            return 0
+        return play
+
+    (tmp_path / "work").mkdir()
+    runner = StepRunner(local_root, s3_root, {}, tmp_path / "work")
+    for task, stray in (("good", False), ("stray", True)):
+        runner._images = {"img": _FakeImage(act(stray))}
+        command = ["python", "--executor_input", json.dumps(executor_input(task)), "--function_to_execute", "f"]
+        assert runner.run_step("img", command, {}) is not stray
+    good, bad = runner.steps
+    assert good["stray"] == [] and storage.read_text(f"{s3_root}/run-1/good/result") == "[1, 2]"
+    assert (local_root / "run-1" / "good" / "executor_output.json").read_text() == "{}"
+    assert (local_root / "run-1" / "good" / "n").read_text() == "2"
+    assert bad["returncode"] == 0 and bad["stray"] == [f"{s3_root.removeprefix('s3://')}/run-1/plan/plan/shards.json"]
+    assert not storage.exists(f"{s3_root}/run-1/stray/result"), "a step that wrote stray files uploads nothing"
+    assert storage.read_text(f"{s3_root}/run-1/plan/plan/shards.json") == "[1, 2]"
+    assert not list((tmp_path / "work").iterdir()), "each step's sandbox folders are removed"
 
 
 @pytest.fixture(scope="module")
@@ -300,8 +456,8 @@ def test_the_sandbox_refuses_writes_outside_tmp_and_artifacts(image_of, tmp_path
     assert ok.returncode == 0 and (tmp_path / "t" / "x").read_text() == "10001"
 
 
-def _run_compiled(name: str, run, store, tmp_path) -> tuple[list[dict], float]:
-    """Run the compiled pipelines/<name>.yaml with ``run``'s arguments, as `inkbooth submit` sends them."""
+def _run_compiled(name: str, store, tmp_path) -> tuple[list[dict], float]:
+    """Run the compiled pipelines/<name>.yaml with the proof's arguments, as `inkbooth submit` sends them."""
     from kfp import components
 
     from tests.imagerun import kfp_local_in_images
@@ -310,13 +466,12 @@ def _run_compiled(name: str, run, store, tmp_path) -> tuple[list[dict], float]:
     (tmp_path / "work").mkdir()
     started = time.perf_counter()
     with kfp_local_in_images(tmp_path / "root", PIPES, _step_env(store), tmp_path / "work") as runner:
-        run.validate()
-        pipeline(**run.arguments(), kfp_api="")
+        pipeline(**proof_arguments(name))
     seconds = time.perf_counter() - started
     report = [{k: s[k] for k in ("step", "returncode", "stray")} for s in runner.steps]
     print(f"\n{name}: {len(runner.steps)} steps in their images in {seconds:.0f} s: {json.dumps(report)}")
     for step in runner.steps:
-        assert step["image"] == _image.image(PROOF[name]) or step["step"] == "finish-run", step["step"]
+        assert step["image"] in {_image.image(v) for v in PROOF.values()}, step
         assert step["returncode"] == 0 and not step["stray"], (
             f"{step['step']} failed in {step['image']} (stray writes: {step['stray']}):\n{step['stderr']}")
     return runner.steps, seconds
@@ -332,12 +487,9 @@ def test_the_ocr_pipeline_runs_in_its_image(image_of, store, tmp_path):
     storage.upload_dir(model, "s3://inkbooth-models/tiny-trocr")
     expected = demo.make_documents(tmp_path / "local")
     storage.upload_dir(tmp_path / "local" / "documents", "s3://inkbooth-data/documents")
-    run = runs.OCRRun(model="s3://inkbooth-models/tiny-trocr", documents="s3://inkbooth-data/documents",
-                      output="s3://inkbooth-data/ocr", num_shards=2,
-                      export={"max_int8_cer": 0.6, "parity_images": 8, "variants": ["fp32", "int8"]},
-                      recognize={"num_beams": 1, "max_new_tokens": 16})
-    steps, _ = _run_compiled("ocr", run, store, tmp_path)
+    steps, _ = _run_compiled("ocr", store, tmp_path)
     names = [s["step"] for s in steps]
+    assert {s["image"] for s in steps} == {_image.image("ocr-cpu")}
     assert names.count("recognize-shard") == 2 and {"pin-model", "export-trocr", "plan-ocr", "merge-ocr",
                                                     "finish-run"} <= set(names)
     summary = demo.check_results("s3://inkbooth-data/ocr/results", expected)
@@ -356,13 +508,10 @@ def test_the_dreambooth_pipeline_runs_in_its_image(image_of, store, tmp_path):
     storage.upload_dir(tiny.build_tiny_sd(tmp_path / "sd"), "s3://inkbooth-models/base/tiny-sd")
     subject_images(tmp_path / "subject", 3)
     storage.upload_dir(tmp_path / "subject", "s3://inkbooth-data/subjects/ball")
-    run = runs.DreamBoothRun(
-        base_model="s3://inkbooth-models/base/tiny-sd", instance_images="s3://inkbooth-data/subjects/ball",
-        prior_output="s3://inkbooth-data/class-images", registry="s3://inkbooth-models/models", prior_shards=2,
-        prior={"num_images": 2, "steps": 3}, train={"max_train_steps": 2, "checkpoint_every": 1},
-        export={"name": "ball"}, sample={"prompts": ["a photo of sks dog"], "steps": 2, "images_per_prompt": 1})
-    steps, _ = _run_compiled("dreambooth", run, store, tmp_path)
+    steps, _ = _run_compiled("dreambooth", store, tmp_path)
     names = [s["step"] for s in steps]
+    assert {s["image"] for s in steps if s["step"] in ("generate-prior", "train", "export-model", "sample-model")} == {
+        _image.image("train-cuda")}
     assert names.count("generate-prior") == 2 and {"plan-prior", "train", "export-model", "sample-model",
                                                    "finish-run"} <= set(names)
     assert artifacts.read_manifest("s3://inkbooth-models/models/ball/v1").kind

@@ -38,7 +38,7 @@ def kubectl() -> str:
 
 
 def _build(folder: Path) -> str:
-    built = subprocess.run([kubectl(), "kustomize", str(folder)], capture_output=True, text=True)
+    built = subprocess.run([kubectl(), "kustomize", str(folder)], capture_output=True, text=True, timeout=120)
     assert built.returncode == 0, built.stderr
     return built.stdout
 
@@ -72,7 +72,8 @@ def pod_specs(docs: list[dict]) -> list[tuple[str, dict]]:
 def test_schemas_accept_every_object(rendered):
     name, path, docs = rendered
     validator = Path(sys.executable).parent / "kubernetes-validate"
-    result = subprocess.run([str(validator), "--strict", "-k", KUBE_VERSION, str(path)], capture_output=True, text=True)
+    result = subprocess.run([str(validator), "--strict", "-k", KUBE_VERSION, str(path)], capture_output=True, text=True,
+                            timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "ERROR" not in result.stdout and "FAIL" not in result.stdout.upper().replace("FAILURE", "")
     assert {"Namespace", "ServiceAccount", "ConfigMap", "Role", "RoleBinding"} <= {d["kind"] for d in docs}
@@ -475,6 +476,7 @@ def test_the_seaweedfs_deployment_runs_and_the_bucket_job_creates_the_buckets(tm
 
 
 def test_make_manifests_renders_and_validates():
-    out = subprocess.run(["make", "-s", "-C", str(REPO), "-n", "manifests"], capture_output=True, text=True)
+    out = subprocess.run(["make", "-s", "-C", str(REPO), "-n", "manifests"], capture_output=True, text=True,
+                         timeout=60)
     assert "kustomize" in out.stdout and "kubernetes-validate" in out.stdout, shlex.join(out.args)
     assert "trainer/overlays" in out.stdout, "the opt-in Trainer overlays are rendered and validated too"
