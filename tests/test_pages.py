@@ -339,3 +339,35 @@ def test_a_photo_does_not_tilt_the_skew_estimate():
     img, _ = compose(paragraph(rng, 150, 150, 8, 34, 24) + paragraph(rng, 150, 1500, 8, 34, 24),
                      photo=(100, 500, 1600, 1400))
     assert abs(pages.estimate_skew(pages.binarize(np.asarray(img)))) < 0.1
+
+
+def test_three_full_columns_with_gutters_under_a_line_and_a_half_are_parted():
+    # An index: three wide columns full of lines on one baseline grid, gutters ~1.25 line heights.
+    rng = np.random.default_rng(12)
+    font, pitch = 24, 30
+    first = paragraph(rng, 100, 200, 30, pitch, font, 30)
+    line_h = pages.line_height(pages.binarize(np.asarray(compose(first)[0])))
+    gap = round(1.25 * line_h)
+    assert gap < pages.PagesConfig().gutter * line_h  # narrower than a gutter
+    placed, x = [], 100
+    for _ in range(3):
+        column = paragraph(rng, x, 200, 30, pitch, font, 30)
+        placed += column
+        x = max(t[2] for t in compose(column)[1]) + gap
+    img, truth = compose(placed)
+    got = found_all(truth, img, rate=1.0, deskew=False)
+    assert len(got) == len(truth), f"{len(got)} boxes for {len(truth)} lines"
+
+
+def test_sparse_notes_a_line_and_a_quarter_from_their_lines_are_read_with_them():
+    # The same narrow band beside a column with a note on a few of its lines is not a gutter: each
+    # note is read with its line (a definition list, a macro name in the margin of its description).
+    rng = np.random.default_rng(13)
+    font, pitch = 24, 30
+    notes = [(w, 200, 200 + i * pitch, font) for i, w in ((0, "quality"), (9, "display"), (20, "spacing"))]
+    note_right = max(t[2] for t in compose(notes)[1])
+    line_h = pages.line_height(pages.binarize(np.asarray(compose(paragraph(rng, 100, 200, 5, pitch, font))[0])))
+    body = paragraph(rng, note_right + round(1.25 * line_h), 200, 30, pitch, font, 40)
+    img, truth = compose(body + notes)
+    rows = [row_box([truth[i], truth[30 + k]]) for k, i in enumerate((0, 9, 20))]
+    found_all([t for i, t in enumerate(truth[:30]) if i not in (0, 9, 20)] + rows, img, rate=1.0, deskew=False)

@@ -46,6 +46,8 @@ class PagesConfig:
     min_line_height: int = option(6, "rows of ink shorter than this (pixels) are noise, not text")
     segment_gap: float = option(2.5, "split a line where a horizontal gap exceeds this many line heights")
     gutter: float = option(1.5, "a vertical white band this many line heights wide separates columns")
+    narrow_gutter: float = option(1.0, "a narrower white band, down to this many line heights, separates two wide "
+                                       "columns that are both full of lines (an index)")
     paragraph_gap: float = option(0.8, "a blank horizontal band this many line heights tall separates blocks")
     wide_column: float = option(10.0, "a column of text at least this many line heights wide: a narrow gutter between "
                                       "two such columns parts them even when their rows line up (a table's do not)")
@@ -434,6 +436,20 @@ def _table_gap(block: np.ndarray, a: int, b: int, left: int, right: int, line_h:
     return aligned >= 0.8 * len(few)
 
 
+def _full_columns(block: np.ndarray, a: int, b: int, left: int, right: int, line_h: float,
+                  config: PagesConfig) -> bool:
+    """Whether a white band ``a:b`` narrower than a gutter still parts two columns of text: the
+    columns beside it (``left:a`` and ``b:right``) are both wide and both full of lines, as in a
+    two- or three-column index. Margin notes beside a paragraph (few rows on one side) and line
+    numbers or table cells (a narrow side) are not parted by so narrow a band."""
+    if a - left < config.wide_column * line_h or right - b < config.wide_column * line_h:
+        return False
+    bands_l = _bands(block[:, left:a], config.min_line_height)
+    bands_r = _bands(block[:, b:right], config.min_line_height)
+    few, many = sorted((len(bands_l), len(bands_r)))
+    return few >= 4 and few >= 0.5 * many
+
+
 def segment_lines(ink: np.ndarray, config: PagesConfig | None = None, rules: bool = True,
                   pictures: bool = True) -> list[Box]:
     """Line boxes of an ink mask, in reading order (columns left to right, then top to bottom).
@@ -494,16 +510,24 @@ def _blocks(ink: np.ndarray, line_h: float, config: PagesConfig) -> list[tuple[i
 
     blocks: list[tuple[int, int, int, int]] = []
     min_gutter = config.gutter * line_h
+    narrow = min(config.narrow_gutter, config.gutter) * line_h
     tolerance = 1.5 * line_h  # rows of ink a gutter may cross and still part two columns
 
     def candidates(block: np.ndarray, per_col: np.ndarray, limit: float) -> list[tuple[int, int, bool]]:
         """Bands of columns with at most ``limit`` ink pixels, wide enough for a gutter and inside
         the block, each with whether it parts table cells (:func:`_table_gap`) instead."""
         width = block.shape[1]
-        bands = [(a, b) for a, b in _runs(per_col <= limit) if a > 0 and b < width and b - a >= min_gutter]
-        return [(a, b, _table_gap(block, a, b, bands[i - 1][1] if i else 0,
-                                  bands[i + 1][0] if i + 1 < len(bands) else width, line_h, config))
-                for i, (a, b) in enumerate(bands)]
+        found = []
+        for wide in (True, False):
+            least = min_gutter if wide else narrow
+            bands = [(a, b) for a, b in _runs(per_col <= limit) if a > 0 and b < width and b - a >= least]
+            for i, (a, b) in enumerate(bands):
+                left, right = bands[i - 1][1] if i else 0, bands[i + 1][0] if i + 1 < len(bands) else width
+                if wide:
+                    found.append((a, b, _table_gap(block, a, b, left, right, line_h, config)))
+                elif b - a < min_gutter and _full_columns(block, a, b, left, right, line_h, config):
+                    found.append((a, b, False))
+        return sorted(found)
 
     def gutters(block: np.ndarray, tolerant: bool) -> list[tuple[int, int, np.ndarray]]:
         """Vertical bands with text on both sides and no ink, or (``tolerant``) crossed by a few
@@ -519,7 +543,7 @@ def _blocks(ink: np.ndarray, line_h: float, config: PagesConfig) -> list[tuple[i
             if table or any(a <= ta and tb <= b for ta, tb in tables):
                 continue
             if tolerant:  # the emptiest stretch of it, not the ragged line ends at its sides
-                width = math.ceil(min_gutter)
+                width = min(math.ceil(min_gutter), b - a)
                 sums = np.convolve(per_col[a:b], np.ones(width), mode="valid")
                 a = a + int(np.argmin(sums))
                 b = a + width
