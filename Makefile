@@ -29,6 +29,15 @@ report-screenshots: setup ## after make demo: PNGs of the demo's two reports for
 testdata: ## fetch test data from Debian (real LaTeX-typeset PDFs, tests/evalset.tsv; tesseract-ocr) into .inkbooth/testdata
 	bash scripts/fetch-testdata.sh $(TESTDATA)
 
+fonts: ## fetch fonts and word lists from Debian (for synthetic training lines) into .inkbooth/fonts
+	bash scripts/fetch-fonts.sh .inkbooth/fonts
+
+reader-latin: setup fonts ## retrain the Latin reader from scratch and install it in src/inkbooth/readers (hours on 2 CPU cores)
+	OMP_NUM_THREADS=1 nice -n 10 $(BIN)/python -m inkbooth.readers train latin
+
+reader-cyrillic: setup fonts ## retrain the Cyrillic reader the same way
+	OMP_NUM_THREADS=1 nice -n 10 $(BIN)/python -m inkbooth.readers train cyrillic
+
 test: setup testdata ## set up, then lint and run the test suite (what CI runs)
 	$(BIN)/ruff check src components pipelines tests bench
 	$(BIN)/pytest -q -m "not slow and not gpu"
@@ -99,4 +108,4 @@ manifests: setup ## render every k8s overlay, opt-in Trainer overlay and cluster
 clean: ## remove the venv and local run data
 	rm -rf $(VENV) .inkbooth .pytest_cache
 
-.PHONY: help setup demo report-screenshots testdata test test-all test-load lint compile bench bench-pages images lock-images standin-base push-images test-images manifests clean
+.PHONY: help setup demo report-screenshots testdata fonts reader-latin reader-cyrillic test test-all test-load lint compile bench bench-pages images lock-images standin-base push-images test-images manifests clean

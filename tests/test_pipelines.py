@@ -78,7 +78,7 @@ def test_ocr_pipeline_end_to_end_on_s3(s3_server, bucket, tmp_path):
 def test_example_run_configs_load(path):
     from inkbooth import config
 
-    name = path.name.split("-")[0]
+    name = path.name.removesuffix("-run.yaml")
     config.load(runs.get(name).run_config, path).validate()
 
 

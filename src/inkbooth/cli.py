@@ -59,6 +59,15 @@ def build_parser() -> argparse.ArgumentParser:
                         ("output", "folder or s3:// prefix for the ONNX artifact")])
     p.add_argument("--parity-images-uri", help="folder or s3:// prefix of line images for the parity set")
 
+    p = _config_parser(sub, "finetune-trocr", "fine-tune a TrOCR checkpoint on labelled line crops and/or synthetic lines",
+                       "inkbooth.ocr.finetune:FinetuneConfig",
+                       [("model", "hub id, local folder or s3:// URI of the checkpoint to start from"),
+                        ("output", "folder or s3:// prefix for the fine-tuned checkpoint")])
+    p.add_argument("--data", help="folder or s3:// prefix of line images with labels.jsonl or labels.tsv")
+    p.add_argument("--checkpoints", help="prefix for full-state checkpoints (default: <output>-checkpoints)")
+    p.add_argument("--registry", help="registry root: register the result as the next version of --name")
+    p.add_argument("--name", default="trocr", help="model name in the registry (default: trocr)")
+
     p = _config_parser(sub, "ocr", "OCR documents (one shard of them) with an exported model",
                        "inkbooth.ocr.recognize:RecognizeConfig",
                        [("documents", "folder or s3:// prefix of PNG/JPEG/TIFF/PDF documents"),
@@ -118,8 +127,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cron", required=True, help="KFP cron with seconds first, e.g. '0 0 3 * * *' (03:00 daily)")
     p.add_argument("--job-name", required=True, help="name of the recurring run")
     p.add_argument("--max-concurrency", type=int, default=1)
-    cluster_command("retrain", "submit a DreamBooth run only if the subject images changed since the latest version",
-                    pipeline_arg=False)
+    p = cluster_command("retrain", "submit a training run only if its data changed since the latest version "
+                        "(DreamBooth: subject images; ocr-train: labelled lines)", pipeline_arg=False)
+    p.add_argument("--pipeline", choices=["dreambooth", "ocr-train"], default="dreambooth",
+                   help="which training pipeline (default: dreambooth)")
 
     p = sub.add_parser("compile", help="compile pipelines to KFP v2 IR YAML")
     p.add_argument("pipeline", nargs="?", default="all", help="pipeline name, or all")
@@ -180,6 +191,18 @@ def _export(args: argparse.Namespace) -> int:
     manifest = export_trocr(args.model, args.output, _load_config(args), parity_images=args.parity_images_uri)
     print(json.dumps({"output": args.output, "content_hash": manifest.content_hash, "metrics": manifest.metrics},
                      indent=2))
+    return 0
+
+
+def _finetune(args: argparse.Namespace) -> int:
+    from inkbooth.ocr.finetune import RegisterConfig, finetune_trocr, register_trocr
+
+    manifest = finetune_trocr(args.model, args.output, _load_config(args), data=args.data,
+                              checkpoints=args.checkpoints)
+    result = {"output": args.output, "metrics": manifest.metrics}
+    if args.registry:
+        result["version"], _ = register_trocr(args.output, args.registry, RegisterConfig(name=args.name))
+    print(json.dumps(result, ensure_ascii=False))
     return 0
 
 
@@ -254,7 +277,7 @@ def _schedule(args: argparse.Namespace) -> int:
 def _retrain(args: argparse.Namespace) -> int:
     from inkbooth import submit
 
-    print(json.dumps(submit.retrain_if_changed(_run_config("dreambooth", args.run, args.set), _endpoint(args))))
+    print(json.dumps(submit.retrain_if_changed(_run_config(args.pipeline, args.run, args.set), _endpoint(args))))
     return 0
 
 
@@ -378,7 +401,8 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"submit": _submit, "schedule": _schedule, "retrain": _retrain, "export-trocr": _export, "ocr": _ocr, "prior": _prior, "train": _train, "export-model": _export_model,
+COMMANDS = {"submit": _submit, "schedule": _schedule, "retrain": _retrain, "export-trocr": _export,
+            "finetune-trocr": _finetune, "ocr": _ocr, "prior": _prior, "train": _train, "export-model": _export_model,
             "sample": _sample, "pages": _pages, "run": _run, "compile": _compile, "store": _store, "tiny": _tiny,
             "demo": _demo, "report": _report}
 

@@ -85,7 +85,7 @@ def _stage(**kw: Any) -> Any:
 
 @dataclasses.dataclass
 class ClusterConfig:
-    """Per-stage Kubernetes settings of both pipelines, and run-wide ones."""
+    """Per-stage Kubernetes settings of the pipelines, and run-wide ones."""
 
     pin_model: StageResources = _stage(cpu="500m", memory="1Gi", scratch="1Gi", timeout=600, retries=2)
     export_trocr: StageResources = _stage(cpu="2", memory="8Gi", scratch="20Gi", timeout=7200, retries=2,
@@ -106,6 +106,13 @@ class ClusterConfig:
     # in a cache key the way the version's URI was.
     sample: StageResources = _stage(cpu="4", memory="16Gi", gpus=1, scratch="40Gi", timeout=3600, retries=2)
     finish_run: StageResources = _stage(cpu="250m", memory="512Mi", scratch="1Gi", timeout=1800, retries=2)
+    # ocr-train (it reuses pin_model, export_trocr and finish_run): labelled line crops are small, a
+    # trocr-base fine-tuning run keeps full-state checkpoints (~1.3 GB each) staged locally.
+    prepare_lines: StageResources = _stage(cpu="1", memory="2Gi", scratch="20Gi", timeout=3600, retries=2)
+    finetune_trocr: StageResources = _stage(cpu="8", memory="32Gi", gpus=1, shm="8Gi", scratch="40Gi",
+                                            timeout=12 * 3600, retries=2, do_not_disrupt=True)
+    evaluate_ocr: StageResources = _stage(cpu="4", memory="8Gi", scratch="10Gi", timeout=3600, retries=2)
+    register_ocr: StageResources = _stage(cpu="1", memory="2Gi", scratch="10Gi", timeout=1800, retries=2)
     credentials: Literal["secret", "workload-identity"] = option(
         "secret", "where the steps' S3 credentials come from: 'secret' (the s3_secret parameter's AWS_* keys "
                   "as env vars) or 'workload-identity' (no keys at all: the run's service account identity, "

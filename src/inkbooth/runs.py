@@ -109,6 +109,42 @@ class DreamBoothRun:
                 "export_config": d["export"], "sample_config": d["sample"]}
 
 
+@dataclasses.dataclass
+class OCRTrainRun:
+    """Parameters of one OCR fine-tuning run: data -> fine-tune -> export (parity gate) -> evaluate -> register."""
+
+    base_model: str = option(help="TrOCR checkpoint to start from: hub id, folder, s3:// URI or a registry version")
+    data: str = option(help="prefix (s3:// or folder) of line images with labels.jsonl or labels.tsv")
+    registry: str = option(help="model registry root; the result becomes <registry>/<name>/vN")
+    checkpoints: str = option("", "prefix for full-state training checkpoints (empty: beside the trained model)")
+    lines: dict[str, Any] = option({}, "data checks and split (inkbooth.ocr.lines.LinesConfig fields)")
+    finetune: dict[str, Any] = option({}, "fine-tuning (inkbooth.ocr.finetune.FinetuneConfig fields)")
+    export: dict[str, Any] = option({}, "export and parity gate (inkbooth.ocr.export.ExportConfig fields)")
+    evaluate: dict[str, Any] = option({}, "held-out evaluation (inkbooth.ocr.evaluate.EvaluateConfig fields)")
+    register: dict[str, Any] = option({}, "registration (inkbooth.ocr.finetune.RegisterConfig fields: name, ...)")
+
+    def validate(self) -> None:
+        from inkbooth import config
+        from inkbooth.ocr.evaluate import EvaluateConfig
+        from inkbooth.ocr.export import ExportConfig
+        from inkbooth.ocr.finetune import FinetuneConfig, RegisterConfig
+        from inkbooth.ocr.lines import LinesConfig
+
+        config.from_dict(LinesConfig, self.lines, source="lines")
+        config.from_dict(FinetuneConfig, self.finetune, source="finetune")
+        config.from_dict(ExportConfig, self.export, source="export")
+        config.from_dict(EvaluateConfig, self.evaluate, source="evaluate")
+        config.from_dict(RegisterConfig, self.register, source="register")
+
+    def arguments(self) -> dict[str, Any]:
+        d = to_dict(self)
+        model = _absolute(d["base_model"]) if Path(d["base_model"]).exists() else d["base_model"]
+        return {"base_model": model, "data": _absolute(d["data"]), "registry": _absolute(d["registry"]),
+                "checkpoints": _absolute(d["checkpoints"]) if d["checkpoints"] else "",
+                "lines_config": d["lines"], "finetune_config": d["finetune"], "export_config": d["export"],
+                "evaluate_config": d["evaluate"], "register_config": d["register"]}
+
+
 @dataclasses.dataclass(frozen=True)
 class PipelineSpec:
     name: str
@@ -127,6 +163,7 @@ PIPELINES = {
     "ocr": PipelineSpec("ocr", "inkbooth.pipelines.ocr", OCRRun, "ocr.yaml", "merge-ocr"),
     "dreambooth": PipelineSpec("dreambooth", "inkbooth.pipelines.dreambooth", DreamBoothRun, "dreambooth.yaml",
                                "export-model"),
+    "ocr-train": PipelineSpec("ocr-train", "inkbooth.pipelines.ocr_train", OCRTrainRun, "ocr_train.yaml", "register"),
 }
 
 

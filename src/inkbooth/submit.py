@@ -1,4 +1,4 @@
-"""Runs on a Kubeflow Pipelines cluster: submit one, schedule recurring ones, retrain on change.
+"""Runs on a Kubeflow Pipelines cluster: submit one, schedule recurring ones, retrain when the data changes.
 
 The pipeline is compiled here (with the cluster settings, ``inkbooth.cluster``) and sent with the
 kfp client to a KFP v2 endpoint, after checking that the endpoint's KFP backend is recent enough
@@ -142,27 +142,41 @@ def _experiment_id(client: Any, endpoint: Endpoint) -> str:
         return client.create_experiment(endpoint.experiment, namespace=namespace).experiment_id
 
 
-def retrain_if_changed(run: runs.DreamBoothRun, endpoint: Endpoint) -> dict[str, Any]:
-    """Submit a DreamBooth run only when the subject images differ from the latest version's.
+def _training_data(run: runs.DreamBoothRun | runs.OCRTrainRun) -> tuple[str, str, str, str, str]:
+    """(pipeline, model name, data hash now, lineage key holding the trained-on hash, what the data is).
 
-    The subject-image prefix is hashed as training hashes it (distinct image contents); the latest
-    version of the model in the registry records that hash in its lineage.
+    The hash is computed as training computes it, from recorded checksums (nothing is downloaded).
     """
-    from inkbooth import artifacts
+    if isinstance(run, runs.OCRTrainRun):
+        from inkbooth.ocr.finetune import RegisterConfig
+        from inkbooth.ocr.lines import line_data_hash
+
+        return "ocr-train", RegisterConfig(**run.register).name, line_data_hash(run.data), "data_hash", "labelled lines"
     from inkbooth.dreambooth.export import ExportCheckpointConfig
     from inkbooth.dreambooth.train import image_set_hash
 
     name = ExportCheckpointConfig(**run.export).name if run.export else ExportCheckpointConfig().name
-    current = image_set_hash(run.instance_images)
+    return "dreambooth", name, image_set_hash(run.instance_images), "instance_images_hash", "subject images"
+
+
+def retrain_if_changed(run: runs.DreamBoothRun | runs.OCRTrainRun, endpoint: Endpoint) -> dict[str, Any]:
+    """Submit a training run only when its data differs from what the latest version was trained on.
+
+    DreamBooth compares the subject images, OCR training the labelled lines (label file and images);
+    the latest version of the model in the registry records that hash in its lineage.
+    """
+    from inkbooth import artifacts
+
+    pipeline, name, current, key, what = _training_data(run)
     registry = artifacts.Registry(run.registry)
     try:
         latest = registry.manifest(name, "latest")
-        trained_on = latest.lineage.get("instance_images_hash")
+        trained_on = latest.lineage.get(key)
         version = latest.version
     except artifacts.NotPublishedError:
         trained_on, version = None, None
     if trained_on == current:
-        return {"submitted": False, "reason": f"subject images unchanged since {name} {version}", "hash": current}
-    run_id = submit("dreambooth", run, endpoint, run_name=f"retrain-{name}-{current[:8]}")
-    reason = f"no version of {name} yet" if version is None else f"subject images changed since {name} {version}"
+        return {"submitted": False, "reason": f"{what} unchanged since {name} {version}", "hash": current}
+    run_id = submit(pipeline, run, endpoint, run_name=f"retrain-{name}-{current[:8]}")
+    reason = f"no version of {name} yet" if version is None else f"{what} changed since {name} {version}"
     return {"submitted": True, "run_id": run_id, "reason": reason, "hash": current}

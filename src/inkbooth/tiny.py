@@ -9,12 +9,21 @@ The TrOCR here is a ``VisionEncoderDecoderModel`` (ViT encoder + ``TrOCRForCausa
 is trained locally on a fixed text. Its output projection is scaled up so that, like a trained model's,
 its next-token choices are clear rather than near-ties; quantisation parity then measures the
 quantiser, not the coin flips of a random network.
+
+The same builder makes the starting point of the small readers that ``inkbooth.ocr.finetune`` trains
+(``READER_SHAPE``): a character-level tokenizer (still RoBERTa's byte-level kind: every byte is a
+token, and each character of the alphabet that takes several UTF-8 bytes is merged into one), an image
+processor that keeps the line's aspect ratio (DETR's: scale to fit the input, which for a line means
+to its height, then pad right and below, so every line starts at the left edge with glyphs of one
+size), and tall, narrow patches that cut a line into columns.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
+from typing import Any, Literal
 
 from inkbooth.config import option
 
@@ -34,7 +43,8 @@ class TinyTrOCRConfig:
 
     image_height: int = option(32, "encoder input height (pixels)")
     image_width: int = option(128, "encoder input width (pixels); wide, because inputs are text lines")
-    patch_size: int = option(8, "ViT patch size")
+    patch_size: int = option(8, "ViT patch size (its height, when patch_width is set)")
+    patch_width: int = option(0, "ViT patch width (0: square patches of patch_size)")
     hidden_size: int = option(96, "encoder hidden size")
     encoder_layers: int = option(2, "encoder layers")
     d_model: int = option(128, "decoder hidden size (differs from the encoder's, as in trocr-base)")
@@ -49,6 +59,12 @@ class TinyTrOCRConfig:
     output_vocab: int = option(0, "model vocabulary (0: the tokenizer's); larger pads the embedding and output "
                                   "layer with ids that are never chosen, so benchmarks pay for a real vocabulary")
     seed: int = option(0, "seed of the random weights")
+    tokenizer: Literal["bpe", "chars"] = option("bpe", "bpe (trained on a fixed text) or chars (one token per "
+                                                      "character of the alphabet, bytes for the rest)")
+    alphabet: str = option("", "chars: the characters that get one token each (beyond single bytes)")
+    keep_aspect: bool = option(False, "resize lines to the input height keeping their aspect ratio, then pad right "
+                                      "and below (DetrImageProcessor); else stretch to the input size (ViT's)")
+    dropout: float = option(0.1, "decoder dropout (TrOCR's default)")
 
 
 # The shape of microsoft/trocr-small-printed (DeiT-small encoder, 6-layer decoder), random weights:
@@ -66,37 +82,90 @@ TROCR_BASE_SHAPE = TinyTrOCRConfig(
 )
 
 
-def build_tiny_trocr(out_dir: str | Path, config: TinyTrOCRConfig | None = None) -> Path:
-    """Write a tiny TrOCR checkpoint (model, tokenizer, image processor) to ``out_dir``."""
+# The starting point of the small readers (see inkbooth.readers): 24-pixel lines up to 512 pixels wide
+# cut into 128 columns of 24 x 4 pixels, a 4-layer encoder and a 2-layer decoder; about 5.7 MB.
+READER_SHAPE = TinyTrOCRConfig(
+    image_height=24, image_width=512, patch_size=24, patch_width=4, hidden_size=128, encoder_layers=4, d_model=160,
+    decoder_layers=2, heads=4, max_positions=96, logit_scale=1.0, tokenizer="chars", keep_aspect=True, dropout=0.0,
+)
+
+SPECIAL_TOKENS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]  # RoBERTa's ids 0..4, as in trocr-base
+
+
+def _char_tokenizer_files(folder: Path, alphabet: str) -> None:
+    """vocab.json and merges.txt of a byte-level BPE with one token per byte and per character of
+    ``alphabet`` (characters of several UTF-8 bytes are merged whole, nothing longer)."""
+    from transformers.models.roberta.tokenization_roberta import bytes_to_unicode
+
+    byte_char = bytes_to_unicode()
+    vocab = {tok: i for i, tok in enumerate(SPECIAL_TOKENS)}
+    for b in range(256):
+        vocab[byte_char[b]] = len(vocab)
+    merges: list[str] = []
+    for ch in dict.fromkeys(alphabet):
+        pieces = [byte_char[b] for b in ch.encode("utf-8")]
+        while len(pieces) > 1:
+            merge = f"{pieces[0]} {pieces[1]}"
+            if merge not in merges:
+                merges.append(merge)
+            pieces = [pieces[0] + pieces[1]] + pieces[2:]
+            vocab.setdefault(pieces[0], len(vocab))
+    (folder / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
+    (folder / "merges.txt").write_text("#version: 0.2\n" + "".join(m + "\n" for m in merges), encoding="utf-8")
+
+
+def _tokenizer(cfg: TinyTrOCRConfig) -> Any:
     import tempfile
 
-    import torch
     from tokenizers import ByteLevelBPETokenizer
+    from transformers import RobertaTokenizerFast
+
+    with tempfile.TemporaryDirectory() as tmp:
+        if cfg.tokenizer == "chars":
+            _char_tokenizer_files(Path(tmp), cfg.alphabet)
+        else:
+            bpe = ByteLevelBPETokenizer()
+            bpe.train_from_iterator(_CORPUS.splitlines() * 4, vocab_size=cfg.vocab_size, min_frequency=2,
+                                    special_tokens=SPECIAL_TOKENS, show_progress=False)
+            bpe.save_model(tmp)
+        return RobertaTokenizerFast(vocab_file=f"{tmp}/vocab.json", merges_file=f"{tmp}/merges.txt",
+                                    model_max_length=cfg.max_positions)
+
+
+def _image_processor(cfg: TinyTrOCRConfig) -> Any:
+    if cfg.keep_aspect:
+        from transformers import DetrImageProcessor
+
+        # Lines keep their shape (glyphs have one size in every line, however long it is) and start at
+        # the left edge; the rest is padded with 0 after normalising: mid-gray, neither paper nor ink.
+        return DetrImageProcessor(do_resize=True, size={"max_height": cfg.image_height, "max_width": cfg.image_width},
+                                  resample=2, do_rescale=True, do_normalize=True, image_mean=[0.5, 0.5, 0.5],
+                                  image_std=[0.5, 0.5, 0.5], do_pad=True,
+                                  pad_size={"height": cfg.image_height, "width": cfg.image_width})
+    from transformers import ViTImageProcessor
+
+    return ViTImageProcessor(do_resize=True, size={"height": cfg.image_height, "width": cfg.image_width}, resample=2,
+                             do_normalize=True, image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5])
+
+
+def build_tiny_trocr(out_dir: str | Path, config: TinyTrOCRConfig | None = None) -> Path:
+    """Write a tiny TrOCR checkpoint (model, tokenizer, image processor) to ``out_dir``."""
+    import torch
     from transformers import (
-        RobertaTokenizerFast,
         TrOCRConfig,
         TrOCRProcessor,
         VisionEncoderDecoderConfig,
         VisionEncoderDecoderModel,
         ViTConfig,
-        ViTImageProcessor,
     )
 
     cfg = config or TinyTrOCRConfig()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-
-    specials = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]  # RoBERTa's ids 0..4, as in trocr-base
-    bpe = ByteLevelBPETokenizer()
-    bpe.train_from_iterator(_CORPUS.splitlines() * 4, vocab_size=cfg.vocab_size, min_frequency=2,
-                            special_tokens=specials, show_progress=False)
-    with tempfile.TemporaryDirectory() as tmp:
-        bpe.save_model(tmp)
-        tokenizer = RobertaTokenizerFast(vocab_file=f"{tmp}/vocab.json", merges_file=f"{tmp}/merges.txt",
-                                         model_max_length=cfg.max_positions)
-
+    tokenizer = _tokenizer(cfg)
+    patch = [cfg.patch_size, cfg.patch_width] if cfg.patch_width else cfg.patch_size
     encoder = ViTConfig(
-        image_size=[cfg.image_height, cfg.image_width], patch_size=cfg.patch_size, num_channels=3,
+        image_size=[cfg.image_height, cfg.image_width], patch_size=patch, num_channels=3,
         hidden_size=cfg.hidden_size, num_hidden_layers=cfg.encoder_layers, num_attention_heads=cfg.heads,
         intermediate_size=cfg.encoder_intermediate or cfg.hidden_size * 4, qkv_bias=False,
     )
@@ -104,7 +173,7 @@ def build_tiny_trocr(out_dir: str | Path, config: TinyTrOCRConfig | None = None)
         vocab_size=max(len(tokenizer), cfg.output_vocab), d_model=cfg.d_model, decoder_layers=cfg.decoder_layers,
         decoder_attention_heads=cfg.decoder_heads or cfg.heads, decoder_ffn_dim=cfg.decoder_ffn or cfg.d_model * 4,
         max_position_embeddings=cfg.max_positions, use_learned_position_embeddings=True,
-        layernorm_embedding=True, activation_function="gelu", scale_embedding=False,
+        layernorm_embedding=True, activation_function="gelu", scale_embedding=False, dropout=cfg.dropout,
         pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id, decoder_start_token_id=tokenizer.eos_token_id,
         tie_word_embeddings=False,
@@ -126,11 +195,7 @@ def build_tiny_trocr(out_dir: str | Path, config: TinyTrOCRConfig | None = None)
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.save_pretrained(out, safe_serialization=True)
 
-    image_processor = ViTImageProcessor(
-        do_resize=True, size={"height": cfg.image_height, "width": cfg.image_width}, resample=2,
-        do_normalize=True, image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5],
-    )
-    TrOCRProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(out)
+    TrOCRProcessor(image_processor=_image_processor(cfg), tokenizer=tokenizer).save_pretrained(out)
     return out
 
 

@@ -20,6 +20,9 @@ tokens) is exported the earlier way instead: optimum's decoder and decoder-with-
 Parity is measured on line images (given, or rendered by ``inkbooth.ocr.synth``): token exact match
 of ORT fp32 against PyTorch for greedy and beam search, exact match and CER of INT8 against ORT fp32,
 and file sizes. Below the configured thresholds nothing is published and the error names the check.
+Where the lines' true texts are known (rendered lines, or a label file beside the images), each
+variant's own CER is reported too, and ``int8_cer_delta`` (INT8 CER minus fp32 CER) says what
+quantisation costs in reading; it informs, the gate stays on INT8 against fp32.
 """
 
 from __future__ import annotations
@@ -171,19 +174,31 @@ def onnx_bytes(folder: Path) -> int:
 # ---------------------------------------------------------------------------------------------
 
 
-def _parity_set(images_uri: str | None, n: int) -> list[Any]:
+def _parity_set(images_uri: str | None, n: int) -> tuple[list[Any], list[str] | None]:
+    """Line images for the parity checks, and their true texts where known.
+
+    Rendered lines know their texts; a prefix of images knows them when it holds a label file
+    (labels.jsonl or labels.tsv, as fine-tuning data and prepared line sets do).
+    """
     if images_uri is None:
         from inkbooth.ocr.synth import line_images
 
-        return [img for img, _ in line_images(n, seed=1234)]
-    import io
-
-    from PIL import Image
+        pairs = line_images(n, seed=1234)
+        return [img for img, _ in pairs], [text for _, text in pairs]
+    from inkbooth.ocr import lines
 
     keys = [k for k in storage.list_files(images_uri) if k.lower().endswith((".png", ".jpg", ".jpeg", ".tif", ".tiff"))]
     if not keys:
         raise ValueError(f"{images_uri}: no line images (.png/.jpg/.tif) for the parity check")
-    return [Image.open(io.BytesIO(storage.read_bytes(storage.join(images_uri, k)))).convert("RGB") for k in keys[:n]]
+    truth: dict[str, str] = {}
+    try:
+        labels_uri = lines.label_file(images_uri)
+        truth = {e.image: e.text for e in lines.parse_labels(storage.read_text(labels_uri), labels_uri)[0]}
+    except ValueError:
+        pass  # images without labels: parity is measured between variants only
+    chosen = [k for k in keys if k in truth][:n] if truth else keys[:n]
+    images = [lines.decode(storage.read_bytes(storage.join(images_uri, k))) for k in chosen]
+    return images, [truth[k] for k in chosen] if truth else None
 
 
 def cer(hyp: str, ref: str) -> float:
@@ -211,9 +226,19 @@ def _same_tokens(a: Any, b: Any, pad: int) -> list[bool]:
     return out
 
 
+def _corpus_cer(hyps: list[str], refs: list[str]) -> float:
+    """Total edits over total reference characters (whitespace runs counted as one space)."""
+    hyps, refs = [" ".join(h.split()) for h in hyps], [" ".join(r.split()) for r in refs]
+    return sum(cer(h, r) * len(r) for h, r in zip(hyps, refs)) / (sum(len(r) for r in refs) or 1)
+
+
 def measure_parity(source_dir: Path, out: Path, variants: list[str], images: list[Any],
-                   config: ExportConfig) -> dict[str, Any]:
-    """Token exact-match and CER numbers between PyTorch, ORT fp32 and the quantised variants."""
+                   config: ExportConfig, texts: list[str] | None = None) -> dict[str, Any]:
+    """Token exact-match and CER numbers between PyTorch, ORT fp32 and the quantised variants.
+
+    With the images' true ``texts``, each variant's own CER is measured too (``fp32_cer``,
+    ``int8_cer``) and ``int8_cer_delta`` says what quantisation costs in reading.
+    """
     import torch
     from transformers import TrOCRProcessor, VisionEncoderDecoderModel
 
@@ -242,6 +267,8 @@ def measure_parity(source_dir: Path, out: Path, variants: list[str], images: lis
     metrics["fp32_greedy_exact"] = sum(_same_tokens(torch_greedy, ort_greedy, pad)) / len(images)
     metrics["fp32_beam_exact"] = sum(_same_tokens(torch_beam, ort_beam, pad)) / len(images)
     ref_text = processor.batch_decode(ort_greedy, skip_special_tokens=True)
+    if texts is not None:
+        metrics["fp32_cer"] = round(_corpus_cer(ref_text, texts), 5)
     for variant in variants:
         if variant == "fp32":
             continue
@@ -259,6 +286,9 @@ def measure_parity(source_dir: Path, out: Path, variants: list[str], images: lis
         metrics[f"{variant}_greedy_exact"] = sum(_same_tokens(ort_greedy, greedy, pad)) / len(images)
         total_ref = sum(len(r) for r in ref_text) or 1
         metrics[f"{variant}_cer_vs_fp32"] = sum(cer(h, r) * len(r) for h, r in zip(text, ref_text)) / total_ref
+        if texts is not None:
+            metrics[f"{variant}_cer"] = round(_corpus_cer(text, texts), 5)
+            metrics[f"{variant}_cer_delta"] = round(metrics[f"{variant}_cer"] - metrics["fp32_cer"], 5)
     return metrics
 
 
@@ -327,8 +357,8 @@ def export_trocr(model: str, output: str, config: ExportConfig | None = None,
             _convert_fp16(fp32, work / "fp16")
         export_seconds = time.perf_counter() - started
 
-        images = _parity_set(parity_images, config.parity_images)
-        metrics = measure_parity(source_dir, work, config.variants, images, config)
+        images, texts = _parity_set(parity_images, config.parity_images)
+        metrics = measure_parity(source_dir, work, config.variants, images, config, texts)
         metrics["export_seconds"] = round(export_seconds, 2)
         for variant in config.variants:
             metrics[f"{variant}_bytes"] = onnx_bytes(work / variant)

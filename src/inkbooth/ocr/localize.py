@@ -1,16 +1,19 @@
 """Token and word boxes from decoder cross-attention.
 
 For each generated token the decoder's cross-attention (averaged over layers and heads) is a
-distribution over the encoder's positions: a class token, then the ViT patch grid. The grid covers
-the line image as resized for the encoder, so a patch maps back to a rectangle of the crop and from
-there to page coordinates. A token's box is the span of grid columns (and rows) whose attention is
-at least ``threshold`` times the peak, taken around the peak.
+distribution over the encoder's positions: a class token, then the ViT patch grid (any number of
+rows and columns: square or line-shaped inputs, square or rectangular patches). The grid covers the
+encoder's input; the crop fills all of it when the image processor stretches lines to the input size
+(ViT's), or its top-left part when the processor keeps the line's aspect ratio and pads (DETR's with
+a ``pad_size``, see ``content_box``). A patch thus maps back to a rectangle of the crop and from there to page
+coordinates. A token's box is the span of grid columns (and rows) whose attention is at least
+``threshold`` times the peak, taken around the peak.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import numpy as np
@@ -31,9 +34,31 @@ def _span(weights: np.ndarray, threshold: float) -> tuple[int, int]:
     return lo, hi
 
 
+def content_box(image_processor: Any, crop_size: tuple[int, int]) -> tuple[Box, tuple[int, int]]:
+    """Where a crop of ``crop_size`` (width, height) lands in the encoder input, and the input's size.
+
+    Stretching processors (ViT's) fill the input. DETR's with ``pad_size`` keeps the aspect ratio:
+    scaled to fit ``max_height`` x ``max_width`` (its own size rule, called here), then padded right
+    and below to ``pad_size``.
+    """
+    pad = getattr(image_processor, "pad_size", None)
+    size = image_processor.size
+    if pad and getattr(image_processor, "do_pad", False):
+        from transformers.image_utils import get_image_size_for_max_height_width
+
+        w, h = crop_size
+        if getattr(image_processor, "do_resize", True):
+            h, w = get_image_size_for_max_height_width((h, w), size["max_height"], size["max_width"])
+        return (0, 0, w, h), (int(pad["width"]), int(pad["height"]))
+    return (0, 0, int(size["width"]), int(size["height"])), (int(size["width"]), int(size["height"]))
+
+
 def attention_box(attn: np.ndarray, grid: tuple[int, int], crop_size: tuple[int, int],
-                  threshold: float = 0.5) -> Box:
-    """Box (in crop pixels) of one token's attention over ``1 + rows*cols`` encoder positions."""
+                  threshold: float = 0.5, content: tuple[Box, tuple[int, int]] | None = None) -> Box:
+    """Box (in crop pixels) of one token's attention over ``1 + rows*cols`` encoder positions.
+
+    ``content`` is ``content_box``'s answer for this crop; without it the crop fills the grid.
+    """
     import numpy as np
 
     rows, cols = grid
@@ -43,9 +68,14 @@ def attention_box(attn: np.ndarray, grid: tuple[int, int], crop_size: tuple[int,
         return (0, 0, width, height)
     c0, c1 = _span(patches.sum(axis=0), threshold)
     r0, r1 = _span(patches.sum(axis=1), threshold)
+    (x0, y0, x1, y1), (in_w, in_h) = content or ((0, 0, cols, rows), (cols, rows))
+
+    def to_crop(v: float, lo: int, hi: int, extent: int) -> float:
+        return min(max((v - lo) * extent / max(1, hi - lo), 0.0), float(extent))
+
     return (
-        int(np.floor(c0 * width / cols)), int(np.floor(r0 * height / rows)),
-        int(np.ceil(c1 * width / cols)), int(np.ceil(r1 * height / rows)),
+        int(np.floor(to_crop(c0 * in_w / cols, x0, x1, width))), int(np.floor(to_crop(r0 * in_h / rows, y0, y1, height))),
+        int(np.ceil(to_crop(c1 * in_w / cols, x0, x1, width))), int(np.ceil(to_crop(r1 * in_h / rows, y0, y1, height))),
     )
 
 
@@ -69,6 +99,7 @@ def group_words(tokens: Sequence[str]) -> list[list[int]]:
 
 
 def token_boxes(attn: np.ndarray, grid: tuple[int, int], crop_size: tuple[int, int],
-                to_page: Callable[[Box], Box], threshold: float = 0.5) -> list[Box]:
+                to_page: Callable[[Box], Box], threshold: float = 0.5,
+                content: tuple[Box, tuple[int, int]] | None = None) -> list[Box]:
     """Page boxes for every token row of ``attn`` (tokens x encoder positions)."""
-    return [to_page(attention_box(a, grid, crop_size, threshold)) for a in attn]
+    return [to_page(attention_box(a, grid, crop_size, threshold, content)) for a in attn]

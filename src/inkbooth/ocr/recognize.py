@@ -224,6 +224,12 @@ class Recognizer:
         patch = enc_cfg.patch_size if isinstance(enc_cfg.patch_size, (list, tuple)) else (enc_cfg.patch_size,) * 2
         self.grid = (size[0] // patch[0], size[1] // patch[1])
         self.max_new_tokens = self._token_limit()
+        # trocr-base-printed (and models trained like it) emit <s> right after the start token: not text.
+        self.bos_id = self.tokenizer.bos_token_id
+
+    def content_box(self, crop_size: tuple[int, int]) -> tuple[tuple[int, int, int, int], tuple[int, int]]:
+        """Where a crop of this size lands in the encoder input (see ``localize.content_box``)."""
+        return localize.content_box(self.processor.image_processor, crop_size)
 
     def _token_limit(self) -> int:
         from transformers import AutoConfig
@@ -292,7 +298,7 @@ class Recognizer:
                 n = int(pads[0]) if len(pads) else n
             ids = targets[:n]
             lp = token_logprobs[b, :n].astype(np.float64)
-            visible = [i for i, t in enumerate(ids) if t != self.eos_id]
+            visible = [i for i, t in enumerate(ids) if t != self.eos_id and not (i == 0 and t == self.bos_id)]
             tokens = self.tokenizer.convert_ids_to_tokens([int(ids[i]) for i in visible])
             text = self.tokenizer.decode([int(ids[i]) for i in visible], skip_special_tokens=True).strip()
             results.append(LineResult(
@@ -309,8 +315,12 @@ class Recognizer:
 
 
 def line_records(doc: str, lines: list[pages.Line], results: list[LineResult], grid: tuple[int, int],
-                 config: RecognizeConfig) -> list[dict[str, Any]]:
-    """JSON-able records, one per line, boxes in page pixels."""
+                 config: RecognizeConfig, content: Any = None) -> list[dict[str, Any]]:
+    """JSON-able records, one per line, boxes in page pixels.
+
+    ``content`` maps a crop size to where the crop lands in the encoder input (``Recognizer.content_box``);
+    without it the crop fills the input.
+    """
     records = []
     for idx, (line, res) in enumerate(zip(lines, results)):
         rec: dict[str, Any] = {
@@ -318,7 +328,8 @@ def line_records(doc: str, lines: list[pages.Line], results: list[LineResult], g
             "confidence": round(res.confidence, 5) if math.isfinite(res.confidence) else None,
         }
         if config.token_boxes and res.attention is not None and len(res.tokens):
-            boxes = localize.token_boxes(res.attention, grid, line.image.size, line.to_page, config.box_threshold)
+            boxes = localize.token_boxes(res.attention, grid, line.image.size, line.to_page, config.box_threshold,
+                                         content(line.image.size) if content else None)
             rec["tokens"] = [
                 {"text": _decode_tokens(t), "box": list(b), "logprob": round(lp, 5)}
                 for t, b, lp in zip(res.tokens, boxes, res.token_logprobs)
@@ -461,7 +472,8 @@ def recognize_documents(documents: str, model: str, output: str, config: Recogni
                 chunk = order[start:start + config.batch_size]
                 results.extend(zip(chunk, recognizer.read([doc_lines[i].image for i in chunk])))
             results.sort(key=lambda pair: pair[0])
-            records = line_records(rel, doc_lines, [r for _, r in results], recognizer.grid, config)
+            records = line_records(rel, doc_lines, [r for _, r in results], recognizer.grid, config,
+                                   recognizer.content_box)
             n_pages = len({ln.page for ln in doc_lines})
             result = {"document": rel, "status": "ok", "sha256": digest, "model": model_hash, "config": settings,
                       "pages_with_text": n_pages, "lines": len(records),

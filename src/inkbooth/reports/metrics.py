@@ -15,7 +15,7 @@ MB = 1_000_000
 
 EXPORT_KEYS = ("fp32_greedy_exact", "fp32_beam_exact", "int8_greedy_exact", "int8_cer_vs_fp32",
                "fp16_greedy_exact", "fp16_cer_vs_fp32", "fp32_mb", "int8_mb", "fp16_mb", "int8_size_ratio",
-               "gate_passed")
+               "fp32_cer", "int8_cer", "int8_cer_delta", "gate_passed")
 PRIOR_KEYS = ("images_made", "images_reused", "seconds_per_image")
 TRAIN_KEYS = ("final_loss", "mean_loss", "steps", "steps_per_second", "peak_memory_mb")
 MERGE_KEYS = ("documents_ok", "documents_failed", "lines", "cer", "lines_per_second_wall",

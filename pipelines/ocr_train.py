@@ -1,0 +1,71 @@
+"""The OCR training pipeline: labelled lines -> fine-tune -> export (parity gate) -> evaluate -> register."""
+
+from kfp import dsl
+
+from inkbooth.cluster import ClusterConfig
+from inkbooth.components.finish_run.component import finish_run
+from inkbooth.components.ocr_evaluate.component import evaluate
+from inkbooth.components.ocr_export.component import export_trocr
+from inkbooth.components.ocr_finetune.component import finetune
+from inkbooth.components.ocr_lines.component import prepare_lines
+from inkbooth.components.ocr_register.component import register
+from inkbooth.components.pin_model.component import pin_model
+from inkbooth.lifecycle import IN_CLUSTER_KFP_API
+
+
+def build(cluster: ClusterConfig | None = None):
+    """The pipeline with ``cluster``'s per-stage Kubernetes settings baked in."""
+    cluster = cluster or ClusterConfig()
+
+    @dsl.pipeline(name="inkbooth-ocr-train",
+                  description="TrOCR fine-tuning on labelled lines: data, fine-tune, ONNX export behind the parity "
+                              "gate, held-out evaluation, registration with lineage",
+                  pipeline_config=cluster.pipeline_config())
+    def ocr_train_pipeline(
+        base_model: str,
+        data: str,
+        registry: str,
+        checkpoints: str = "",
+        lines_config: dict = {},  # noqa: B006 - KFP takes parameter defaults from literals
+        finetune_config: dict = {},  # noqa: B006
+        export_config: dict = {},  # noqa: B006
+        evaluate_config: dict = {},  # noqa: B006
+        register_config: dict = {},  # noqa: B006
+        s3_secret: str = "inkbooth-s3",
+        kfp_api: str = IN_CLUSTER_KFP_API,
+    ):
+        finish = cluster.apply(finish_run(run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, kfp_api=kfp_api,
+                                          checkpoints=checkpoints, clean_checkpoints=True), "finish_run", s3_secret)
+        finish.set_display_name("finish-run")
+        with dsl.ExitHandler(finish, name="ocr-train-run"):
+            # Inputs from outside the run, as artifacts for ML Metadata's lineage: the base model pinned
+            # (a pointer with its fingerprint), the labelled lines imported where they are.
+            pinned = cluster.apply(pin_model(model=base_model), "pin_model", s3_secret)
+            pinned.set_display_name("pin-base-model")
+            labelled = dsl.importer(artifact_uri=data, artifact_class=dsl.Dataset, reimport=True,
+                                    metadata={"role": "labelled lines"})
+            labelled.set_display_name("labelled-lines")
+            lines = cluster.apply(prepare_lines(data=labelled.output, config=lines_config), "prepare_lines", s3_secret)
+            lines.set_display_name("data")
+            trained = cluster.apply(finetune(base_model=pinned.outputs["base_model"], lines=lines.outputs["lines"],
+                                             checkpoints=checkpoints, config=finetune_config,
+                                             run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER), "finetune_trocr", s3_secret)
+            trained.set_display_name("fine-tune")
+            exported = cluster.apply(export_trocr(model=trained.outputs["model"], model_key=trained.outputs["key"],
+                                                  config=export_config, parity_images=lines.outputs["Output"]),
+                                     "export_trocr", s3_secret)
+            exported.set_display_name("export-and-quantize")
+            evaluated = cluster.apply(evaluate(onnx_model=exported.outputs["onnx_model"],
+                                               trained=trained.outputs["trained"], lines=lines.outputs["lines"],
+                                               config=evaluate_config), "evaluate_ocr", s3_secret)
+            evaluated.set_display_name("evaluate")
+            registered = cluster.apply(register(trained=trained.outputs["trained"],
+                                                onnx_model=exported.outputs["onnx_model"],
+                                                evaluation=evaluated.outputs["evaluation"], registry=registry,
+                                                config=register_config), "register_ocr", s3_secret)
+            registered.set_display_name("register")
+
+    return ocr_train_pipeline
+
+
+ocr_train_pipeline = build()

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Fonts and word lists for synthetic OCR training lines, from Debian packages (fetched, not installed):
+#   fonts-dejavu-core   DejaVu Sans / Serif / Sans Mono (Latin, Cyrillic, Greek)
+#   fonts-liberation    Liberation Sans / Serif / Mono (metric-compatible with Arial, Times, Courier)
+#   wamerican           an English word list
+#   hunspell-ru         a Russian word list (hunspell .dic, UTF-8)
+# Everything lands in $dest (default .inkbooth/fonts) with SOURCES.txt naming each package version
+# and each file's SHA-256, which the readers' manifests record.
+set -euo pipefail
+dest=${1:-.inkbooth/fonts}
+packages=(fonts-dejavu-core fonts-liberation wamerican hunspell-ru)
+wanted=(
+  usr/share/fonts/truetype/dejavu/DejaVuSans.ttf
+  usr/share/fonts/truetype/dejavu/DejaVuSerif.ttf
+  usr/share/fonts/truetype/dejavu/DejaVuSansMono.ttf
+  usr/share/fonts/truetype/liberation/LiberationSans-Regular.ttf
+  usr/share/fonts/truetype/liberation/LiberationSerif-Regular.ttf
+  usr/share/fonts/truetype/liberation/LiberationMono-Regular.ttf
+  usr/share/dict/american-english
+  usr/share/hunspell/ru_RU.dic
+)
+if [ -f "$dest/SOURCES.txt" ]; then
+  missing=0
+  for f in "${wanted[@]}"; do [ -f "$dest/$(basename "$f")" ] || missing=1; done
+  [ "$missing" = 0 ] && exit 0
+fi
+mkdir -p "$dest"
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+download() { (cd "$tmp" && apt-get download "${packages[@]}" >/dev/null 2>&1); }
+if ! download; then
+  apt-get update -qq >/dev/null 2>&1 || true
+  download || { echo "fetch-fonts: could not download ${packages[*]} with apt-get" >&2; exit 1; }
+fi
+for deb in "$tmp"/*.deb; do dpkg-deb -x "$deb" "$tmp/x"; done
+{
+  echo "# Fetched by scripts/fetch-fonts.sh from Debian packages"
+  for deb in "$tmp"/*.deb; do
+    echo "package $(dpkg-deb -f "$deb" Package) $(dpkg-deb -f "$deb" Version)"
+  done
+} > "$tmp/SOURCES.txt"
+for f in "${wanted[@]}"; do
+  cp "$tmp/x/$f" "$dest/$(basename "$f")"
+  echo "file $(basename "$f") $(sha256sum "$dest/$(basename "$f")" | cut -d' ' -f1)" >> "$tmp/SOURCES.txt"
+done
+mv "$tmp/SOURCES.txt" "$dest/SOURCES.txt"  # last: its presence means the set is complete
+echo "fetch-fonts: $dest"

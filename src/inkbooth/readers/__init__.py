@@ -1,0 +1,112 @@
+"""The small readers that ship with inkbooth: tiny TrOCR models that read printed lines.
+
+Each is a real ``VisionEncoderDecoderModel`` (ViT encoder, TrOCR decoder) with a ``TrOCRProcessor``,
+so it loads like ``microsoft/trocr-base-printed`` through the same code (a folder works wherever a
+hub id does), exports to ONNX and passes the export's parity gate. They were trained from scratch by
+``inkbooth.ocr.finetune`` on synthetic lines, by the command their recipe names:
+
+* ``latin``: printable ASCII, in Pillow's bundled font (the demo documents') and Debian fonts;
+* ``cyrillic``: Russian, in Debian's DejaVu and Liberation fonts; it shows that another alphabet
+  and tokenizer go through the same stage end to end.
+
+Each folder holds the checkpoint, ``recipe.yaml`` (base shape and fine-tuning config),
+``training.json`` (config, metrics, held-out history, lineage) and a manifest (content hashes,
+lineage and metrics), so ``inkbooth.artifacts.fetch`` verifies it like any other artifact. They ship
+inside the package, because ``inkbooth demo`` and the tests read with them wherever inkbooth is
+installed (about 7 MB each).
+
+``python -m inkbooth.readers train NAME`` (``make reader-NAME``) remakes one: it builds the base
+model from the recipe, fine-tunes it (resuming its own checkpoints if interrupted) and installs the
+result here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+NAMES = ("latin", "cyrillic")
+HERE = Path(__file__).resolve().parent
+RECIPE = "recipe.yaml"
+
+log = logging.getLogger(__name__)
+
+
+def path(name: str) -> Path:
+    """The folder of reader ``name`` (a model source for OCR, export and further fine-tuning)."""
+    if name not in NAMES:
+        raise ValueError(f"unknown reader {name!r}; known: {', '.join(NAMES)}")
+    folder = HERE / name
+    if not (folder / "model.safetensors").is_file():
+        raise FileNotFoundError(f"reader {name!r} is not built here ({folder}); make reader-{name} trains it")
+    return folder
+
+
+def recipe(name: str) -> dict[str, Any]:
+    """The base shape and fine-tuning config that reader ``name`` is made with."""
+    import yaml
+
+    return yaml.safe_load((HERE / name / RECIPE).read_text(encoding="utf-8"))
+
+
+def _with_fonts(synthetic: dict[str, Any], fonts_dir: Path) -> dict[str, Any]:
+    """Font and word-list names resolved in the fonts folder ('default' stays Pillow's font)."""
+    out = dict(synthetic)
+    out["fonts"] = [f if f == "default" else str(fonts_dir / f) for f in synthetic["fonts"]]
+    if synthetic.get("word_list"):
+        out["word_list"] = str(fonts_dir / synthetic["word_list"])
+    return out
+
+
+def train(name: str, fonts_dir: str | Path = ".inkbooth/fonts", workdir: str | Path = ".inkbooth/readers") -> Path:
+    """Make reader ``name`` from its recipe and install it in the package; returns its folder."""
+    from inkbooth import config, tiny
+    from inkbooth.ocr.finetune import FinetuneConfig, finetune_trocr
+
+    spec = recipe(name)
+    work = Path(workdir) / name
+    base_cfg = config.from_dict(tiny.TinyTrOCRConfig, {**tiny.dataclasses.asdict(tiny.READER_SHAPE), **spec["base"]},
+                                source=f"{name}/{RECIPE}: base")
+    base = tiny.build_tiny_trocr(work / "base", base_cfg)
+    ft = dict(spec["finetune"])
+    ft["synthetic"] = _with_fonts(ft["synthetic"], Path(fonts_dir).absolute())
+    ft_cfg = config.from_dict(FinetuneConfig, {**ft, "resume": "latest"}, source=f"{name}/{RECIPE}: finetune")
+    finetune_trocr(str(base), str(work / "trained"), ft_cfg, checkpoints=str(work / "checkpoints"))
+    return install(name, work / "trained")
+
+
+def install(name: str, trained: str | Path) -> Path:
+    """Copy a fine-tuning output's checkpoint into the package as reader ``name``, with its manifest."""
+    from inkbooth import artifacts, storage
+    from inkbooth.ocr.finetune import KIND, copy_checkpoint
+
+    with storage.temp_dir("inkbooth-reader-") as tmp:
+        work = Path(tmp)
+        trained_manifest = copy_checkpoint(str(trained), work)
+        shutil.copy2(HERE / name / RECIPE, work / RECIPE)
+        artifacts.publish(work, str(HERE / name), kind=KIND, name=f"reader-{name}",
+                          inputs={**trained_manifest.inputs, "trained": trained_manifest.content_hash},
+                          config=trained_manifest.config, metrics=trained_manifest.metrics,
+                          lineage=trained_manifest.lineage, overwrite=True)
+    return HERE / name
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m inkbooth.readers", description="train or list the small readers")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("train", help="train a reader from its recipe and install it in the package")
+    p.add_argument("name", choices=NAMES)
+    p.add_argument("--fonts", default=".inkbooth/fonts", help="folder filled by scripts/fetch-fonts.sh")
+    p.add_argument("--workdir", default=".inkbooth/readers", help="base model, checkpoints and logs")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    print(train(args.name, args.fonts, args.workdir))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
