@@ -51,8 +51,8 @@ def build(cluster: ClusterConfig | None = None):
                                              checkpoints=checkpoints, config=finetune_config,
                                              run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER), "finetune_trocr", s3_secret)
             trained.set_display_name("fine-tune")
-            exported = cluster.apply(export_trocr(model=trained.outputs["model"], model_key=trained.outputs["key"],
-                                                  config=export_config, parity_images=lines.outputs["Output"]),
+            exported = cluster.apply(export_trocr(trained=trained.outputs["trained"], model_key=trained.outputs["key"],
+                                                  config=export_config, parity_lines=lines.outputs["lines"]),
                                      "export_trocr", s3_secret)
             exported.set_display_name("export-and-quantize")
             evaluated = cluster.apply(evaluate(onnx_model=exported.outputs["onnx_model"],

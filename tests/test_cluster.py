@@ -21,6 +21,8 @@ TASKS = {
     "plan_prior": ("dreambooth", "plan-prior"), "prior": ("dreambooth", "generate-prior"),
     "train": ("dreambooth", "train"), "export_model": ("dreambooth", "export-model"),
     "sample": ("dreambooth", "sample-model"), "finish_run": ("dreambooth", "finish-run"),
+    "prepare_lines": ("ocr-train", "prepare-lines"), "finetune_trocr": ("ocr-train", "finetune"),
+    "evaluate_ocr": ("ocr-train", "evaluate"), "register_ocr": ("ocr-train", "register"),
 }
 
 

@@ -265,6 +265,7 @@ def test_retrain_trigger_for_labelled_lines(bucket, tmp_path):
         assert len(api.posted("/runs")) == 2
 
 
+@pytest.mark.slow  # ~70 s on the shared CPU (seven subprocesses, each importing torch); the IR tests check the wiring
 def test_ocr_train_pipeline_end_to_end_on_s3(s3_server, bucket, base, tmp_path):
     """data -> fine-tune -> export (parity gate) -> evaluate -> register, every step a kfp.local subprocess."""
     storage.upload_dir(base, f"{bucket}/base")

@@ -10,8 +10,9 @@ import yaml
 from inkbooth import runs
 
 # Component (as named in the IR) -> what it must output for the UI.
-METRICS = {"ocr": {"export-trocr", "merge-ocr"}, "dreambooth": {"generate-prior", "train", "sample-model"}}
-REPORTS = {"ocr": {"export-trocr", "merge-ocr"}, "dreambooth": {"train", "sample-model"}}
+METRICS = {"ocr": {"export-trocr", "merge-ocr"}, "dreambooth": {"generate-prior", "train", "sample-model"},
+           "ocr-train": {"finetune", "export-trocr", "evaluate"}}
+REPORTS = {"ocr": {"export-trocr", "merge-ocr"}, "dreambooth": {"train", "sample-model"}, "ocr-train": {"export-trocr"}}
 VISUAL = {"system.HTML", "system.Markdown"}
 # The one string a stage takes from another on purpose: the model's fingerprint is the export's
 # cache key (an artifact is keyed by its name, not its content; see inkbooth.cluster.CACHE_KEYS).

@@ -11,9 +11,8 @@ def evaluate(onnx_model: dsl.Input[dsl.Model], trained: dsl.Input[dsl.Model], li
     """CER and WER of every variant on the held-out lines, and the INT8 - fp32 CER delta."""
     from inkbooth import config as cfg
     from inkbooth.ocr.evaluate import EvaluateConfig, evaluate_trocr
+    from inkbooth.reports import metrics as stage_metrics
 
     manifest = evaluate_trocr(onnx_model.path, trained.path, evaluation.path,
                               cfg.from_dict(EvaluateConfig, config, source="evaluate config"), lines=lines.path)
-    for key, value in manifest.metrics.items():
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            metrics.log_metric(key, value)
+    stage_metrics.log(metrics, stage_metrics.evaluate_metrics(manifest.metrics))

@@ -1,21 +1,21 @@
-"""The small readers that ship with inkbooth: tiny TrOCR models that read printed lines.
+"""The small readers: tiny TrOCR models, trained from scratch on synthetic lines, meant to read printed lines.
 
 Each is a real ``VisionEncoderDecoderModel`` (ViT encoder, TrOCR decoder) with a ``TrOCRProcessor``,
 so it loads like ``microsoft/trocr-base-printed`` through the same code (a folder works wherever a
-hub id does), exports to ONNX and passes the export's parity gate. They were trained from scratch by
-``inkbooth.ocr.finetune`` on synthetic lines, by the command their recipe names:
+hub id does) and exports to ONNX behind the same parity gate. Each is made by
+``inkbooth.ocr.finetune`` from the recipe in its folder:
 
 * ``latin``: printable ASCII, in Pillow's bundled font (the demo documents') and Debian fonts;
-* ``cyrillic``: Russian, in Debian's DejaVu and Liberation fonts; it shows that another alphabet
-  and tokenizer go through the same stage end to end.
+* ``cyrillic``: Russian, in Debian's DejaVu and Liberation fonts, to show that another alphabet and
+  tokenizer go through the same stage end to end.
 
-Each folder holds the checkpoint, ``recipe.yaml`` (base shape and fine-tuning config),
+A built reader's folder holds the checkpoint, ``recipe.yaml`` (base shape and fine-tuning config),
 ``training.json`` (config, metrics, held-out history, lineage) and a manifest (content hashes,
-lineage and metrics), so ``inkbooth.artifacts.fetch`` verifies it like any other artifact. They ship
-inside the package, because ``inkbooth demo`` and the tests read with them wherever inkbooth is
-installed (about 7 MB each).
+lineage and metrics), so ``inkbooth.artifacts.fetch`` verifies it like any other artifact. Only
+recipes are committed so far: see the README's Readers section for the measured training curve
+and what a reader that reaches its target CER takes.
 
-``python -m inkbooth.readers train NAME`` (``make reader-NAME``) remakes one: it builds the base
+``python -m inkbooth.readers train NAME`` (``make reader-NAME``) makes one: it builds the base
 model from the recipe, fine-tunes it (resuming its own checkpoints if interrupted) and installs the
 result here.
 """

@@ -21,6 +21,9 @@ TRAIN_KEYS = ("final_loss", "mean_loss", "steps", "steps_per_second", "peak_memo
 MERGE_KEYS = ("documents_ok", "documents_failed", "lines", "cer", "lines_per_second_wall",
               "lines_per_second_per_worker", "workers")
 SAMPLE_KEYS = ("images",)
+FINETUNE_KEYS = ("steps", "first_loss", "last_loss", "heldout_cer", "heldout_wer", "synthetic_cer", "synthetic_wer",
+                 "train_lines", "heldout_lines", "train_seconds", "resumed_from_step")
+EVALUATE_KEYS = ("cer", "wer", "fp32_cer", "int8_cer", "fp16_cer", "int8_cer_delta", "fp32_wer", "int8_wer", "seconds")
 
 
 def _number(value: Any) -> float | None:
@@ -71,6 +74,16 @@ def merge_metrics(report: dict[str, Any]) -> dict[str, float]:
 
 def sample_metrics(metrics: dict[str, Any]) -> dict[str, float]:
     return _pick(metrics, SAMPLE_KEYS)
+
+
+def finetune_metrics(metrics: dict[str, Any]) -> dict[str, float]:
+    """Losses, held-out CER/WER (labelled and synthetic sets) and size of a TrOCR fine-tuning run."""
+    return _pick(metrics, FINETUNE_KEYS)
+
+
+def evaluate_metrics(metrics: dict[str, Any]) -> dict[str, float]:
+    """CER/WER of the exported variants on the held-out lines, and the INT8 - fp32 CER delta."""
+    return _pick(metrics, EVALUATE_KEYS)
 
 
 def throughput(shard_summaries: list[dict[str, Any]]) -> dict[str, float]:
