@@ -27,9 +27,12 @@ as one line: glyphs that follow one another along one baseline, left to right. F
    *row*. A predicted box may match one piece or several neighbouring pieces of one row together
    (:func:`score`); pieces of different rows are never one line.
 
-5. Only horizontal text is a line: text set at an angle to the page as displayed (a running head
-   set vertically) would need turning before TrOCR reads it; a predicted box inside it is neither
-   true nor false.
+5. Only text along the page's main direction (that of most of its glyphs) is a line: across the
+   page as displayed for most pages; up or down the page for a table or landscape page printed
+   sideways, which is read turned by a quarter (as ``pages.text_turn`` turns it), its lines tall
+   thin boxes on the page as displayed. Text at another angle (a running head set vertically
+   beside upright text) would need turning of its own before TrOCR reads it; a predicted box
+   inside it is neither true nor false.
 
 Boxes are the tight union of the glyph boxes, in render pixels, the page's /Rotate applied.
 Figures that may hold text the text layer lacks (:func:`drawing_regions`: vector drawings, whose
@@ -39,6 +42,7 @@ labels are often outlines, and raster line art) are left out the same way; photo
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from pathlib import Path
 
 EVALSET = Path(__file__).resolve().parent / "evalset.tsv"
@@ -80,7 +84,7 @@ class PageTruth:
 
     pieces: list[Box]
     rows: list[list[int]]
-    ignore: list[Box] = dataclasses.field(default_factory=list)  # text that is not horizontal
+    ignore: list[Box] = dataclasses.field(default_factory=list)  # text off the page's main direction
 
     @classmethod
     def of_boxes(cls, boxes) -> PageTruth:
@@ -90,10 +94,10 @@ class PageTruth:
 
 def page_truth(page, dpi: int, low: float = LOW, high: float = HIGH) -> PageTruth:
     """The true lines of a pypdfium2 page at ``dpi`` (render pixels), by the rule above."""
-    runs, turned = _runs_of(page, dpi, low)
+    runs, turned, back = _runs_of(page, dpi, low)
     pieces = _join_runs(runs, low)
     rows = _join_runs(runs, high)
-    boxes = [box for box, _ in pieces]
+    boxes = [back(box) for box, _ in pieces]
     where = {}  # run index -> row number
     for r, (_, members) in enumerate(rows):
         for i in members:
@@ -102,17 +106,21 @@ def page_truth(page, dpi: int, low: float = LOW, high: float = HIGH) -> PageTrut
     for p, (_, members) in enumerate(pieces):
         grouped.setdefault(where[members[0]], []).append(p)
     return PageTruth(boxes, [sorted(g, key=lambda p: boxes[p][0]) for g in grouped.values()],
-                     [box for box, _ in _join_runs(turned, low)])
+                     [back(box) for box, _ in _join_runs(turned, low)])
 
 
 def pdf_line_boxes(page, dpi: int, segment_gap: float = 2.0) -> list[Box]:
     """Line boxes of a page with one gap (in ems) parting a row, no pieces: the simple reading."""
-    return [box for box, _ in _join_runs(_runs_of(page, dpi, segment_gap)[0], segment_gap)]
+    runs, _, back = _runs_of(page, dpi, segment_gap)
+    return [back(box) for box, _ in _join_runs(runs, segment_gap)]
 
 
-def _runs_of(page, dpi: int, gap: float) -> tuple[list[list], list[list]]:
+def _runs_of(page, dpi: int, gap: float) -> tuple[list[list], list[list], Callable]:
     """Runs ``[x0, y0, x1, y1, rectangle index, em, glyphs, baseline]`` of a page's text layer, cut at ``gap``
-    ems: those of horizontal text, and those of text set at an angle on the page as displayed."""
+    ems: those of text along the page's main direction (across the page as displayed, or up or
+    down a page printed sideways) and those of text at another angle, both in the frame where the
+    main direction runs left to right; and the function mapping a box in that frame back to the
+    page as displayed."""
     import ctypes
     import math
 
@@ -123,22 +131,30 @@ def _runs_of(page, dpi: int, gap: float) -> tuple[list[list], list[list]]:
     px = dpi / 72.0
     turn = math.radians(page.get_rotation())
     ox, oy = ctypes.c_double(), ctypes.c_double()
-    # (centre x, centre y, x0, y0, x1, y1, pdf centre x, pdf centre y, em, horizontal, baseline y);
-    # render pixels, y down
-    glyphs = []
+    found = []  # (display box, quarter turn of the glyph or None, pdf centre, em, display origin)
     for i in range(tp.count_chars()):
         ch = tp.get_text_range(i, 1)
         if not ch or ch.isspace():
             continue
         left, bottom, right, top = tp.get_charbox(i)
         if right > left and top > bottom:
-            x0, y0, x1, y1 = convert((left, bottom, right, top))
             angle = (raw.FPDFText_GetCharAngle(tp.raw, i) + turn) % (2 * math.pi)
+            quarter = round(angle / (math.pi / 2))
             raw.FPDFText_GetCharOrigin(tp.raw, i, ctypes.byref(ox), ctypes.byref(oy))
-            baseline = convert((ox.value, oy.value, ox.value, oy.value))[1]
-            glyphs.append(((x0 + x1) / 2, (y0 + y1) / 2, x0, y0, x1, y1, (left + right) / 2, (bottom + top) / 2,
-                           raw.FPDFText_GetFontSize(tp.raw, i) * px, min(angle, 2 * math.pi - angle) < 0.05,
-                           baseline))
+            found.append((convert((left, bottom, right, top)),
+                          quarter % 4 if abs(angle - quarter * math.pi / 2) < 0.05 else None,
+                          ((left + right) / 2, (bottom + top) / 2), raw.FPDFText_GetFontSize(tp.raw, i) * px,
+                          convert((ox.value, oy.value, ox.value, oy.value))[:2]))
+    main = _main_quarter(found)
+    to_frame, _ = _turner(page, dpi, main)
+    # In the frame where the page's main direction runs left to right (render pixels, y down):
+    # (centre x, centre y, x0, y0, x1, y1, pdf centre x, pdf centre y, em, along the main direction,
+    # baseline y)
+    glyphs = []
+    for box, quarter, (pcx, pcy), em, origin in found:
+        x0, y0, x1, y1 = to_frame(box)
+        glyphs.append(((x0 + x1) / 2, (y0 + y1) / 2, x0, y0, x1, y1, pcx, pcy, em, quarter == main,
+                       to_frame((*origin, *origin))[1]))
     runs: list[list] = []
     turned: list[list] = []
     for j in range(tp.count_rects()):
@@ -147,7 +163,38 @@ def _runs_of(page, dpi: int, gap: float) -> tuple[list[list], list[list]]:
         for level, out in ((True, runs), (False, turned)):
             for row in _glyph_rows([g for g in inside if g[9] is level]):
                 out.extend(_pieces(row, gap, j))
-    return runs, turned
+    return runs, turned, _turner(page, dpi, main)[1]
+
+
+def _main_quarter(found: list) -> int:
+    """The quarter turn (0-3, counter-clockwise) of most of a page's glyphs: 0 for a page read as
+    it is, 1 or 3 for a table or a landscape page printed sideways."""
+    counts = [0, 0, 0, 0]
+    for _, quarter, *_ in found:
+        if quarter is not None:
+            counts[quarter] += 1
+    return max(range(4), key=lambda q: (counts[q], q == 0))
+
+
+def _turner(page, dpi: int, quarter: int):
+    """Functions mapping a display box (render pixels) into the frame where text turned by
+    ``quarter`` quarter turns runs left to right (the page as a reader turns it), and back."""
+    scale = dpi / 72.0
+    w, h = (v * scale for v in page.get_size())  # the displayed size
+
+    def corners(f):
+        def convert(box):
+            (ax, ay), (bx, by) = f(box[0], box[1]), f(box[2], box[3])
+            return min(ax, bx), min(ay, by), max(ax, bx), max(ay, by)
+        return convert
+
+    if quarter == 1:  # text running up the page: turn the page a quarter clockwise
+        return corners(lambda x, y: (h - y, x)), corners(lambda u, v: (v, h - u))
+    if quarter == 2:
+        return corners(lambda x, y: (w - x, h - y)), corners(lambda u, v: (w - u, h - v))
+    if quarter == 3:  # text running down the page: turn it a quarter counter-clockwise
+        return corners(lambda x, y: (y, w - x)), corners(lambda u, v: (w - v, u))
+    return (lambda box: tuple(box)), (lambda box: tuple(box))
 
 
 def _glyph_rows(glyphs: list) -> list[list]:

@@ -97,3 +97,18 @@ def test_tesseract_baseline_reads_line_boxes(tmp_path):
     png = tmp_path / "page.png"
     page.image.save(png)
     assert score(truth, tesseract_tsv_lines(png, 200)).recall > 0.8
+
+
+def test_truth_reads_a_table_printed_sideways_turned():
+    import pypdfium2 as pdfium
+
+    doc = next(d for d in DOCS if d.name == "aastex")
+    path = TESTDATA / doc.filename
+    if not path.exists():
+        pytest.skip(f"{path} missing: run `make testdata`")
+    truth = page_truth(pdfium.PdfDocument(str(path))[15], 200)  # Table 1, set running down the page
+    assert len(truth.pieces) > 200
+    tall = [b for b in truth.pieces if b[3] - b[1] > b[2] - b[0]]
+    assert len(tall) > 0.9 * len(truth.pieces)  # its lines: tall thin boxes on the page as displayed
+    # the running head and page number, upright on a sideways page, are off its main direction
+    assert truth.ignore and all(b[1] < 250 for b in truth.ignore)

@@ -371,3 +371,34 @@ def test_sparse_notes_a_line_and_a_quarter_from_their_lines_are_read_with_them()
     img, truth = compose(body + notes)
     rows = [row_box([truth[i], truth[30 + k]]) for k, i in enumerate((0, 9, 20))]
     found_all([t for i, t in enumerate(truth[:30]) if i not in (0, 9, 20)] + rows, img, rate=1.0, deskew=False)
+
+
+@pytest.mark.parametrize("turn", [90, 270])
+def test_a_page_printed_sideways_is_read_turned(turn):
+    # A table or landscape page set sideways: lines run up (or down) the page. Each line is found
+    # as one box on the page as loaded, and its crop is upright (wider than tall), not letters.
+    rng = np.random.default_rng(14)
+    # Ordinary words (ascenders outnumber descenders, which tells up from down), not the
+    # descender-heavy WORDS of the other tests.
+    words = synth.WORDS
+    text = [" ".join(words[i] for i in rng.integers(len(words), size=7)) for _ in range(12)]
+    upright, truth = compose([(t, 150, 200 + 40 * i, 26) for i, t in enumerate(text)], size=(2200, 1700))
+    page = upright.rotate(-turn, expand=True)  # the page as loaded: turned back by a quarter
+    w, h = upright.size
+    if turn == 90:  # the upright page was turned clockwise: a point (x, y) went to (h - y, x)
+        turned = [(h - b[3], b[0], h - b[1], b[2]) for b in truth]
+    else:
+        turned = [(b[1], w - b[2], b[3], w - b[0]) for b in truth]
+    ink = pages.binarize(np.asarray(page))
+    assert pages.text_turn(ink) == turn
+    assert pages.text_turn(pages.binarize(np.asarray(upright))) == 0
+    lines = pages.page_lines(pages.Page(0, page), pages.PagesConfig(deskew=False))
+    r, misses = recall(turned, [ln.box for ln in lines], threshold=0.7)
+    assert r == 1.0 and len(lines) == len(truth), (misses, len(lines))
+    assert all(ln.image.width > 3 * ln.image.height for ln in lines)
+    # a box in a crop maps onto the page: the crop's whole extent covers its line's box
+    for ln in lines:
+        whole = ln.to_page((0, 0, ln.image.width, ln.image.height))
+        assert whole[0] <= ln.box[0] and whole[1] <= ln.box[1] and whole[2] >= ln.box[2] and whole[3] >= ln.box[3]
+    unturned = pages.page_lines(pages.Page(0, page), pages.PagesConfig(deskew=False, orientation=False))
+    assert recall(turned, [ln.box for ln in unturned], threshold=0.5)[0] == 0.0  # cut across the lines
