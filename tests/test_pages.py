@@ -402,3 +402,26 @@ def test_a_page_printed_sideways_is_read_turned(turn):
         assert whole[0] <= ln.box[0] and whole[1] <= ln.box[1] and whole[2] >= ln.box[2] and whole[3] >= ln.box[3]
     unturned = pages.page_lines(pages.Page(0, page), pages.PagesConfig(deskew=False, orientation=False))
     assert recall(turned, [ln.box for ln in unturned], threshold=0.5)[0] == 0.0  # cut across the lines
+
+
+def test_a_dense_grid_of_numbers_is_not_turned():
+    # 24 columns of two-digit numbers in a ruled grid: the columns peak in the ink's profile more
+    # than the rows do, as a sideways page's lines would, but the numbers stand upright.
+    from PIL import ImageDraw
+
+    rng = np.random.default_rng(15)
+    page = Image.new("L", (1700, 2200), 255)
+    draw = ImageDraw.Draw(page)
+    x0, y0, cols, rows, cw, rh = 100, 150, 24, 40, 60, 48
+    for r in range(rows + 1):
+        draw.line([(x0, y0 + r * rh), (x0 + cols * cw, y0 + r * rh)], fill=0, width=3)
+    for c in range(cols + 1):
+        draw.line([(x0 + c * cw, y0), (x0 + c * cw, y0 + rows * rh)], fill=0, width=3)
+    for r in range(rows):
+        for c in range(cols):
+            page.paste(synth.render_line(f"{rng.integers(10, 99)}", size=18, pad=0).convert("L"),
+                       (x0 + c * cw + 8, y0 + r * rh + 6))
+    ink = pages.binarize(np.asarray(page))
+    small = pages._halve(pages._halve(ink))
+    assert pages._profile_peaks(small) < 0.7 * pages._profile_peaks(np.ascontiguousarray(small.T))
+    assert pages.text_turn(ink) == 0
