@@ -19,7 +19,7 @@ def test_help_and_import_do_not_load_torch():
             "inkbooth.cli.build_parser(); "
             "heavy = [m for m in ('torch', 'transformers', 'onnxruntime', 'numpy') if m in sys.modules]; "
             "print(heavy)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
     assert out.stdout.strip() == "[]"
     assert run_cli("--help").returncode == 0
 

@@ -104,7 +104,7 @@ def test_kfp_ui_may_read_exactly_the_secret_the_launcher_names():
     if not shutil.which("kubectl"):
         pytest.skip("kubectl not installed")
     rendered = subprocess.run(["kubectl", "kustomize", str(REPO / "k8s" / "kfp-ui")], capture_output=True,
-                              text=True, check=True).stdout
+                              text=True, check=True, timeout=120).stdout
     docs = {d["kind"]: d for d in yaml.safe_load_all(rendered)}
     assert set(docs) == {"Role", "RoleBinding"}, "no Secret, nothing else"
     [rule] = docs["Role"]["rules"]
