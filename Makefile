@@ -90,7 +90,7 @@ push-images: images ## push the component images to $(REGISTRY); build/images/di
 	  echo "  $$v: $(REGISTRY)/inkbooth-$$v@$$digest" >> build/images/digests.yaml; \
 	done; cat build/images/digests.yaml
 
-test-images: setup ## build ocr-cpu and train-cuda, then run every step of both compiled pipelines in them (slow; root)
+test-images: setup ## build ocr-cpu and train-cuda, then run every step of every compiled pipeline in them (slow; root)
 	$(MAKE) images VARIANTS="ocr-cpu train-cuda" BASE="$$(bash scripts/image-base.sh)"
 	$(BIN)/pytest -q -s -m images tests/test_images.py
 

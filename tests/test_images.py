@@ -4,8 +4,8 @@ Offline (default suite): lint, build context, stages, users, locks in step with 
 pip hook, engine detection, entry points.
 
 The image proof (``make test-images``, marker ``images``): ocr-cpu and train-cuda as built by
-``make images``, and every step of both compiled pipelines run inside its image from the compiled
-YAML's own command and arguments, as the image's user, on a read-only root with an emptyDir-like
+``make images``, and every step of every compiled pipeline (ocr, dreambooth, ocr-train) run inside
+its image from the compiled YAML's own command and arguments, as the image's user, on a read-only root with an emptyDir-like
 /tmp and the embedded SeaweedFS as pipeline root (tests/imagerun.py).
 """
 
@@ -228,7 +228,8 @@ def test_image_tag_is_the_package_version():
 # The image proof: make test-images
 # ------------------------------------------------------------------------------------------------
 
-PROOF = {"ocr": "ocr-cpu", "dreambooth": "train-cuda"}
+# Each compiled pipeline and the image of its main stage (the others run in ocr-cpu).
+PROOF = {"ocr": "ocr-cpu", "dreambooth": "train-cuda", "ocr-train": "train-cuda"}
 PIPES = "s3://inkbooth-pipelines/v2/artifacts"
 
 # The runs the proof submits; their inputs are put on the store by the proof tests below.
@@ -243,6 +244,14 @@ RUNS = {
         prior_output="s3://inkbooth-data/class-images", registry="s3://inkbooth-models/models", prior_shards=2,
         prior={"num_images": 2, "steps": 3}, train={"max_train_steps": 2, "checkpoint_every": 1},
         export={"name": "ball"}, sample={"prompts": ["a photo of sks dog"], "steps": 2, "images_per_prompt": 1}),
+    "ocr-train": runs.OCRTrainRun(
+        base_model="s3://inkbooth-models/base/tiny-reader", data="s3://inkbooth-data/lines",
+        registry="s3://inkbooth-models/models", lines={"holdout": 0.2},
+        finetune={"max_steps": 4, "checkpoint_every": 2, "batch_size": 12, "learning_rate": 3e-3, "warmup_steps": 2,
+                  "lr_scheduler": "constant", "log_every": 2, "eval_every": 0, "eval_lines": 8, "threads": 1},
+        # Four steps from random weights: the model cannot read yet, so its INT8 text is far from fp32's.
+        export={"variants": ["fp32", "int8"], "parity_images": 8, "max_int8_cer": 1.0, "min_fp32_exact": 0.5},
+        evaluate={"num_beams": 1}, register={"name": "invoices"}),
 }
 
 
@@ -257,7 +266,7 @@ def proof_arguments(name: str) -> dict:
 def _ir(name: str) -> dict:
     import yaml
 
-    return next(yaml.safe_load_all((REPO / "pipelines" / f"{name}.yaml").read_text()))
+    return next(yaml.safe_load_all((REPO / "pipelines" / runs.get(name).yaml).read_text()))
 
 
 @pytest.mark.parametrize("name", PROOF)
@@ -462,7 +471,7 @@ def _run_compiled(name: str, store, tmp_path) -> tuple[list[dict], float]:
 
     from tests.imagerun import kfp_local_in_images
 
-    pipeline = components.load_component_from_file(str(REPO / "pipelines" / f"{name}.yaml"))
+    pipeline = components.load_component_from_file(str(REPO / "pipelines" / runs.get(name).yaml))
     (tmp_path / "work").mkdir()
     started = time.perf_counter()
     with kfp_local_in_images(tmp_path / "root", PIPES, _step_env(store), tmp_path / "work") as runner:
@@ -517,4 +526,24 @@ def test_the_dreambooth_pipeline_runs_in_its_image(image_of, store, tmp_path):
     assert artifacts.read_manifest("s3://inkbooth-models/models/ball/v1").kind
     # Training checkpointed into the run's root on S3; the exit task removed them once the run succeeded.
     runs_ = {k.split("/")[0] for k in storage.list_files(PIPES) if k.startswith("inkbooth-dreambooth-")}
+    assert runs_ and not any(storage.list_files(f"{PIPES}/{r}/checkpoints") for r in runs_)
+
+
+@pytest.mark.slow
+@pytest.mark.images
+def test_the_ocr_train_pipeline_runs_in_its_images(image_of, store, tmp_path):
+    image_of("train-cuda"), image_of("ocr-cpu")  # fine-tuning in train-cuda, the rest in ocr-cpu
+    from inkbooth import artifacts, storage, tiny
+    from tests.test_finetune import SMALL, write_labelled_lines
+
+    storage.upload_dir(tiny.build_tiny_trocr(tmp_path / "reader", SMALL), "s3://inkbooth-models/base/tiny-reader")
+    storage.upload_dir(write_labelled_lines(tmp_path / "lines", 40, seed=11), "s3://inkbooth-data/lines")
+    steps, _ = _run_compiled("ocr-train", store, tmp_path)
+    names = [s["step"] for s in steps]
+    assert {s["image"] for s in steps if s["step"] == "finetune"} == {_image.image("train-cuda")}
+    assert {s["image"] for s in steps if s["step"] != "finetune"} == {_image.image("ocr-cpu")}
+    assert {"pin-model", "prepare-lines", "finetune", "export-trocr", "evaluate", "register", "finish-run"} <= set(names)
+    m = artifacts.read_manifest("s3://inkbooth-models/models/invoices/v1")
+    assert {"heldout_cer", "eval_fp32_cer", "eval_int8_cer"} <= set(m.metrics)
+    runs_ = {k.split("/")[0] for k in storage.list_files(PIPES) if k.startswith("inkbooth-ocr-train-")}
     assert runs_ and not any(storage.list_files(f"{PIPES}/{r}/checkpoints") for r in runs_)
