@@ -121,3 +121,93 @@ def test_concurrent_registrations_get_distinct_versions(bucket, tmp_path):
         data = storage.read_bytes(storage.join(reg.uri("race", v), "w.bin"), expected_sha256=m.files[0].sha256)
         assert data.startswith(b"weights")
     assert json.loads(artifacts.read_manifest(reg.uri("race", "v1")).to_json())["version"] == "v1"
+
+
+# ---- republishing: a new version beside the old one, the pointer moved last ------------------------
+
+
+def test_republishing_writes_a_new_version_and_moves_the_pointer(root, tmp_path):
+    uri = storage.join(root, "results")
+    v1 = artifacts.publish(make_dir(tmp_path / "v1", {"a.txt": b"one", "old-only.txt": b"stale"}), uri,
+                           kind="r", overwrite=True)
+    v2 = artifacts.publish(make_dir(tmp_path / "v2", {"a.txt": b"two"}), uri, kind="r", overwrite=True)
+    assert v1.root != v2.root and v2.root.startswith(artifacts.VERSIONS + "/")
+    assert artifacts.read_manifest(uri).root == v2.root
+    assert artifacts.read_text(uri, "a.txt") == "two"
+    assert [f.path for f in artifacts.read_manifest(uri).files] == ["a.txt"], "no stale file of v1 is sealed"
+    with pytest.raises(storage.NotFoundError):
+        artifacts.read_bytes(uri, "old-only.txt")
+    fetched = artifacts.fetch(uri, tmp_path / "fetched")
+    assert sorted(p.name for p in fetched.iterdir()) == ["a.txt", "manifest.json"]
+    # The previous version stays whole for readers that started on it.
+    assert storage.read_bytes(v1.location(uri, "a.txt"), expected_sha256=v1.file("a.txt").sha256) == b"one"
+    assert artifacts.file_uri(uri, "a.txt") == v2.location(uri, "a.txt")
+
+
+def test_old_versions_are_collected_but_current_and_previous_kept(root, tmp_path):
+    uri = storage.join(root, "samples")
+    made = [artifacts.publish(make_dir(tmp_path / f"v{i}", {"x.bin": f"version {i}".encode()}), uri, kind="s",
+                              overwrite=True, gc_grace=0) for i in range(4)]
+    roots = {rel.split("/")[1] for rel in storage.list_files(uri) if rel.startswith(artifacts.VERSIONS + "/")}
+    assert roots == {m.root.split("/")[1] for m in made[-2:]}, "current and previous only"
+    young = artifacts.publish(make_dir(tmp_path / "v5", {"x.bin": b"five"}), uri, kind="s", overwrite=True)
+    roots = {rel.split("/")[1] for rel in storage.list_files(uri) if rel.startswith(artifacts.VERSIONS + "/")}
+    assert len(roots) == 3 and young.root.split("/")[1] in roots, "within the grace period nothing young goes"
+
+
+def test_republishing_over_an_in_place_artifact_collects_its_files_later(tmp_path):
+    uri = str(tmp_path / "art")
+    artifacts.publish(make_dir(tmp_path / "v0", {"w.bin": b"zero"}), uri, kind="m")  # write-once, in place
+    (tmp_path / "art" / "mine.txt").write_text("not part of any version")
+    artifacts.publish(make_dir(tmp_path / "v1", {"w.bin": b"one"}), uri, kind="m", overwrite=True, gc_grace=0)
+    assert (tmp_path / "art" / "w.bin").read_bytes() == b"zero", "the in-place version is the previous one: kept"
+    artifacts.publish(make_dir(tmp_path / "v2", {"w.bin": b"two"}), uri, kind="m", overwrite=True, gc_grace=0)
+    assert not (tmp_path / "art" / "w.bin").exists()
+    assert (tmp_path / "art" / "mine.txt").exists(), "only files the old manifest listed are deleted"
+    assert artifacts.read_text(uri, "w.bin") == "two"
+
+
+def test_a_publish_that_dies_leaves_the_previous_version_readable(bucket, s3_server, tmp_path):
+    uri = f"{bucket}/results"
+    artifacts.publish(make_dir(tmp_path / "v1", {"a.bin": b"a" * 100, "b.bin": b"b" * 100}), uri, kind="r",
+                      overwrite=True)
+    new = make_dir(tmp_path / "v2", {"a.bin": b"A" * 100, "b.bin": b"B" * 100})
+    with FaultProxy(s3_server.endpoint) as proxy, objectstore.environment({"AWS_ENDPOINT_URL_S3": proxy.endpoint}):
+        proxy.inject("drop", times=100, method="PUT", path="/b.bin")  # dies on its second file, like a kill
+        with pytest.raises(storage.StorageError):
+            artifacts.publish(new, uri, kind="r", overwrite=True)
+    assert artifacts.read_text(uri, "a.bin") == "a" * 100 and artifacts.read_text(uri, "b.bin") == "b" * 100
+    assert (artifacts.fetch(uri, tmp_path / "got") / "a.bin").read_bytes() == b"a" * 100
+
+
+def _republish_while_reading(uri: str, tmp_path, publishes: int, reads: int) -> tuple[int, list[str]]:
+    """``publishes`` republishes of a 3-file artifact while a reader fetches it ``reads`` times."""
+    versions = [make_dir(tmp_path / f"v{i}", {f"f{j}.bin": (f"{i}:{j}:" * 4000).encode() for j in range(3)})
+                for i in range(publishes + 1)]
+    artifacts.publish(versions[0], uri, kind="r", overwrite=True, gc_grace=0)
+    failures: list[str] = []
+    done = 0
+
+    def reader():
+        nonlocal done
+        while done < reads:
+            try:
+                folder = artifacts.fetch(uri, tmp_path / "reads" / str(done))
+                tags = {(folder / f"f{j}.bin").read_bytes()[:2] for j in range(3)}
+                if len(tags) != 1:
+                    failures.append(f"mixed versions {tags}")
+            except Exception as e:  # noqa: BLE001 - counted
+                failures.append(f"{type(e).__name__}: {e}")
+            done += 1
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    for v in versions[1:]:
+        artifacts.publish(v, uri, kind="r", overwrite=True, gc_grace=0)
+    thread.join()
+    return done, failures
+
+
+def test_a_reader_sees_one_whole_version_during_republishes(bucket, tmp_path):
+    done, failures = _republish_while_reading(f"{bucket}/hot", tmp_path, publishes=4, reads=12)
+    assert done == 12 and failures == []

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import logging
 
 import pytest
 
-from inkbooth import storage
 from inkbooth.dreambooth import train
 from inkbooth.ocr import recognize
 from tests.badinputs import build
@@ -22,7 +20,7 @@ def test_every_bad_document_is_an_error_record_or_read_and_the_batch_goes_on(tin
     errors = [k for k, (kind, _) in expect.items() if kind == "error"]
     assert summary["documents"] == len(expect) and summary["errors"] == len(errors)
     for name, (kind, what) in expect.items():
-        result = json.loads(storage.read_text(recognize.result_uri(out, name)))
+        result = recognize.document_result(out, name)
         if kind == "lines":
             assert result["status"] == "ok" and result["lines"] == what, name
         else:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
-from inkbooth import cli
+from inkbooth import artifacts, cli
 from inkbooth.ocr import synth
 
 
@@ -53,7 +54,7 @@ def test_ocr_command_end_to_end(tiny_onnx, tmp_path, capsys):
     code = cli.main(["ocr", str(tmp_path / "docs"), str(model), str(tmp_path / "out"), "--num-beams", "1",
                      "--max-new-tokens", "8"])
     assert code == 0
-    assert (tmp_path / "out" / "results" / "results.jsonl").read_text().count("\n") == 2
+    assert artifacts.read_text(str(tmp_path / "out" / "results"), "results.jsonl").count("\n") == 2
 
 
 def test_dreambooth_commands_chain(tiny_sd, subject_dir, tmp_path, capsys):
@@ -66,7 +67,8 @@ def test_dreambooth_commands_chain(tiny_sd, subject_dir, tmp_path, capsys):
     assert cli.main(["export-model", str(tmp_path / "trained"), str(tmp_path / "registry"), "--name", "dog"]) == 0
     version = json.loads(capsys.readouterr().out)["version"]
     assert cli.main(["sample", version, str(tmp_path / "samples"), "--steps", "2", "--images-per-prompt", "1"]) == 0
-    assert (tmp_path / "samples" / "grid.png").is_file()
+    grid = json.loads(capsys.readouterr().out)["grid"]
+    assert grid == artifacts.file_uri(str(tmp_path / "samples"), "grid.png") and Path(grid).is_file()
 
 
 def test_training_refuses_a_prompt_without_the_identifier(tmp_path):

@@ -22,7 +22,8 @@ def test_wrong_types_unknown_keys_and_bad_files_are_named(tmp_path):
         from_dict(RecognizeConfig, {"num_beams": 2.5})
     assert from_dict(RecognizeConfig, {"num_beams": 4.0}).num_beams == 4, "JSON/Struct floats that are whole"
     with pytest.raises(ConfigError, match="token_boxes: expected true or false"):
-        from_dict(RecognizeConfig, {"token_boxes": "yes"})
+        from_dict(RecognizeConfig, {"token_boxes": "sometimes"})
+    assert from_dict(RecognizeConfig, {"token_boxes": "no"}).token_boxes is False, "YAML 1.1 words for booleans"
     with pytest.raises(ConfigError, match=r"pages: pdf_dpi: expected an integer"):
         from_dict(RecognizeConfig, {"pages": {"pdf_dpi": "high"}})
     (tmp_path / "bad.yaml").write_text("num_beams: [1,\n")

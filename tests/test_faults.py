@@ -56,9 +56,10 @@ def test_training_killed_at_a_random_step_resumes_to_the_same_weights(tiny_sd, s
     assert not (tmp_path / "killed").exists(), "the killed run published no model and left no staging in its output"
     subprocess.run(_train_cmd(tiny_sd, subject_dir, class_set, tmp_path / "killed", "--resume", "latest"),
                    check=True, capture_output=True, timeout=300)
+    straight, killed = (artifacts.fetch(str(tmp_path / name)) / "model" for name in ("straight", "killed"))
     for part in ("unet/diffusion_pytorch_model.safetensors", "text_encoder/model.safetensors"):
-        a = load_file(tmp_path / "straight" / "model" / part)
-        b = load_file(tmp_path / "killed" / "model" / part)
+        a = load_file(straight / part)
+        b = load_file(killed / part)
         assert max((a[k] - b[k]).abs().max().item() for k in a) <= 1e-6, part
 
 
@@ -89,7 +90,7 @@ def test_ocr_killed_mid_shard_then_rerun_loses_and_doubles_nothing(tiny_onnx, tm
     rerun = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=True)
     summary = json.loads(rerun.stdout.splitlines()[0])
     assert summary["skipped"] >= done_before - 1 and summary["done"] + summary["skipped"] == 14
-    records = [json.loads(x) for x in (out / "results" / "results.jsonl").read_text().splitlines()]
+    records = [json.loads(x) for x in artifacts.read_text(str(out / "results"), "results.jsonl").splitlines()]
     keys = [(r["document"], r["page"], r["line"]) for r in records]
     assert len(keys) == len(set(keys)) == expected, "every line exactly once"
     assert not [r for r in records if r.get("status") == "error"]
@@ -177,6 +178,6 @@ def test_concurrent_shards_share_an_output_prefix_without_clobbering(tiny_onnx, 
     from inkbooth.ocr import batch as ocr_batch
 
     ocr_batch.merge_results(ocr_batch.plan_documents(f"{bucket}/docs", 1), out)
-    records = [json.loads(x) for x in storage.read_text(f"{out}/results/results.jsonl").splitlines()]
+    records = [json.loads(x) for x in artifacts.read_text(f"{out}/results", "results.jsonl").splitlines()]
     keys = [(r["document"], r["page"], r["line"]) for r in records]
     assert len(keys) == len(set(keys)) == expected

@@ -14,6 +14,7 @@ import time
 
 import pytest
 
+from inkbooth import artifacts
 from inkbooth.ocr import synth
 
 pytestmark = pytest.mark.slow
@@ -54,6 +55,78 @@ def test_5000_lines_200_pages_with_flat_memory(tiny_onnx, tmp_path):
     print(f"4x: {s4['documents']} pages, {s4['lines']} lines, {t4:.0f}s, peak RSS {rss4} MB "
           f"({rss4 / rss1:.2f}x of 1x)")
     assert s1["lines"] == small_lines and s4["lines"] == big_lines and s4["errors"] == 0
-    records = (tmp_path / "out4" / "results" / "results.jsonl").read_text().count("\n")
+    records = artifacts.read_text(str(tmp_path / "out4" / "results"), "results.jsonl").count("\n")
     assert records == big_lines
     assert rss4 <= rss1 * 1.15, "peak memory must not grow with the input"
+
+
+def test_republishing_while_a_reader_fetches_fails_no_read(bucket, tmp_path):
+    """40 fetches of an S3 artifact (3 files of 4 MB) while it is republished 4 times, old versions
+    collected at once (no grace): every fetch returns one whole version."""
+    import os
+    import threading
+
+    versions = []
+    for i in range(5):
+        folder = tmp_path / f"v{i}"
+        folder.mkdir()
+        for j in range(3):
+            (folder / f"part-{j}.bin").write_bytes(bytes([i]) + os.urandom(4 << 20))
+        versions.append(folder)
+    uri = f"{bucket}/hot/results"
+    artifacts.publish(versions[0], uri, kind="r", overwrite=True, gc_grace=0)
+    failures, seen, reads = [], [], 40
+
+    def reader():
+        for n in range(reads):
+            try:
+                folder = artifacts.fetch(uri, tmp_path / "reads" / str(n))
+                tags = {(folder / f"part-{j}.bin").read_bytes()[0] for j in range(3)}
+                seen.append(tags.pop() if len(tags) == 1 else None)
+                if None in seen:
+                    failures.append(f"read {n}: files of different versions")
+            except Exception as e:  # noqa: BLE001 - every failure counts
+                failures.append(f"read {n}: {type(e).__name__}: {e}")
+
+    thread = threading.Thread(target=reader)
+    start = time.perf_counter()
+    thread.start()
+    publishes = 0
+    while thread.is_alive() and publishes < 4:
+        if len(seen) + len(failures) >= 8 * (publishes + 1):  # spread over the reads, each overlapping one
+            publishes += 1
+            artifacts.publish(versions[publishes], uri, kind="r", overwrite=True, gc_grace=0)
+        time.sleep(0.01)
+    thread.join()
+    print(f"\n{reads} fetches during {publishes} republishes in {time.perf_counter() - start:.1f}s: "
+          f"{len(failures)} failed; versions seen {sorted(set(s for s in seen if s is not None))}")
+    assert publishes == 4 and failures == []
+    assert len(set(seen)) >= 2, "the reader did read while versions changed"
+
+
+def long_tiff(path, pages: int) -> None:
+    """One TIFF of ``pages`` pages, one line of text each (LZW: a few KB a page)."""
+    def frames():
+        for i in range(1, pages):
+            yield synth.render_page(seed=20_000 + i, max_lines=1, width=1240, height=1754, size=24).image
+
+    first = synth.render_page(seed=20_000, max_lines=1, width=1240, height=1754, size=24).image
+    first.save(path, save_all=True, append_images=frames(), compression="tiff_lzw")
+
+
+def test_memory_is_flat_in_the_pages_of_one_document(tiny_onnx, tmp_path):
+    """20 vs 600 pages in one document: pages are read, cut and let go one at a time, records are
+    written as they come, so peak RSS must not grow with the page count (before: ~7.4 MB a page)."""
+    model, _ = tiny_onnx
+    figures = {}
+    for pages in (20, 600):
+        docs = tmp_path / f"docs-{pages}"
+        docs.mkdir()
+        long_tiff(docs / "long.tiff", pages)
+        summary, peak, seconds = run_ocr(docs, model, tmp_path / f"out-{pages}")
+        assert summary["errors"] == 0 and summary["lines"] == pages, summary
+        figures[pages] = (peak, seconds, (docs / "long.tiff").stat().st_size)
+    (small, t_small, b_small), (big, t_big, b_big) = figures[20], figures[600]
+    print(f"\none document of 20 pages ({b_small >> 10} KB): peak RSS {small} MB, {t_small:.0f}s; "
+          f"600 pages ({b_big >> 10} KB): peak RSS {big} MB, {t_big:.0f}s ({big / small:.2f}x)")
+    assert big <= small * 1.2, "peak memory must not grow with the pages of a document"

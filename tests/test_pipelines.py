@@ -43,11 +43,22 @@ def test_run_config_is_strict():
         from_dict(runs.OCRRun, {"model": "m", "output": "o"})
 
 
-def test_ocr_pipeline_end_to_end_on_s3(s3_server, bucket, tmp_path):
-    """Model, documents and results on the real S3 server; every step a kfp.local subprocess."""
+def test_ocr_pipeline_end_to_end_on_s3(s3_server, bucket, tmp_path, capfd, monkeypatch):
+    """Model, documents and results on the real S3 server; every step a kfp.local subprocess.
+
+    One PDF is encrypted: its password reaches the steps as INKBOOTH_PDF_PASSWORD (a Secret on a
+    cluster), never as a pipeline parameter, so the run log holds no trace of it.
+    """
+    from inkbooth.ocr import synth
+    from tests.badinputs import _encrypted_pdf
+
     model_dir = tiny.build_tiny_trocr(tmp_path / "tiny")
     storage.upload_dir(model_dir, f"{bucket}/models/tiny-trocr")
     expected = demo.make_documents(tmp_path / "local")
+    locked = synth.render_page(seed=21, max_lines=3, width=900, height=500)
+    (tmp_path / "local" / "documents" / "locked.pdf").write_bytes(_encrypted_pdf(locked.image))  # "s3cret"
+    expected["locked.pdf"] = len(locked.lines)
+    monkeypatch.setenv("INKBOOTH_PDF_PASSWORD", "s3cret")
     storage.upload_dir(tmp_path / "local" / "documents", f"{bucket}/documents")
     storage.upload_dir(tmp_path / "local" / "ground-truth", f"{bucket}/gt")
     run = runs.OCRRun(
@@ -60,17 +71,20 @@ def test_ocr_pipeline_end_to_end_on_s3(s3_server, bucket, tmp_path):
     results = runs.run_local("ocr", run, tmp_path / "root")
     assert results == f"{bucket}/ocr/results"
     summary = demo.check_results(results, expected)  # a record per line, an error record for the corrupt file
-    assert summary["line_records"] == sum(expected.values()) == 58  # seeded documents
+    assert summary["line_records"] == sum(expected.values()) == 58 + len(locked.lines)  # seeded documents
     assert set(summary["error_records"]) == {"corrupt.png"}
-    report = json.loads(storage.read_text(f"{results}/report.json"))
-    assert report["documents"] == 5 and report["documents_failed"] == 1 and report["pages_with_text"] == 6
-    assert report["lines_per_second"] > 0 and report["cer"] is not None
-    assert len(report["shards"]) == 3
-    assert sorted(storage.list_files(f"{results}/text")) == ["letter.png.txt", "receipt.jpg.txt", "scan.tiff.txt",
-                                                           "statement.pdf.txt"]
-    assert storage.read_text(f"{results}/text/scan.tiff.txt").count("\f") == 1
+    log = capfd.readouterr()
+    assert "s3cret" not in log.out + log.err, "the PDF password is not in the kfp.local run log"
     from inkbooth import artifacts
 
+    report = json.loads(artifacts.read_text(results, "report.json"))
+    assert report["documents"] == 6 and report["documents_failed"] == 1 and report["pages_with_text"] == 7
+    assert report["lines_per_second"] > 0 and report["cer"] is not None
+    assert len(report["shards"]) == 3
+    assert sorted(f.path for f in artifacts.read_manifest(results).files if f.path.startswith("text/")) == [
+        "text/letter.png.txt", "text/locked.pdf.txt", "text/receipt.jpg.txt", "text/scan.tiff.txt",
+        "text/statement.pdf.txt"]
+    assert artifacts.read_text(results, "text/scan.tiff.txt").count("\f") == 1
     assert artifacts.read_manifest(results).kind == "ocr-results"
 
 
@@ -110,7 +124,8 @@ def test_dreambooth_pipeline_end_to_end_and_retrain(s3_server, bucket, tmp_path)
     assert m1.lineage["base_model"] == f"{bucket}/base" and m1.lineage["class_images"].startswith(f"{bucket}/priors/")
     priors = [k for k in storage.list_files(f"{bucket}/priors") if k.endswith(".png")]
     assert len(priors) == 2
-    assert list((tmp_path / "root").glob("inkbooth-dreambooth-*/sample-model/samples/grid.png"))
+    (samples,) = (tmp_path / "root").glob("inkbooth-dreambooth-*/sample-model/samples")
+    assert artifacts.read_bytes(str(samples), "grid.png").startswith(b"\x89PNG")
     (outcome,) = (tmp_path / "root").glob("inkbooth-dreambooth-*/finish-run/outcome")
     report = json.loads(outcome.read_text())
     # The exit task ran; checkpoints under a prefix the run was given stay (only torn ones would go).

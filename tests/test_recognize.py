@@ -92,7 +92,7 @@ def write_docs(folder_uri: str) -> dict[str, int]:
 
 
 def read_results(output: str, keys: list[str]) -> dict[str, dict]:
-    return {k: json.loads(storage.read_text(recognize.result_uri(output, k))) for k in keys}
+    return {k: recognize.document_result(output, k) for k in keys}
 
 
 @pytest.mark.parametrize("where", ["local", "s3"])
@@ -146,26 +146,27 @@ def test_shards_split_documents_exactly_once(tiny_onnx, tmp_path):
                                             keys=plan["keys"], progress=False) for s in plan["shards"]]
     assert sum(c["documents"] for c in counts) == 4
     manifest = batch.merge_results(plan, output, model_hash=artifacts.read_manifest(str(model)).content_hash)
-    lines = [json.loads(x) for x in storage.read_text(f"{output}/results/results.jsonl").splitlines()]
+    lines = [json.loads(x) for x in artifacts.read_text(f"{output}/results", "results.jsonl").splitlines()]
     assert len([x for x in lines if x.get("status") != "error"]) == sum(expected.values())
     assert [x["document"] for x in lines if x.get("status") == "error"] == ["broken.png"]
     assert manifest.metrics["lines"] == sum(expected.values()) and manifest.metrics["documents_failed"] == 1
-    assert storage.read_text(f"{output}/results/text/sub/b.png.txt").count("\n") == 2
+    assert artifacts.read_text(f"{output}/results", "text/sub/b.png.txt").count("\n") == 2
 
 
 def test_merge_reports_cer_and_missing_results(tmp_path):
     output, gt = str(tmp_path / "out"), str(tmp_path / "gt")
     record = {"document": "d.png", "page": 1, "line": 1, "box": [0, 0, 1, 1], "text": "Total 12.50", "confidence": -0.1}
-    storage.write_text(recognize.result_uri(output, "d.png"), json.dumps({
-        "document": "d.png", "status": "ok", "model": "m", "lines": 1, "pages_with_text": 1, "seconds": 0.5,
-        "records": [record]}))
+    recognize.write_result(recognize.result_uri(output, "d.png"), {
+        "document": "d.png", "status": "ok", "model": "m", "lines": 1, "pages_with_text": 1, "seconds": 0.5},
+        [record])
     storage.write_text(f"{gt}/d.png.txt", "Total 12.60\n")
     plan = {"documents": str(tmp_path / "docs"), "keys": ["d.png", "lost.png"]}
     m = batch.merge_results(plan, output, gt, model_hash="m")
-    report = json.loads(storage.read_text(f"{output}/results/report.json"))
+    report = json.loads(artifacts.read_text(f"{output}/results", "report.json"))
     assert report["cer"] == pytest.approx(1 / 11, abs=1e-4) and report["lines_per_second"] == 2.0
     assert report["documents_failed"] == 1 and m.metrics["documents_ok"] == 1
-    errors = [json.loads(x) for x in storage.read_text(f"{output}/results/results.jsonl").splitlines() if "error" in x]
+    errors = [json.loads(x) for x in artifacts.read_text(f"{output}/results", "results.jsonl").splitlines()
+              if "error" in x]
     assert errors[0]["document"] == "lost.png" and "did not finish" in errors[0]["error"]
     stale = batch.merge_results(plan, output, gt, model_hash="another-model")
     assert stale.metrics["documents_ok"] == 0, "a result from another model is not taken as current"
@@ -181,7 +182,7 @@ def test_unaddressable_document_names_become_error_records(tiny_onnx, tmp_path):
     summary = recognize.recognize_documents(str(docs), str(model), str(tmp_path / "out"),
                                             recognize.RecognizeConfig(**FAST), progress=False)
     assert summary["done"] == 1 and summary["errors"] == 1
-    bad = json.loads(storage.read_text(recognize.result_uri(str(tmp_path / "out"), "bad\nname.png")))
+    bad = recognize.document_result(str(tmp_path / "out"), "bad\nname.png")
     assert bad["status"] == "error" and "control characters" in bad["records"][0]["error"]
 
 

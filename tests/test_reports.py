@@ -87,7 +87,7 @@ def ocr_run(tiny_onnx, s3_server, tmp_path_factory):
 
 
 def _records(results):
-    return [json.loads(line) for line in storage.read_text(f"{results}/results.jsonl").splitlines()]
+    return [json.loads(line) for line in artifacts.read_text(results, "results.jsonl").splitlines()]
 
 
 def test_ocr_report_draws_one_box_per_line_record_of_the_first_page(ocr_run):
@@ -133,7 +133,8 @@ def test_ocr_report_is_published_beside_the_results_and_found_by_the_cli(ocr_run
     assert "--build" in capsys.readouterr().err
     assert cli.main(["report", results, "--build"]) == 0
     found = json.loads(capsys.readouterr().out)
-    assert found["html"] == f"{out}/reports/report.html" and found["published"] and found["current"]
+    assert found["html"] == artifacts.file_uri(f"{out}/reports", "report.html") and found["published"] \
+        and found["current"], "the current version's file"
     assert artifacts.read_manifest(f"{out}/reports").kind == "ocr-report"
     assert storage.read_text(found["html"]).startswith("<!DOCTYPE html>")
     assert storage.read_text(found["markdown"]).startswith("# OCR report")
@@ -177,7 +178,7 @@ def test_dreambooth_report_has_the_grid_and_a_loss_point_per_logged_step(db_run)
     html = page.html()
     assert_self_contained(html)
     tree = Tree(html)
-    index = json.loads(storage.read_text(f"{db_run['samples']}/samples.json"))
+    index = json.loads(artifacts.read_text(db_run["samples"], "samples.json"))
     [grid] = tree.find("table", "grid")
     samples = tree.find("img", "sample", inside=lambda t, a: t == "table" and a.get("class") == "grid")
     assert len(samples) == len(index) == 4
@@ -254,7 +255,7 @@ def test_throughput_over_shards_uses_wall_clock_and_busy_seconds():
 
 def test_merge_reports_wall_clock_and_per_worker_throughput(ocr_run):
     results, _ = ocr_run
-    report = json.loads(storage.read_text(f"{results}/report.json"))
+    report = json.loads(artifacts.read_text(results, "report.json"))
     assert report["workers"] == 1 and report["lines_per_second_wall"] > 0 and report["lines_per_second_per_worker"] > 0
     assert report["lines_per_second_wall"] <= report["lines_per_second_per_worker"] * 1.001
     logged = metrics.merge_metrics(report)

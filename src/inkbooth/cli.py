@@ -170,6 +170,8 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     for noisy in ("botocore", "urllib3", "s3transfer", "filelock", "kfp", "httpx"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_redact_record)
     if args.command is None:
         parser.print_help()
         return 0
@@ -178,11 +180,43 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return COMMANDS[args.command](args)
     except ConfigError as e:
-        print(f"inkbooth: config error: {e}", file=sys.stderr)
+        print(f"inkbooth {args.command}: config error: {_one_line(e)}", file=sys.stderr)
         return 2
-    except (ValueError, FileNotFoundError, RuntimeError) as e:
-        print(f"inkbooth {args.command}: {e}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print(f"inkbooth {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # noqa: BLE001 - every failure ends as one line naming what and why
+        if args.verbose:
+            import traceback
+
+            traceback.print_exc()
+        print(f"inkbooth {args.command}: {_one_line(e)}", file=sys.stderr)
         return 1
+
+
+def _one_line(exc: BaseException) -> str:
+    """An error as one line, credentials in URLs redacted; the type is named where the message
+    alone would not say what went wrong."""
+    from inkbooth.storage import redact
+
+    text = " ".join(str(exc).split())
+    known = isinstance(exc, (ValueError, FileNotFoundError, RuntimeError)) or type(exc).__module__.startswith("inkbooth")
+    if not text or not known:
+        text = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    return redact(text)
+
+
+def _redact_record(record: logging.LogRecord) -> bool:
+    """A logging filter: credentials in URLs never reach the terminal or a log file."""
+    from inkbooth.storage import redact
+
+    message = record.getMessage()
+    cleaned = redact(message)
+    if cleaned != message:
+        record.msg, record.args = cleaned, None
+    if record.exc_info and not record.exc_text:
+        record.exc_text = redact(logging.Formatter().formatException(record.exc_info))
+    return True
 
 
 def _export(args: argparse.Namespace) -> int:
@@ -211,11 +245,15 @@ def _ocr(args: argparse.Namespace) -> int:
     from inkbooth.ocr.recognize import recognize_documents
 
     cfg = _load_config(args)
-    summary = recognize_documents(args.documents, args.model, args.output, cfg, shard=args.shard)
+    plan = plan_documents(args.documents, 1)  # one listing for this shard and the merge
+    for item in plan["skipped"]:
+        logging.getLogger("inkbooth").warning("skipped %s: %s", item["key"], item["reason"])
+    summary = recognize_documents(args.documents, args.model, args.output, cfg, shard=args.shard, keys=plan["keys"])
     print(json.dumps(summary))
     if not args.no_merge and args.shard.split("/")[1] == "1":
-        manifest = merge_results(plan_documents(args.documents, 1), args.output, args.ground_truth or None, [summary])
-        print(json.dumps({"results": f"{args.output.rstrip('/')}/results", "report": manifest.metrics}))
+        manifest = merge_results(plan, args.output, args.ground_truth or None, [summary])
+        results = f"{args.output.rstrip('/')}/results"
+        print(json.dumps({"results": results, "files": manifest.location(results), "report": manifest.metrics}))
     return 0
 
 
@@ -236,8 +274,6 @@ def _pages(args: argparse.Namespace) -> int:
 
 def _run_config(pipeline: str, path: str | None, settings: list[str]) -> Any:
     """A pipeline's run config from a YAML file with --set KEY=VALUE overrides."""
-    import yaml
-
     from inkbooth import config, runs
 
     overrides = {}
@@ -245,7 +281,7 @@ def _run_config(pipeline: str, path: str | None, settings: list[str]) -> Any:
         key, sep, value = item.partition("=")
         if not sep:
             raise config.ConfigError(f"--set {item!r}: expected KEY=VALUE")
-        overrides[key] = yaml.safe_load(value)
+        overrides[key] = config.yaml_load(value, f"--set {key}")
     return config.load(runs.get(pipeline).run_config, path, overrides)
 
 
@@ -328,7 +364,7 @@ def _store(args: argparse.Namespace) -> int:
         stop = threading.Event()
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
         try:
-            stop.wait()
+            store.supervise(stop)  # restarts a server that dies (same ports); gives up after a few
         except KeyboardInterrupt:
             pass
     return 0
@@ -360,10 +396,12 @@ def _export_model(args: argparse.Namespace) -> int:
 
 
 def _sample(args: argparse.Namespace) -> int:
+    from inkbooth import artifacts
     from inkbooth.dreambooth.sample import sample
 
     manifest = sample(args.model, args.output, _load_config(args))
-    print(json.dumps({"output": args.output, "grid": f"{args.output.rstrip('/')}/grid.png", **manifest.metrics}))
+    print(json.dumps({"output": args.output, "grid": artifacts.file_uri(args.output, "grid.png", manifest),
+                      **manifest.metrics}))
     return 0
 
 

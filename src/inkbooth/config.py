@@ -10,6 +10,7 @@ import argparse
 import dataclasses
 import hashlib
 import json
+import math
 import re
 import types
 import typing
@@ -24,12 +25,56 @@ class ConfigError(ValueError):
     """A config value is missing, unknown or of the wrong type."""
 
 
-def option(default: Any = dataclasses.MISSING, help: str = "", **metadata: Any) -> Any:
-    """A config field with its help text (and a factory for mutable defaults)."""
+_BOOL_WORDS = {"yes": True, "no": False, "on": True, "off": False, "y": True, "n": False}
+# Largest YAML document read as a config (a config is a few KB; this bounds what a file can cost).
+MAX_YAML_BYTES = 1 << 20
+
+
+def yaml_load(text: str, where: str = "config") -> Any:
+    """YAML as configs read it: no aliases or anchors (an alias bomb is refused, not expanded), and
+    only true/false are booleans (``mixed_precision: no`` stays the string "no")."""
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        def compose_node(self, parent: Any, index: Any) -> Any:
+            if self.check_event(yaml.AliasEvent):
+                event = self.peek_event()
+                raise ConfigError(f"{where}: YAML aliases are not allowed in a config (line {event.start_mark.line + 1})")
+            event = self.peek_event()
+            if getattr(event, "anchor", None):
+                raise ConfigError(f"{where}: YAML anchors are not allowed in a config (line {event.start_mark.line + 1})")
+            return super().compose_node(parent, index)
+
+    Loader.yaml_implicit_resolvers = {k: [(tag, rx) for tag, rx in v if tag != "tag:yaml.org,2002:bool"]
+                                      for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+    Loader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+                                 list("tTfF"))
+    if len(text.encode("utf-8", "surrogatepass")) > MAX_YAML_BYTES:
+        raise ConfigError(f"{where}: larger than {MAX_YAML_BYTES} bytes; not a config")
+    try:
+        return yaml.load(text, Loader=Loader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{where}: not valid YAML: {e}") from None
+
+
+def option(default: Any = dataclasses.MISSING, help: str = "", *, min: float | None = None,
+           max: float | None = None, **metadata: Any) -> Any:
+    """A config field with its help text (and a factory for mutable defaults).
+
+    ``min``/``max`` bound a numeric field (checked by ``check_ranges``, which loading runs).
+    ``secret=True`` marks a value that must never be printed, hashed into a key or recorded
+    (``to_dict`` shows it as ``"***"``).
+    """
+    if min is not None:
+        metadata["min"] = min
+    if max is not None:
+        metadata["max"] = max
+    shown = not metadata.get("secret")  # a secret is not in the dataclass's repr either
     if isinstance(default, (list, dict)):
         value = default
-        return dataclasses.field(default_factory=lambda: type(value)(value), metadata={"help": help, **metadata})
-    return dataclasses.field(default=default, metadata={"help": help, **metadata})
+        return dataclasses.field(default_factory=lambda: type(value)(value), metadata={"help": help, **metadata},
+                                 repr=shown)
+    return dataclasses.field(default=default, metadata={"help": help, **metadata}, repr=shown)
 
 
 def _type_name(tp: Any) -> str:
@@ -84,9 +129,14 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     if tp is bool:
         if isinstance(value, bool):
             return value
+        # The YAML 1.1 words, which our YAML loader keeps as strings (see yaml_load).
+        if isinstance(value, str) and value.lower() in _BOOL_WORDS:
+            return _BOOL_WORDS[value.lower()]
         raise ConfigError(f"{where}: expected true or false, got {value!r}")
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if not math.isfinite(value):
+                raise ConfigError(f"{where}: expected a finite number, got {value!r}")
             return float(value)
         # YAML 1.1 (PyYAML) reads "5e-6" as a string: it wants a dot in floats. Accept the literal.
         if isinstance(value, str) and re.fullmatch(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?", value.strip()):
@@ -132,6 +182,7 @@ def from_dict(cls: type[T], data: Mapping[str, Any] | None, *, source: str = "co
         elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
             raise ConfigError(f"{source}: missing required key {name!r} ({_type_name(hints[name])})")
     obj = cls(**values)
+    check_ranges(obj, source)
     validate = getattr(obj, "validate", None)
     if validate is not None:
         try:
@@ -141,9 +192,39 @@ def from_dict(cls: type[T], data: Mapping[str, Any] | None, *, source: str = "co
     return obj
 
 
+def check_ranges(cfg: Any, source: str = "config") -> None:
+    """Every numeric field within its ``min``/``max`` and finite (nested configs too); ConfigError if not."""
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(value):
+            check_ranges(value, f"{source}: {f.name}")
+            continue
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            continue
+        where = f"{source}: {f.name}"
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{where}: expected a finite number, got {value!r}")
+        lo, hi = f.metadata.get("min"), f.metadata.get("max")
+        if (lo is not None and value < lo) or (hi is not None and value > hi):
+            bounds = (f"between {lo} and {hi}" if lo is not None and hi is not None
+                      else f"at least {lo}" if lo is not None else f"at most {hi}")
+            raise ConfigError(f"{where}: must be {bounds}, got {value!r}")
+
+
 def to_dict(cfg: Any) -> dict[str, Any]:
-    """The config as plain JSON-able data."""
-    return dataclasses.asdict(cfg)
+    """The config as plain JSON-able data; secret fields (set ones) show as ``"***"``."""
+    data = dataclasses.asdict(cfg)
+    _redact_secrets(cfg, data)
+    return data
+
+
+def _redact_secrets(cfg: Any, data: dict[str, Any]) -> None:
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if f.metadata.get("secret") and value:
+            data[f.name] = "***"
+        elif dataclasses.is_dataclass(value) and isinstance(data.get(f.name), dict):
+            _redact_secrets(value, data[f.name])
 
 
 def config_hash(cfg: Any) -> str:
@@ -154,8 +235,6 @@ def config_hash(cfg: Any) -> str:
 
 def load(cls: type[T], path: str | Path | None = None, overrides: Mapping[str, Any] | None = None) -> T:
     """Load `cls` from a YAML/JSON file (optional), then apply `overrides` on top."""
-    import yaml
-
     data: dict[str, Any] = {}
     source = "config"
     if path is not None:
@@ -164,10 +243,13 @@ def load(cls: type[T], path: str | Path | None = None, overrides: Mapping[str, A
             text = Path(path).read_text(encoding="utf-8")
         except OSError as e:
             raise ConfigError(f"{path}: cannot read config file: {e.strerror}") from None
-        try:
-            loaded = json.loads(text) if str(path).endswith(".json") else yaml.safe_load(text)
-        except (yaml.YAMLError, json.JSONDecodeError) as e:
-            raise ConfigError(f"{path}: not valid {'JSON' if str(path).endswith('.json') else 'YAML'}: {e}") from None
+        if str(path).endswith(".json"):
+            try:
+                loaded = json.loads(text)
+            except json.JSONDecodeError as e:
+                raise ConfigError(f"{path}: not valid JSON: {e}") from None
+        else:
+            loaded = yaml_load(text, str(path))
         if loaded is not None and not isinstance(loaded, Mapping):
             raise ConfigError(f"{path}: expected a mapping at the top level, got {type(loaded).__name__}")
         data.update(loaded or {})
@@ -192,8 +274,6 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
 
 def overrides_from_args(args: argparse.Namespace, cls: type) -> dict[str, Any]:
     """The config fields set on the command line, parsed (strings stay strings for str fields)."""
-    import yaml
-
     hints = typing.get_type_hints(cls)
     out: dict[str, Any] = {}
     for f in dataclasses.fields(cls):
@@ -201,5 +281,5 @@ def overrides_from_args(args: argparse.Namespace, cls: type) -> dict[str, Any]:
         if key not in vars(args):
             continue
         raw = getattr(args, key)
-        out[f.name] = raw if hints[f.name] is str else yaml.safe_load(raw)
+        out[f.name] = raw if hints[f.name] is str else yaml_load(raw, f"--{f.name.replace('_', '-')}")
     return out

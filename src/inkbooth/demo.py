@@ -176,7 +176,7 @@ def run_dreambooth_demo(workdir: Path) -> dict[str, Any]:
     return {"versions": [first, second], "single_file": f"{second}/orange-ball.safetensors",
             "class_images": storage.join(f"{BUCKET}/class-images", prior_sets[0].split("/")[0]),
             "lineage": manifest.lineage, "seconds": round(time.perf_counter() - started, 1),
-            "samples": f"{samples}/grid.png" if samples else "(not found)",
+            "samples": artifacts.file_uri(samples, "grid.png") if samples else "(not found)",
             "reports": located_reports(second)}
 
 
@@ -197,8 +197,10 @@ def print_dreambooth_summary(summary: dict[str, Any]) -> None:
 
 def check_results(results_uri: str, expected: dict[str, int]) -> dict[str, Any]:
     """Verify the demo's promises: a record per line, an error record for the corrupt file."""
-    records = [json.loads(line) for line in storage.read_text(storage.join(results_uri, "results.jsonl")).splitlines()]
-    report = json.loads(storage.read_text(storage.join(results_uri, "report.json")))
+    from inkbooth import artifacts
+
+    records = [json.loads(line) for line in artifacts.read_text(results_uri, "results.jsonl").splitlines()]
+    report = json.loads(artifacts.read_text(results_uri, "report.json"))
     by_doc: dict[str, int] = {}
     errors = {}
     for r in records:
@@ -212,17 +214,20 @@ def check_results(results_uri: str, expected: dict[str, int]) -> dict[str, Any]:
         problems.append("corrupt.png: no error record")
     if problems:
         raise RuntimeError("demo check failed: " + "; ".join(problems))
-    return {"results": results_uri, "line_records": sum(by_doc.values()), "documents": len(by_doc),
+    # The files of the current version (the results are republishable: see inkbooth.artifacts).
+    files = artifacts.file_uri(results_uri, "report.json").rsplit("/", 1)[0]
+    return {"results": results_uri, "files": files, "line_records": sum(by_doc.values()), "documents": len(by_doc),
             "error_records": errors, "report": report}
 
 
 def print_summary(summary: dict[str, Any]) -> None:
     report = summary["report"]
     print("OCR pipeline finished in", summary["seconds"], "s")
-    print(f"  results         {summary['results']}/results.jsonl  ({summary['line_records']} line records, "
+    print(f"  results         {summary['results']}  (artifact; its files: {summary['files']}/)")
+    print(f"  line records    {summary['files']}/results.jsonl  ({summary['line_records']} line records, "
           f"{len(summary['error_records'])} error record)")
-    print(f"  text per doc    {summary['results']}/text/")
-    print(f"  report          {summary['results']}/report.json  (lines/s {report.get('lines_per_second')}, "
+    print(f"  text per doc    {summary['files']}/text/")
+    print(f"  report          {summary['files']}/report.json  (lines/s {report.get('lines_per_second')}, "
           f"CER {report.get('cer')} - the tiny model is random, so CER is ~1 by design)")
     for err in summary["error_records"].values():
         print(f"  error record    {err}")

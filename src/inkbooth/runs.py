@@ -41,6 +41,12 @@ class OCRRun:
         # Check nested configs here, before any step starts, with the key that is wrong.
         config.from_dict(ExportConfig, self.export, source="export")
         config.from_dict(RecognizeConfig, self.recognize, source="recognize")
+        pages = self.recognize.get("pages") or {}
+        if isinstance(pages, dict) and pages.get("pdf_password"):
+            raise config.ConfigError(
+                "recognize.pages.pdf_password: a password in a run config becomes a pipeline parameter, shown in "
+                "run logs and the KFP UI; give it as the INKBOOTH_PDF_PASSWORD environment variable instead "
+                "(on a cluster, from a Kubernetes Secret)")
         if self.num_shards < 1:
             raise ValueError("num_shards must be at least 1")
 

@@ -20,6 +20,7 @@ import hashlib
 import logging
 import os
 import random
+import re
 import shutil
 import tempfile
 import threading
@@ -168,6 +169,12 @@ class RetryPolicy:
     max_delay: float = 8.0
     # botocore's own retries of one HTTP request (a multipart part is retried alone this way).
     request_attempts: int = 3
+    # A store that accepts connections but never answers: each request gives up after read_timeout
+    # seconds without a byte, and no new attempt starts once deadline seconds have passed, so one
+    # operation ends within about deadline + request_attempts * read_timeout.
+    connect_timeout: float = 10.0
+    read_timeout: float = 60.0
+    deadline: float = 300.0
 
     def delay(self, attempt: int) -> float:
         # Full jitter: spread retries of many workers so they do not hammer a throttled store in step.
@@ -207,25 +214,37 @@ def _is_transient(exc: BaseException) -> bool:
 def retrying(fn: Callable[[], T], what: str, policy: RetryPolicy | None = None) -> T:
     """Run ``fn`` and retry it on transient storage failures; the final error names ``what``."""
     policy = policy or _retry_policy
+    started = time.monotonic()
     for attempt in range(policy.attempts):
         try:
             return fn()
         except Exception as raised:  # noqa: BLE001 - classified below
             exc = _as_checksum_error(raised, what)
             if not _is_transient(exc):
+                if _is_store_error(exc):  # auth, missing credentials, bad request: one line naming the URI
+                    raise StorageError(f"{redact(what)}: {_describe(exc)}") from None
                 raise
             # A mismatch read twice is corruption at rest, not on the wire: no point in more tries.
             if isinstance(exc, ChecksumError) and attempt >= 1:
                 raise exc from raised
-            if attempt == policy.attempts - 1:
+            wait = policy.delay(attempt)
+            elapsed = time.monotonic() - started
+            if attempt == policy.attempts - 1 or elapsed + wait > policy.deadline:
                 if isinstance(exc, ChecksumError):
                     raise exc from raised
-                raise StorageError(f"{what}: failed after {policy.attempts} attempts: {_describe(exc)}") from exc
-            wait = policy.delay(attempt)
-            log.warning("%s: %s; retrying in %.2fs (%d/%d)", what, _describe(exc), wait, attempt + 1,
+                stalled = f" (no answer in {elapsed:.0f}s: the store stalls)" if _is_timeout(exc) else ""
+                raise StorageError(f"{redact(what)}: failed after {attempt + 1} attempts{stalled}: "
+                                   f"{_describe(exc)}") from None
+            log.warning("%s: %s; retrying in %.2fs (%d/%d)", redact(what), _describe(exc), wait, attempt + 1,
                         policy.attempts - 1)
             time.sleep(wait)
     raise AssertionError("unreachable")
+
+
+def _is_timeout(exc: BaseException) -> bool:
+    from botocore.exceptions import ConnectTimeoutError, ReadTimeoutError
+
+    return isinstance(exc, (ReadTimeoutError, ConnectTimeoutError, TimeoutError))
 
 
 def _as_checksum_error(exc: BaseException, what: str) -> BaseException:
@@ -238,12 +257,30 @@ def _as_checksum_error(exc: BaseException, what: str) -> BaseException:
 
 
 def _describe(exc: BaseException) -> str:
+    """A one-line description of a store error, with any credentials in URLs redacted."""
     from botocore.exceptions import ClientError
 
     if isinstance(exc, ClientError):
         err = exc.response.get("Error", {})
-        return f"{err.get('Code', '?')}: {err.get('Message', '')}".strip()
-    return f"{type(exc).__name__}: {exc}"
+        return redact(f"{err.get('Code', '?')}: {err.get('Message', '')}".strip())
+    return redact(f"{type(exc).__name__}: {exc}")
+
+
+# user:password@ in a URL, and the signing parameters of presigned URLs.
+_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s@\"']*@")
+_SIGNED = re.compile(r"(?i)\b(X-Amz-(?:Signature|Credential|Security-Token)|Signature|AWSAccessKeyId|"
+                     r"x-amz-security-token)=[^&\s\"']+")
+
+
+def redact(text: str) -> str:
+    """``text`` with credentials in URLs replaced by ``***`` (user info, signatures, session tokens)."""
+    return _SIGNED.sub(r"\1=***", _USERINFO.sub(r"\1***@", text))
+
+
+def _is_store_error(exc: BaseException) -> bool:
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    return isinstance(exc, (BotoCoreError, ClientError))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -258,7 +295,9 @@ _ENV_KEYS = ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AW
 
 def s3_client() -> Any:
     """A boto3 S3 client configured from the environment (cached per environment)."""
-    key = (*(os.environ.get(k) for k in _ENV_KEYS), _retry_policy.request_attempts)
+    policy = _retry_policy
+    key = (*(os.environ.get(k) for k in _ENV_KEYS), policy.request_attempts, policy.connect_timeout,
+           policy.read_timeout)
     with _clients_lock:
         client = _clients.get(key)
         if client is None:
@@ -267,9 +306,9 @@ def s3_client() -> Any:
 
             custom_endpoint = bool(os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL"))
             config = Config(
-                retries={"max_attempts": _retry_policy.request_attempts, "mode": "standard"},
-                connect_timeout=10,
-                read_timeout=120,
+                retries={"max_attempts": policy.request_attempts, "mode": "standard"},
+                connect_timeout=policy.connect_timeout,
+                read_timeout=policy.read_timeout,
                 max_pool_connections=32,
                 # S3-compatible stores on a plain host:port need path-style addressing.
                 s3={"addressing_style": "path" if custom_endpoint else "auto"},
@@ -346,7 +385,8 @@ def _atomic_local(path: Path, uri: str) -> Iterator[Path]:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise _local_error(e, uri, "creating its folder") from None
-    tmp = path.parent / f".{path.name}.partial-{uuid.uuid4().hex[:8]}"
+    # Named by a hash, not after the target: a long name plus a suffix would be too long for a file.
+    tmp = path.parent / f".{short_name(path.name)}.partial-{uuid.uuid4().hex[:8]}"
     try:
         yield tmp
         with open(tmp, "rb+") as f:
@@ -357,6 +397,11 @@ def _atomic_local(path: Path, uri: str) -> Iterator[Path]:
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
+
+
+def short_name(name: str) -> str:
+    """A short stand-in for a file name in temporary names (16 hex digits of its hash)."""
+    return hashlib.sha256(name.encode("utf-8", "surrogateescape")).hexdigest()[:16]
 
 
 def write_bytes(uri: str, data: bytes, *, if_absent: bool = False, content_type: str | None = None) -> ObjectInfo:
@@ -518,8 +563,11 @@ def exists(uri: str) -> bool:
         return False
 
 
-def list_files(prefix: str) -> list[str]:
-    """Keys of all objects (files) under ``prefix``, relative to it, sorted; hidden partials skipped."""
+def list_files(prefix: str, *, links: list[str] | None = None) -> list[str]:
+    """Keys of all objects (files) under ``prefix``, relative to it, sorted; hidden partials skipped.
+
+    Locally, folders that are symbolic links are not followed; ``links`` (a list) collects them.
+    """
     loc = parse(prefix)
     if not loc.is_s3:
         root = loc.path
@@ -527,6 +575,9 @@ def list_files(prefix: str) -> list[str]:
             return []
         out = []
         for dirpath, dirnames, filenames in os.walk(root):
+            if links is not None:
+                links.extend(Path(dirpath, d).relative_to(root).as_posix() for d in dirnames
+                             if Path(dirpath, d).is_symlink())
             dirnames[:] = sorted(d for d in dirnames if ".partial-" not in d)
             for fn in filenames:
                 if ".partial-" in fn:

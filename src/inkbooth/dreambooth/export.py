@@ -36,6 +36,8 @@ class ExportCheckpointConfig:
 
     def validate(self) -> None:
         artifacts.Registry.check_name(self.name)
+        if self.alias:  # checked before anything is exported or registered
+            artifacts.Registry.check_alias(self.alias)
 
 
 def _dtype(name: str) -> Any:

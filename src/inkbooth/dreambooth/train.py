@@ -38,6 +38,8 @@ log = logging.getLogger(__name__)
 KIND = "dreambooth-model"
 CHECKPOINT_KIND = "dreambooth-checkpoint"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
+# Larger subject images are refused: a few-KB file can decode to gigabytes (8192 x 8192 is plenty).
+MAX_IMAGE_PIXELS = 8192 * 8192
 
 
 @dataclasses.dataclass
@@ -48,43 +50,46 @@ class TrainConfig:
     identifier: str = option("sks", "the rare token that names the subject; must appear in instance_prompt")
     class_prompt: str = option("a photo of dog", "prompt of the class images (prior preservation)")
     with_prior_preservation: bool = option(True, "add the class-image loss")
-    prior_loss_weight: float = option(1.0, "weight of the class-image loss")
-    resolution: int = option(0, "training size in pixels (0: the model's native size)")
+    prior_loss_weight: float = option(1.0, "weight of the class-image loss", min=0.0)
+    resolution: int = option(0, "training size in pixels (0: the model's native size)", min=0, max=8192)
     center_crop: bool = option(True, "center crop (else random crop)")
     random_flip: bool = option(False, "random horizontal flips of subject images")
     train_text_encoder: bool = option(False, "train the text encoder too")
-    max_train_steps: int = option(400, "optimizer steps")
-    train_batch_size: int = option(1, "subject images per step and process (as many class images are added)")
-    gradient_accumulation_steps: int = option(1, "micro-batches per optimizer step")
-    learning_rate: float = option(5e-6, "UNet learning rate (1e-4 is typical for LoRA)")
-    text_encoder_lr: float = option(0.0, "text encoder learning rate (0: same as learning_rate)")
+    max_train_steps: int = option(400, "optimizer steps", min=1, max=10_000_000)
+    train_batch_size: int = option(1, "subject images per step and process (as many class images are added)", min=1, max=4096)
+    gradient_accumulation_steps: int = option(1, "micro-batches per optimizer step", min=1, max=4096)
+    learning_rate: float = option(5e-6, "UNet learning rate (1e-4 is typical for LoRA)", min=0.0, max=1.0)
+    text_encoder_lr: float = option(0.0, "text encoder learning rate (0: same as learning_rate)", min=0.0, max=1.0)
     lr_scheduler: Literal["constant", "constant_with_warmup", "linear", "cosine"] = option("constant", "LR schedule")
-    lr_warmup_steps: int = option(0, "warm-up steps")
+    lr_warmup_steps: int = option(0, "warm-up steps", min=0)
     adam_beta1: float = option(0.9, "Adam beta1")
     adam_beta2: float = option(0.999, "Adam beta2")
     adam_weight_decay: float = option(1e-2, "AdamW weight decay")
     adam_epsilon: float = option(1e-8, "Adam epsilon")
-    max_grad_norm: float = option(1.0, "gradient clipping norm")
+    max_grad_norm: float = option(1.0, "gradient clipping norm", min=0.0)
     use_8bit_adam: bool = option(False, "bitsandbytes 8-bit AdamW (CUDA only)")
     mixed_precision: Literal["no", "fp16", "bf16"] = option("no", "autocast precision; weights stay fp32")
     gradient_checkpointing: bool = option(False, "trade compute for memory")
     channels_last: bool = option(True, "UNet in channels-last memory format on CUDA (faster convolutions); "
                                        "CPU training stays channels-first (see docs/reliability.md)")
-    snr_gamma: float = option(0.0, "min-SNR weighting gamma (0: off; 5.0 is the usual choice)")
-    offset_noise: float = option(0.0, "offset noise strength (0: off; 0.1 is typical)")
-    lora_rank: int = option(0, "LoRA rank (0: full fine-tuning)")
+    snr_gamma: float = option(0.0, "min-SNR weighting gamma (0: off; 5.0 is the usual choice)", min=0.0)
+    offset_noise: float = option(0.0, "offset noise strength (0: off; 0.1 is typical)", min=0.0, max=10.0)
+    lora_rank: int = option(0, "LoRA rank (0: full fine-tuning)", min=0, max=4096)
     cache_latents: bool = option(True, "encode the images once instead of every step")
-    checkpoint_every: int = option(0, "full-state checkpoint every N steps (0: none)")
-    checkpoints_total_limit: int = option(2, "checkpoints kept (older ones are deleted)")
+    checkpoint_every: int = option(0, "full-state checkpoint every N steps (0: none)", min=0)
+    checkpoints_total_limit: int = option(2, "checkpoints kept (older ones are deleted)", min=0)
     resume: str = option("", "'latest' or a step number to resume from a checkpoint; empty: start fresh")
-    log_every: int = option(10, "TensorBoard scalars every N steps (the tracker flushes to disk on each)")
-    validation_every: int = option(0, "validation images every N steps (0: none)")
+    log_every: int = option(10, "TensorBoard scalars every N steps (the tracker flushes to disk on each)", min=1)
+    validation_every: int = option(0, "validation images every N steps (0: none)", min=0)
     validation_prompts: list[str] = option(["a photo of sks dog on the beach"], "validation prompts")
-    validation_steps: int = option(20, "sampling steps for validation images")
+    validation_steps: int = option(20, "sampling steps for validation images", min=1, max=1000)
     seed: int = option(0, "seed of every random draw")
     allow_pickle: bool = option(False, "accept pickle-based base weights")
 
     def validate(self) -> None:
+        from inkbooth.config import check_ranges
+
+        check_ranges(self, "train")
         if not re.search(rf"(^|\W){re.escape(self.identifier)}(\W|$)", self.instance_prompt):
             raise ValueError(f"instance_prompt {self.instance_prompt!r} does not contain the identifier "
                              f"{self.identifier!r}: the model would have no token to learn the subject by")
@@ -177,18 +182,38 @@ def image_set_hash(uri: str) -> str:
     return set_hash(digests)
 
 
-def load_images(uri: str, what: str) -> tuple[list[Any], str]:
-    """RGB images under a prefix (subject or class images), and a content hash of the set."""
+def load_images(uri: str, what: str, *, published: bool = False) -> tuple[list[Any], str]:
+    """RGB images under a prefix (subject or class images), and a content hash of the set.
+
+    ``published``: ``uri`` is an artifact (a class-image set); its images are the ones its manifest
+    lists, each verified, so a missing or replaced file is an error rather than a silent change.
+    """
     import hashlib
 
     from PIL import Image, UnidentifiedImageError
 
-    names = image_names(uri)
+    from inkbooth.imaging import to_8bit, upright
+
+    if published:
+        try:
+            names = [f.path for f in artifacts.read_manifest(uri).files if f.path.lower().endswith(IMAGE_SUFFIXES)]
+        except artifacts.NotPublishedError:
+            raise ValueError(f"{uri}: not a finished {what}-image set (no {artifacts.MANIFEST}); "
+                             "make it with `inkbooth prior`") from None
+    else:
+        names = image_names(uri)
     if not names:
         raise ValueError(f"{uri}: no {what} images found ({', '.join(IMAGE_SUFFIXES)})")
     images, digests, seen = [], [], set()
     for name in names:
-        data = storage.read_bytes(storage.join(uri, name))
+        if published:
+            try:
+                data = artifacts.read_bytes(uri, name)
+            except storage.StorageError as e:
+                raise ValueError(f"{uri}: the {what}-image set does not match its manifest ({e}); "
+                                 "regenerate it (`inkbooth prior`) or restore the file") from None
+        else:
+            data = storage.read_bytes(storage.join(uri, name))
         digest = hashlib.sha256(data).hexdigest()
         if digest in seen:
             log.warning("%s: %s is a duplicate of another image; used once", uri, name)
@@ -196,9 +221,14 @@ def load_images(uri: str, what: str) -> tuple[list[Any], str]:
         seen.add(digest)
         try:
             img = Image.open(io.BytesIO(data))
+            if img.width * img.height > MAX_IMAGE_PIXELS:
+                raise ValueError(f"{storage.join(uri, name)}: {img.width}x{img.height} pixels, over the limit of "
+                                 f"{MAX_IMAGE_PIXELS}; refused as a possible decompression bomb")
             img.load()
-        except (UnidentifiedImageError, OSError) as e:
+        except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as e:
             raise ValueError(f"{storage.join(uri, name)}: not a readable image: {e}") from None
+        # Turned as a viewer shows it; 16-bit, 32-bit and float pixels by their range, not clipped.
+        img = to_8bit(upright(img), stretch=False)
         if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
             bg = Image.new("RGBA", img.size, (255, 255, 255, 255))
             img = Image.alpha_composite(bg, img.convert("RGBA"))
@@ -324,7 +354,8 @@ def train_dreambooth(model: str, instance_images: str, output: str, config: Trai
     instance, instance_hash = load_images(instance_images, "subject")
     if len(instance) < 3:
         log.warning("%d subject image(s): DreamBooth usually needs 3 to 20 for a subject to generalise", len(instance))
-    classes, class_hash = (load_images(class_images, "class") if config.with_prior_preservation else ([], ""))
+    classes, class_hash = (load_images(class_images, "class", published=True) if config.with_prior_preservation
+                           else ([], ""))
     device = accelerator.device
     vae.to(device)
     text_encoder.to(device)
@@ -404,6 +435,7 @@ def train_dreambooth(model: str, instance_images: str, output: str, config: Trai
     history: list[dict[str, Any]] = []
     loss_total, loop_started = 0.0, time.perf_counter()
     micro_steps = (config.max_train_steps - global_step) * config.gradient_accumulation_steps
+    bar = _progress(accelerator, global_step, config.max_train_steps)
     for _ in range(micro_steps):
         with accelerator.accumulate(*accumulated):
             bs = config.train_batch_size
@@ -450,6 +482,8 @@ def train_dreambooth(model: str, instance_images: str, output: str, config: Trai
         last = {"loss": float(loss.detach()), "instance_loss": float(inst_loss.detach()),
                 "prior_loss": float(prior_loss.detach()), "lr": lr_scheduler.get_last_lr()[0]}
         loss_total += last["loss"]
+        bar.update(1)
+        bar.set_postfix(loss=f"{last['loss']:.4f}", refresh=False)
         if global_step % config.log_every == 0 or global_step == config.max_train_steps:
             accelerator.log(last, step=global_step)
             history.append({"step": global_step, **{k: round(v, 6) for k, v in last.items()}})
@@ -462,6 +496,7 @@ def train_dreambooth(model: str, instance_images: str, output: str, config: Trai
         if _on_step is not None:
             _on_step(global_step)
 
+    bar.close()
     accelerator.wait_for_everyone()
     from inkbooth.reports.metrics import peak_memory_mb
 
@@ -487,6 +522,18 @@ def train_dreambooth(model: str, instance_images: str, output: str, config: Trai
     if staging is not None and staging[0] is not None:
         staging[0].cleanup()
     return manifest
+
+
+def _progress(accelerator: Any, done: int, total: int) -> Any:
+    """A progress bar on stderr (main process only): steps, steps/s, time left and the loss."""
+    import sys
+
+    from tqdm import tqdm
+
+    # Where stderr is a log (a pipeline step), a line every 30 s rather than a redraw per step.
+    interactive = sys.stderr.isatty()
+    return tqdm(total=total, initial=done, desc="train", unit="step", file=sys.stderr, dynamic_ncols=interactive,
+                mininterval=0.1 if interactive else 30.0, disable=not accelerator.is_main_process)
 
 
 def _tensorboard_or_none() -> str | None:

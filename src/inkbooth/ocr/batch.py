@@ -2,8 +2,10 @@
 
 ``plan_documents`` lists the documents once, so every shard of a run works from the same snapshot
 even if files arrive meanwhile. ``merge_results`` gathers the per-document results of the plan into
-``<output>/results/`` (``results.jsonl``, ``text/<document>.txt``, ``report.json``), published as an
-artifact with its manifest written last. A planned document with no result becomes an error record:
+``<output>/results/`` (``results.jsonl``, ``text/<document>.txt``, ``report.json``), published as a
+new version of that artifact with the pointer (its manifest) moved last: read it through
+``inkbooth.artifacts`` (``read_text(results, "results.jsonl")``, ``fetch``). An output belongs to
+one documents prefix (``owner.json``); a run over other documents into it is refused. A planned document with no result becomes an error record:
 nothing is dropped silently.
 """
 
@@ -17,7 +19,7 @@ from typing import Any
 
 from inkbooth import artifacts, shards, storage
 from inkbooth.ocr.export import cer
-from inkbooth.ocr.recognize import list_documents, result_uri
+from inkbooth.ocr.recognize import claim_output, read_result, result_uri, scan_documents
 from inkbooth.reports.metrics import throughput
 
 RESULTS = "results"
@@ -25,13 +27,15 @@ KIND = "ocr-results"
 
 
 def plan_documents(documents: str, num_shards: int) -> dict[str, Any]:
-    """The documents under ``documents`` and the shard specs (``i/n``) that split them."""
+    """The documents under ``documents``, the files left out (and why) and the shard specs (``i/n``)."""
     shards.specs(num_shards)  # validates the count before anything is listed
-    keys = list_documents(documents)
+    keys, skipped = scan_documents(documents)
     if not keys:
-        raise ValueError(f"{documents}: no documents found")
-    return {"documents": documents, "keys": keys, "shards": shards.specs(min(num_shards, len(keys))),
-            "created": time.time()}
+        raise ValueError(f"{documents}: no documents found"
+                         + (f" ({len(skipped)} file(s) left out, e.g. {skipped[0]['key']}: {skipped[0]['reason']})"
+                            if skipped else ""))
+    return {"documents": documents, "keys": keys, "skipped": skipped,
+            "shards": shards.specs(min(num_shards, len(keys))), "created": time.time()}
 
 
 def write_plan(plan: dict[str, Any], path: str | Path) -> None:
@@ -46,13 +50,19 @@ def _normalise(text: str) -> str:
     return re.sub(r"\s+", " ", text).strip()
 
 
+# Longest path segment reused as a file name (a file system allows 255 bytes; temporary names add some).
+MAX_NAME_BYTES = 200
+
+
 def _text_name(rel: str) -> str:
-    """``text/<document>.txt`` where the document key is safe to reuse, else a hashed name."""
+    """``text/<document>.txt`` where the document key is safe to reuse as a file name, else a hashed name."""
     try:
         storage.check_part(rel)
-        return f"{rel}.txt"
+        if max(len(part.encode("utf-8")) for part in rel.split("/")) + len(".txt") <= MAX_NAME_BYTES:
+            return f"{rel}.txt"
     except ValueError:
-        return "_unsafe_names/" + result_uri("x", rel).rsplit("/", 1)[-1].replace(".json", ".txt")
+        pass
+    return "_unsafe_names/" + result_uri("x", rel).rsplit("/", 1)[-1].rsplit(".", 1)[0] + ".txt"
 
 
 def merge_results(plan: dict[str, Any], output: str, ground_truth: str | None = None,
@@ -61,45 +71,47 @@ def merge_results(plan: dict[str, Any], output: str, ground_truth: str | None = 
     """Collect the plan's per-document results into the results artifact at ``<output>/results``.
 
     With ``model_hash``, a result left by a run with another model counts as missing, not as current.
+    Results are streamed (a document's records never all in memory); local file names come from
+    hashes wherever a document's name could not be one. A document whose result cannot be read
+    becomes an error record, like any other failed document.
     """
     documents = plan["documents"]
+    claim_output(documents, output)
     report: dict[str, Any] = {"documents": len(plan["keys"]), "documents_ok": 0, "documents_failed": 0,
-                              "pages_with_text": 0, "lines": 0, "recognition_seconds": 0.0}
+                              "documents_empty": 0, "documents_with_warnings": 0, "pages_with_text": 0,
+                              "lines": 0, "recognition_seconds": 0.0}
     edits = ref_chars = 0.0
     per_doc_cer: dict[str, float] = {}
+    renamed: dict[str, str] = {}
     with storage.temp_dir("inkbooth-merge-") as tmp:
-        work = Path(tmp)
-        (work / "text").mkdir()
+        work, scratch = Path(tmp) / "results", Path(tmp) / "scratch"
+        (work / "text").mkdir(parents=True)
+        scratch.mkdir()
         with open(work / "results.jsonl", "w", encoding="utf-8") as out:
             for rel in plan["keys"]:
-                try:
-                    result = json.loads(storage.read_text(result_uri(output, rel)))
-                except storage.NotFoundError:
-                    result = None
-                if result is not None and model_hash and result["status"] == "ok" and result.get("model") != model_hash:
-                    result = None
-                if result is None:
-                    result = {"status": "error", "records": [{
-                        "document": rel, "page": None, "line": None, "status": "error",
-                        "error": f"{rel}: no result (its shard did not finish); rerun the pipeline to resume"}]}
-                for record in result["records"]:
-                    out.write(json.dumps(record, ensure_ascii=False) + "\n")
-                if result["status"] != "ok":
+                header, records = _result(output, rel, model_hash, scratch)
+                if header["status"] != "ok":
+                    for record in records:
+                        out.write(json.dumps(record, ensure_ascii=False) + "\n")
                     report["documents_failed"] += 1
                     continue
-                report["documents_ok"] += 1
-                report["lines"] += result["lines"]
-                report["pages_with_text"] += result["pages_with_text"]
-                report["recognition_seconds"] += result["seconds"]
-                text = _document_text(result["records"])
-                target = work / "text" / _text_name(rel)
+                name = _text_name(rel)
+                if name != f"{rel}.txt":
+                    renamed[rel] = f"text/{name}"
+                target = work / "text" / name
                 target.parent.mkdir(parents=True, exist_ok=True)
-                target.write_text(text, encoding="utf-8")
+                notes = _write_document(records, out, target)
+                report["documents_ok"] += 1
+                report["documents_empty"] += "empty" in notes
+                report["documents_with_warnings"] += "warning" in notes
+                report["lines"] += header["lines"]
+                report["pages_with_text"] += header["pages_with_text"]
+                report["recognition_seconds"] += header["seconds"]
                 if ground_truth:
                     truth = _ground_truth(ground_truth, documents, rel)
                     if truth is not None:
                         ref = _normalise(truth)
-                        err = cer(_normalise(text), ref)
+                        err = cer(_normalise(target.read_text(encoding="utf-8")), ref)
                         per_doc_cer[rel] = round(err, 4)
                         edits += err * len(ref)
                         ref_chars += len(ref)
@@ -109,6 +121,11 @@ def merge_results(plan: dict[str, Any], output: str, ground_truth: str | None = 
         if ground_truth:
             report["cer"] = round(edits / ref_chars, 4) if ref_chars else None
             report["cer_documents"] = per_doc_cer
+        skipped = plan.get("skipped", [])
+        report["files_skipped"] = len(skipped)
+        report["skipped"] = skipped
+        if renamed:
+            report["text_files_renamed"] = renamed
         if shard_summaries:
             report["shards"] = shard_summaries
             report.update(throughput(shard_summaries))
@@ -119,17 +136,44 @@ def merge_results(plan: dict[str, Any], output: str, ground_truth: str | None = 
                                  metrics=metrics, overwrite=True)
 
 
-def _document_text(records: list[dict[str, Any]]) -> str:
-    """Lines in reading order; pages separated by a form feed."""
-    pages: dict[int, list[str]] = {}
-    for r in records:
-        pages.setdefault(r["page"], []).append(r["text"])
-    return "\f\n".join("\n".join(lines) for _, lines in sorted(pages.items())) + "\n"
+def _result(output: str, rel: str, model_hash: str | None, scratch: Path) -> tuple[dict[str, Any], Any]:
+    """(header, records) of a document's result, or an error in their place when it is missing or stale."""
+    uri = result_uri(output, rel)
+    try:
+        found = read_result(uri, scratch)
+    except (storage.StorageError, ValueError) as e:
+        problem = f"{rel}: its result {uri} cannot be read ({e}); rerun the pipeline to redo it"
+    else:
+        if found is not None and not (model_hash and found[0]["status"] == "ok"
+                                       and found[0].get("model") != model_hash):
+            return found
+        problem = f"{rel}: no result (its shard did not finish); rerun the pipeline to resume"
+    return {"status": "error"}, [{"document": rel, "page": None, "line": None, "status": "error",
+                                   "error": problem}]
+
+
+def _write_document(records: Any, out: Any, text_file: Path) -> set[str]:
+    """A document's records to ``out`` and its text to ``text_file`` (lines in reading order, pages
+    separated by a form feed), as they stream by; returns the statuses of its non-line records."""
+    notes: set[str] = set()
+    page = None
+    with open(text_file, "w", encoding="utf-8") as text:
+        for record in records:
+            out.write(json.dumps(record, ensure_ascii=False) + "\n")
+            if "status" in record:
+                notes.add(record["status"])
+                continue
+            if page is not None:
+                text.write("\n" if record["page"] == page else "\f\n")
+            page = record["page"]
+            text.write(record["text"])
+        text.write("\n")
+    return notes
 
 
 def _ground_truth(ground_truth: str, documents: str, rel: str) -> str | None:
     """``<ground_truth>/<document key>.txt`` when it exists."""
     try:
         return storage.read_text(storage.join(ground_truth, rel + ".txt"))
-    except (storage.NotFoundError, ValueError):
+    except (storage.StorageError, ValueError):  # absent, or a name no file can have: no CER for it
         return None

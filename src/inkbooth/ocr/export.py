@@ -368,16 +368,7 @@ def export_trocr(model: str, output: str, config: ExportConfig | None = None,
         (work / "parity.json").write_text(json.dumps({"metrics": metrics, "failed": failed}, indent=2))
         if failed:
             raise ParityError(f"{model}: export not published; parity check failed: " + "; ".join(failed))
-        target = storage.parse(output)
-        if not target.is_s3:
-            # Into the (possibly pre-created, e.g. by KFP) output folder, then the manifest last.
-            target.path.mkdir(parents=True, exist_ok=True)
-            for item in work.iterdir():
-                dest = target.path / item.name
-                if dest.exists():
-                    shutil.rmtree(dest) if dest.is_dir() else dest.unlink()
-                shutil.move(str(item), dest)
-            work = target.path
+        # A new version of the output: files of an earlier export there are never part of it.
         return artifacts.publish(work, output, kind=KIND, inputs={"model": source_hash},
                                  config=to_dict(config), metrics=metrics,
                                  lineage={"source": model, "variants": config.variants}, overwrite=True)

@@ -6,9 +6,12 @@ tokens returns their log-probabilities (the line confidence is their mean) and t
 that token boxes come from. With ONNX Runtime that pass is ``decoder_attn_model.onnx``; with PyTorch
 it is the very module that file was exported from.
 
-Per document, the result is written as one object under ``<output>/work/`` (atomic), so a rerun
-skips documents already done (same bytes, same model, same config) and an interrupted shard loses
-at most the document it was reading. A document that cannot be read becomes an error record.
+Per document, the result is written as one object under ``<output>/work/`` (atomic; JSON Lines: a
+header, then the records), so a rerun skips documents already done (same bytes, same model, same
+config) and an interrupted shard loses at most the document it was reading. A document is read a
+page at a time and its records are written as they are made, so memory stays flat however many
+pages it has. A document that cannot be read becomes an error record; a failure of the run itself
+(config, model, store) stops the run instead of turning every document into an error.
 """
 
 from __future__ import annotations
@@ -18,8 +21,11 @@ import hashlib
 import json
 import logging
 import math
+import os
+import shutil
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -30,7 +36,13 @@ from inkbooth.ocr import localize, pages
 log = logging.getLogger(__name__)
 
 WORK = "work"
-DOC_SUFFIX = ".json"
+# JSON Lines: a header, then the records (streamed; the older one-object ".json" results are redone).
+DOC_SUFFIX = ".jsonl"
+OWNER = "owner.json"
+
+
+class OutputError(ValueError):
+    """An output that this run may not write to (another run's, or inside the input)."""
 
 
 @dataclasses.dataclass
@@ -42,12 +54,15 @@ class RecognizeConfig:
         "auto", "which exported variant ONNX Runtime runs; auto: the fastest where it runs (fp16 on CUDA, "
                 "INT8 on CPU, fp32 when the export lacks it; see bench/ocr.py)")
     device: Literal["auto", "cpu", "cuda"] = option("auto", "cuda when available (auto), or force one")
-    num_beams: int = option(4, "beam search width (1 = greedy)")
-    max_new_tokens: int = option(128, "longest line in tokens (the library default of 20 truncates lines)")
-    batch_size: int = option(8, "line crops per forward pass")
-    threads: int = option(0, "intra-op threads (0: as many as the CPU quota allows, see inkbooth.runtime)")
+    num_beams: int = option(4, "beam search width (1 = greedy)", min=1, max=64)
+    max_new_tokens: int = option(128, "longest line in tokens (the library default of 20 truncates lines)",
+                                 min=1, max=4096)
+    batch_size: int = option(8, "line crops per forward pass", min=1, max=4096)
+    threads: int = option(0, "intra-op threads (0: as many as the CPU quota allows, see inkbooth.runtime)",
+                          min=0, max=1024)
     token_boxes: bool = option(True, "token and word boxes from cross-attention")
-    box_threshold: float = option(0.5, "attention share of the peak that still belongs to a token's box")
+    box_threshold: float = option(0.5, "attention share of the peak that still belongs to a token's box",
+                                  min=0.0, max=1.0)
     pages: pages.PagesConfig = option(None, "how pages are read and cut into lines")
     skip_done: bool = option(True, "skip documents whose result already exists for the same input, model and config")
 
@@ -60,8 +75,10 @@ class RecognizeConfig:
             self.pages = from_dict(pages.PagesConfig, self.pages, source="pages")
 
     def validate(self) -> None:
-        if self.num_beams < 1 or self.batch_size < 1 or self.max_new_tokens < 1:
-            raise ValueError("num_beams, batch_size and max_new_tokens must be at least 1")
+        from inkbooth.config import check_ranges
+
+        check_ranges(self, "recognize")  # the pages config too
+        self.pages.validate()
         if self.backend == "torch" and self.variant != "fp32":
             self.variant = "fp32"
 
@@ -183,6 +200,8 @@ class Recognizer:
         self.engine: Any = None
         self.dir = Path(model_dir)
         runtime.limit_torch_threads(self.config.threads)
+        if (self.dir / artifacts.MANIFEST).is_file():  # an export published here: its current version's files
+            self.dir = Path(artifacts.read_manifest(str(self.dir)).location(str(self.dir)))
         if self.config.backend == "onnx" and self.config.variant == "auto":
             present = {v for v in ("fp32", "int8", "fp16") if (self.dir / v).is_dir()}
             device = "cuda" if _providers(self.config.device)[0].startswith("CUDA") else "cpu"
@@ -315,16 +334,16 @@ class Recognizer:
 
 
 def line_records(doc: str, lines: list[pages.Line], results: list[LineResult], grid: tuple[int, int],
-                 config: RecognizeConfig, content: Any = None) -> list[dict[str, Any]]:
-    """JSON-able records, one per line, boxes in page pixels.
+                 config: RecognizeConfig, content: Any = None, first: int = 1) -> list[dict[str, Any]]:
+    """JSON-able records, one per line, boxes in page pixels; lines are numbered from ``first``.
 
     ``content`` maps a crop size to where the crop lands in the encoder input (``Recognizer.content_box``);
     without it the crop fills the input.
     """
     records = []
-    for idx, (line, res) in enumerate(zip(lines, results)):
+    for idx, (line, res) in enumerate(zip(lines, results), start=first):
         rec: dict[str, Any] = {
-            "document": doc, "page": line.page + 1, "line": idx + 1, "box": list(line.box), "text": res.text,
+            "document": doc, "page": line.page + 1, "line": idx, "box": list(line.box), "text": res.text,
             "confidence": round(res.confidence, 5) if math.isfinite(res.confidence) else None,
         }
         if config.token_boxes and res.attention is not None and len(res.tokens):
@@ -376,22 +395,41 @@ def resolve_model(model: str, config: RecognizeConfig) -> tuple[Path, str]:
     if manifest.kind != "trocr-onnx":
         raise ValueError(f"{model}: is a {manifest.kind!r} artifact, not a trocr-onnx export")
     # Only the variant this worker runs is fetched (an export holds three); "auto" is settled here,
-    # so the settings a result is keyed by name the variant that made it.
+    # so the settings a result is keyed by name the variant that made it. A variant the export lacks
+    # fails the run here, before any document.
     present = {e.path.split("/", 1)[0] for e in manifest.files if "/" in e.path}
     device = "cuda" if _providers(config.device)[0].startswith("CUDA") else "cpu"
-    config.variant = choose_variant(config.variant, present, device)
+    try:
+        config.variant = choose_variant(config.variant, present, device)
+    except ValueError as e:
+        raise ValueError(f"{model}: {e}; choose one of those, or export it (export config 'variants')") from None
     return artifacts.fetch(model, only=config.variant), manifest.content_hash
 
 
+def scan_documents(documents: str) -> tuple[list[str], list[dict[str, str]]]:
+    """(keys of the documents under a prefix, files and folders left out with the reason why).
+
+    Left out: hidden files and folders (a name starting with "."), manifests, partial writes, and
+    folders that are symbolic links (not followed). Nothing is left out silently: the reasons go in
+    the run's report.
+    """
+    keys, skipped = [], []
+    links: list[str] = []
+    for rel in storage.list_files(documents, links=links):
+        parts = rel.split("/")
+        if any(p.startswith(".") for p in parts):
+            skipped.append({"key": rel, "reason": "hidden (a name starting with '.')"})
+        elif parts[-1] == artifacts.MANIFEST:
+            skipped.append({"key": rel, "reason": f"an artifact's {artifacts.MANIFEST}, not a document"})
+        else:
+            keys.append(rel)
+    skipped += [{"key": rel + "/", "reason": "a symbolic link to a folder (not followed)"} for rel in links]
+    return keys, skipped
+
+
 def list_documents(documents: str) -> list[str]:
-    """Relative keys of the documents under a prefix (hidden files and partial writes skipped)."""
-    keys = []
-    for rel in storage.list_files(documents):
-        name = rel.rsplit("/", 1)[-1]
-        if name.startswith(".") or name == artifacts.MANIFEST:
-            continue
-        keys.append(rel)
-    return keys
+    """Relative keys of the documents under a prefix (see ``scan_documents`` for what is left out)."""
+    return scan_documents(documents)[0]
 
 
 def result_uri(output: str, rel: str) -> str:
@@ -400,26 +438,108 @@ def result_uri(output: str, rel: str) -> str:
     return storage.join(output, WORK, digest + DOC_SUFFIX)
 
 
-def _error_record(doc: str, message: str) -> dict[str, Any]:
-    return {"document": doc, "page": None, "line": None, "status": "error", "error": message}
+def claim_output(documents: str, output: str) -> None:
+    """Bind ``output`` to the documents whose results it holds, or refuse a run over other documents.
+
+    The first run writes ``<output>/owner.json`` (a no-overwrite write: concurrent shards of one
+    run agree); a run over another documents prefix is refused rather than merged away. An output
+    inside the documents folder would be read back as documents on the next run: refused too.
+    """
+    docs, out = str(storage.parse(documents)).rstrip("/"), str(storage.parse(output)).rstrip("/")
+    if out == docs or out.startswith(docs + "/"):
+        raise OutputError(f"{output}: the output is inside the documents folder {documents}; its results would be "
+                          "read as documents by the next run. Choose an output outside it")
+    owner = storage.join(output, OWNER)
+    try:
+        storage.write_text(owner, json.dumps({"documents": docs}) + "\n", if_absent=True)
+        return
+    except storage.AlreadyExistsError:
+        pass
+    try:
+        held = json.loads(storage.read_text(owner)).get("documents")
+    except (ValueError, AttributeError):
+        held = None
+    if held != docs:
+        raise OutputError(f"{output}: holds the results of documents {held!r} (see {owner}); this run reads "
+                          f"{docs!r}. Use another output, or delete that one first")
 
 
-def _error_result(doc: str, message: str, digest: str | None = None) -> dict[str, Any]:
-    """A document's result when it could not be read: one error record."""
-    result: dict[str, Any] = {"document": doc, "status": "error", "records": [_error_record(doc, message)]}
+def _note(doc: str, status: str, message: str) -> dict[str, Any]:
+    """A record about a document rather than one of its lines: ``error``, ``warning`` or ``empty``."""
+    return {"document": doc, "page": None, "line": None, "status": status, status: message}
+
+
+def _error_result(doc: str, message: str, digest: str | None = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """(header, records) of a document that could not be read: one error record."""
+    header: dict[str, Any] = {"document": doc, "status": "error"}
     if digest:
-        result["sha256"] = digest
-    return result
+        header["sha256"] = digest
+    return header, [_note(doc, "error", message)]
 
 
 def _previous_result(out_uri: str, model_hash: str, settings: str) -> dict[str, Any] | None:
-    """The finished result at ``out_uri`` if the same model and config made it (else None)."""
+    """The header of the finished result at ``out_uri`` if the same model and config made it (else None)."""
     try:
-        prev = json.loads(storage.read_text(out_uri))
+        head = storage.read_bytes(out_uri).split(b"\n", 1)[0]
+        prev = json.loads(head)
     except (ValueError, storage.StorageError):  # absent, or unreadable: do the document again
         return None
-    ok = prev.get("status") == "ok" and prev.get("model") == model_hash and prev.get("config") == settings
+    ok = isinstance(prev, dict) and prev.get("status") == "ok" and prev.get("model") == model_hash \
+        and prev.get("config") == settings
     return prev if ok and prev.get("sha256") else None
+
+
+def write_result(out_uri: str, header: dict[str, Any], records: Path | list[dict[str, Any]]) -> None:
+    """A document's result as one object: its header line, then one record per line (JSON Lines).
+
+    ``records`` is a local file of JSON lines (streamed, never held in memory) or a short list.
+    """
+    if isinstance(records, list):
+        text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in [header, *records])
+        storage.write_text(out_uri, text)
+        return
+    whole = records.with_name(records.name + ".result")
+    with open(whole, "w", encoding="utf-8") as out, open(records, encoding="utf-8") as body:
+        out.write(json.dumps(header, ensure_ascii=False) + "\n")
+        shutil.copyfileobj(body, out)
+    storage.upload(whole, out_uri)
+    whole.unlink()
+
+
+def read_result(out_uri: str, scratch: Path) -> tuple[dict[str, Any], Iterator[dict[str, Any]]] | None:
+    """(header, records) of a document's result, streamed from a local copy in ``scratch``; None if absent."""
+    local = scratch / "result.jsonl"
+    try:
+        storage.download(out_uri, local)
+    except storage.NotFoundError:
+        return None
+    f = open(local, encoding="utf-8")  # noqa: SIM115 - closed by the generator below
+    try:
+        header = json.loads(f.readline())
+    except ValueError:
+        f.close()
+        raise storage.StorageError(f"{out_uri}: not a document result (unreadable header)") from None
+
+    def records() -> Iterator[dict[str, Any]]:
+        with f:
+            for line in f:
+                if line.strip():
+                    yield json.loads(line)
+
+    return header, records()
+
+
+def document_result(output: str, rel: str) -> dict[str, Any] | None:
+    """A document's result as one dict, its header with ``records`` (for tools and tests; a big
+    document's records are better streamed with ``read_result``)."""
+    with storage.temp_dir("inkbooth-result-") as tmp:
+        found = read_result(result_uri(output, rel), Path(tmp))
+        return None if found is None else {**found[0], "records": list(found[1])}
+
+
+def _document_error(e: BaseException) -> bool:
+    """Whether a failure to reach a document is the document's (gone, corrupt, unaddressable), not the run's."""
+    return isinstance(e, (storage.NotFoundError, storage.ChecksumError, ValueError))
 
 
 def recognize_documents(documents: str, model: str, output: str, config: RecognizeConfig | None = None, *,
@@ -428,11 +548,21 @@ def recognize_documents(documents: str, model: str, output: str, config: Recogni
 
     ``model`` is an ONNX export artifact (local folder or ``s3://``). ``keys`` (relative document
     keys) overrides listing ``documents``, so all shards of a run work from one snapshot.
+
+    Errors of the run (config, model, store) raise before or between documents; only a document's
+    own problems become its error record. A document is read a page at a time: its lines are
+    recognised in batches and their records written to a local file as they come, so memory does
+    not grow with the number of pages. Every document gets at least one record: its lines, an
+    ``empty`` record when no text was found, a ``warning`` record for pages past ``max_pages``.
+    A PDF password may come from the ``INKBOOTH_PDF_PASSWORD`` environment variable.
     """
     from tqdm import tqdm
 
     config = config or RecognizeConfig()
     config.validate()
+    if config.pages.pdf_password is None and os.environ.get(pages.PASSWORD_ENV):
+        config.pages.pdf_password = os.environ[pages.PASSWORD_ENV]
+    claim_output(documents, output)
     model_dir, model_hash = resolve_model(model, config)
     settings = config_hash({k: v for k, v in to_dict(config).items() if k != "skip_done"})
     all_keys = sorted(keys) if keys is not None else list_documents(documents)
@@ -442,57 +572,102 @@ def recognize_documents(documents: str, model: str, output: str, config: Recogni
     summary = {"shard": shard, "documents": len(mine), "done": 0, "skipped": 0, "errors": 0, "lines": 0,
                "pages": 0, "seconds": 0.0, "started": time.time()}
     bar = tqdm(mine, desc=f"ocr shard {shard}", unit="doc", file=sys.stderr, disable=not progress)
-    for rel in bar:
-        started = time.perf_counter()
-        out_uri = result_uri(output, rel)
-        prev = _previous_result(out_uri, model_hash, settings) if config.skip_done else None
-        try:
-            doc_uri = storage.join(documents, rel)
-            # Done already? The store's recorded checksum says so without a download, where it has one.
-            if prev is not None and storage.stat(doc_uri).sha256 == prev["sha256"]:
+    with storage.temp_dir("inkbooth-ocr-") as tmp:
+        scratch = Path(tmp)
+        local = scratch / "document"  # never named after the input: its name may be too long to be a file
+        for rel in bar:
+            started = time.perf_counter()
+            out_uri = result_uri(output, rel)
+            prev = _previous_result(out_uri, model_hash, settings) if config.skip_done else None
+            try:
+                doc_uri = storage.join(documents, rel)
+                # Done already? The store's recorded checksum says so without a download, where it has one.
+                if prev is not None and storage.stat(doc_uri).sha256 == prev["sha256"]:
+                    summary["skipped"] += 1
+                    continue
+                storage.download(doc_uri, local)
+            except Exception as e:
+                if not _document_error(e):
+                    raise
+                write_result(out_uri, *_error_result(rel, f"{rel!r}: {e}"))
+                summary["errors"] += 1
+                continue
+            digest = storage.sha256_file(local)
+            if prev is not None and prev["sha256"] == digest:
                 summary["skipped"] += 1
                 continue
-            data = storage.read_bytes(doc_uri)
-        except (storage.StorageError, ValueError) as e:
-            storage.write_text(out_uri, json.dumps(_error_result(rel, f"{rel!r}: {e}")))
-            summary["errors"] += 1
-            continue
-        digest = hashlib.sha256(data).hexdigest()
-        if prev is not None and prev["sha256"] == digest:
-            summary["skipped"] += 1
-            continue
-        try:
-            doc_lines = list(pages.document_lines(data, rel, config.pages))
             if recognizer is None:
-                recognizer = Recognizer(model_dir, config)
-            results: list[LineResult] = []
-            # Similar widths in a batch keep beam lengths alike; order is restored afterwards.
-            order = sorted(range(len(doc_lines)), key=lambda i: doc_lines[i].image.width)
-            for start in range(0, len(order), config.batch_size):
-                chunk = order[start:start + config.batch_size]
-                results.extend(zip(chunk, recognizer.read([doc_lines[i].image for i in chunk])))
-            results.sort(key=lambda pair: pair[0])
-            records = line_records(rel, doc_lines, [r for _, r in results], recognizer.grid, config,
-                                   recognizer.content_box)
-            n_pages = len({ln.page for ln in doc_lines})
-            result = {"document": rel, "status": "ok", "sha256": digest, "model": model_hash, "config": settings,
-                      "pages_with_text": n_pages, "lines": len(records),
-                      "seconds": round(time.perf_counter() - started, 4), "records": records}
-            summary["done"] += 1
-            summary["lines"] += len(records)
-            summary["pages"] += n_pages
-        except pages.InputError as e:
-            result = _error_result(rel, str(e), digest)
-            summary["errors"] += 1
-            log.warning("%s", e)
-        except Exception as e:  # noqa: BLE001 - one bad document must not stop the batch
-            message = f"{rel}: {type(e).__name__}: {e}"
-            result = _error_result(rel, message, digest)
-            summary["errors"] += 1
-            log.exception("%s", message)
-        storage.write_text(out_uri, json.dumps(result))
-        summary["seconds"] += time.perf_counter() - started
-        bar.set_postfix(lines=summary["lines"], errors=summary["errors"])
+                recognizer = Recognizer(model_dir, config)  # a model that cannot load fails the run
+            try:
+                header, records = _read_document(local, rel, recognizer, config, scratch)
+                header.update({"sha256": digest, "model": model_hash, "config": settings,
+                               "seconds": round(time.perf_counter() - started, 4)})
+                summary["done"] += 1
+                summary["lines"] += header["lines"]
+                summary["pages"] += header["pages_with_text"]
+            except pages.InputError as e:
+                header, records = _error_result(rel, str(e), digest)
+                summary["errors"] += 1
+                log.warning("%s", e)
+            except Exception as e:  # noqa: BLE001 - one bad document must not stop the batch
+                message = f"{rel}: {type(e).__name__}: {e}"
+                header, records = _error_result(rel, message, digest)
+                summary["errors"] += 1
+                log.exception("%s", message)
+            write_result(out_uri, header, records)
+            summary["seconds"] += time.perf_counter() - started
+            bar.set_postfix(lines=summary["lines"], errors=summary["errors"])
+            local.unlink(missing_ok=True)
     summary["seconds"] = round(summary["seconds"], 3)
     summary["finished"] = time.time()
     return summary
+
+
+def _read_document(path: Path, rel: str, recognizer: Recognizer, config: RecognizeConfig,
+                   scratch: Path) -> tuple[dict[str, Any], Path]:
+    """Read one document page by page; its records go to a local JSON Lines file as they are made.
+
+    Lines wait in a small buffer (a few batches, never a whole document) so that batches hold
+    lines of similar width, which keeps beam lengths alike; record order is the reading order.
+    """
+    records_path = scratch / "records.jsonl"
+    pending: list[pages.Line] = []
+    counts = {"lines": 0, "pages": 0, "total": 0}
+    with_text: set[int] = set()
+    buffer = 4 * config.batch_size
+
+    with open(records_path, "w", encoding="utf-8") as sink:
+        def flush() -> None:
+            results: list[LineResult | None] = [None] * len(pending)
+            order = sorted(range(len(pending)), key=lambda i: pending[i].image.width)
+            for start in range(0, len(order), config.batch_size):
+                chunk = order[start:start + config.batch_size]
+                for i, res in zip(chunk, recognizer.read([pending[i].image for i in chunk])):
+                    results[i] = res
+            for rec in line_records(rel, pending, results, recognizer.grid, config, recognizer.content_box,
+                                    first=counts["lines"] + 1):
+                sink.write(json.dumps(rec, ensure_ascii=False) + "\n")
+            counts["lines"] += len(pending)
+            pending.clear()
+
+        for page in pages.load_pages(path, rel, config.pages):
+            counts["pages"] += 1
+            counts["total"] = page.total
+            lines = pages.page_lines(page, config.pages)
+            del page  # its image goes now; the lines keep only their crops
+            with_text.update(ln.page for ln in lines)
+            pending.extend(lines)
+            if len(pending) >= buffer:
+                flush()
+        if pending:
+            flush()
+        if counts["total"] > counts["pages"]:
+            sink.write(json.dumps(_note(rel, "warning", (
+                f"{rel}: {counts['total']} pages, only the first {counts['pages']} read (max_pages); "
+                f"pages {counts['pages'] + 1}-{counts['total']} were not read"))) + "\n")
+        if counts["lines"] == 0:
+            sink.write(json.dumps(_note(rel, "empty", f"{rel}: no text found on its {counts['pages']} page(s)"))
+                       + "\n")
+    header = {"document": rel, "status": "ok", "pages": counts["pages"], "pages_in_document": counts["total"],
+              "pages_with_text": len(with_text), "lines": counts["lines"]}
+    return header, records_path

@@ -4,7 +4,8 @@
 * DreamBooth: ``<registry>/<name>/reports/<version>/`` beside the registered version.
 
 Each report folder is an artifact of its own (``report.html``, ``report.md``, manifest last), so a
-user without the KFP UI opens the same files the UI shows. ``locate`` finds them from a run's
+user without the KFP UI opens the same files the UI shows. A report is republished as a new version
+(see ``inkbooth.artifacts``): the file URIs returned are those of the current version. ``locate`` finds them from a run's
 output (what ``inkbooth report RUN_OUTPUT`` prints).
 """
 
@@ -54,9 +55,10 @@ def publish(page: Any, run_output: str, *, kind: str | None = None) -> dict[str,
     uri = report_uri(run_output, kind)
     with storage.temp_dir("inkbooth-report-") as tmp:
         write(page, tmp)
-        artifacts.publish(tmp, uri, kind=KINDS[kind], inputs={"source": source.content_hash},
-                          lineage={"source": run_output}, overwrite=True)
-    return {"html": storage.join(uri, HTML), "markdown": storage.join(uri, MARKDOWN)}
+        manifest = artifacts.publish(tmp, uri, kind=KINDS[kind], inputs={"source": source.content_hash},
+                                     lineage={"source": run_output}, overwrite=True)
+    # A new version of the report artifact: its files live where its manifest says.
+    return {"html": manifest.location(uri, HTML), "markdown": manifest.location(uri, MARKDOWN)}
 
 
 def _source(run_output: str) -> artifacts.Manifest:
@@ -78,6 +80,7 @@ def locate(run_output: str) -> dict[str, Any]:
         found["published"] = False
         return found
     found["published"] = True
+    found["html"], found["markdown"] = report.location(uri, HTML), report.location(uri, MARKDOWN)
     found["current"] = report.inputs.get("source") == source.content_hash
     return found
 

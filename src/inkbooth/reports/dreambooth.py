@@ -25,10 +25,11 @@ CONTACT_SHEET_MAX = 48
 _STEP = re.compile(r"^validation/step-(\d+)/(\d+)\.png$")
 
 
-def _image(uri: str) -> Any:
+def _image(artifact: str, path: str) -> Any:
+    """An image file of a published artifact, read through its manifest (the current version, verified)."""
     from PIL import Image
 
-    return Image.open(io.BytesIO(storage.read_bytes(uri))).convert("RGB")
+    return Image.open(io.BytesIO(artifacts.read_bytes(artifact, path))).convert("RGB")
 
 
 def _img_tag(image: Any, alt: str, max_side: int = 256, css: str = "") -> str:
@@ -39,8 +40,8 @@ def _img_tag(image: Any, alt: str, max_side: int = 256, css: str = "") -> str:
 def read_training(model_uri: str) -> dict[str, Any]:
     """``training.json`` of a training artifact or a registered version (config, metrics, lineage, history)."""
     try:
-        return json.loads(storage.read_text(storage.join(model_uri, "training.json")))
-    except storage.NotFoundError:
+        return json.loads(artifacts.read_text(model_uri, "training.json"))
+    except (storage.NotFoundError, artifacts.NotPublishedError):  # no artifact, or no training.json in it
         raise ValueError(f"{model_uri}: no training.json; not a DreamBooth training artifact or model version") from None
 
 
@@ -76,7 +77,7 @@ def add_class_images(page: Page, class_images: str) -> None:
         return
     names = sorted(f.path for f in manifest.files if f.path.endswith(".png"))
     shown = names[:CONTACT_SHEET_MAX]
-    sheet = figures.contact_sheet([_image(storage.join(class_images, n)) for n in shown])
+    sheet = figures.contact_sheet([_image(class_images, n) for n in shown])
     prompt = manifest.config.get("prompt", "")
     page.meta("set", class_images)
     page.image(png_bytes(sheet), "class-image contact sheet", css="contact-sheet", attrs={"data-images": len(shown)},
@@ -85,17 +86,17 @@ def add_class_images(page: Page, class_images: str) -> None:
 
 def add_samples(page: Page, samples: str) -> None:
     """The samples, one row per prompt, and the grid image the sampling stage wrote."""
-    index = json.loads(storage.read_text(storage.join(samples, "samples.json")))
+    index = json.loads(artifacts.read_text(samples, "samples.json"))
     by_prompt: dict[str, list[dict[str, Any]]] = {}
     for entry in index:
         by_prompt.setdefault(entry["prompt"], []).append(entry)
     rows = []
     for prompt, entries in by_prompt.items():
-        tags = "".join(_img_tag(_image(storage.join(samples, e["file"])), f"{prompt} #{e['image']}", css="sample")
+        tags = "".join(_img_tag(_image(samples, e["file"]), f"{prompt} #{e['image']}", css="sample")
                        for e in entries)
         rows.append([Cell(prompt), Cell(f"{len(entries)} images", tags)])
     page.table(["prompt", "images"], rows, css="grid")
-    grid = storage.read_bytes(storage.join(samples, "grid.png"))
+    grid = artifacts.read_bytes(samples, "grid.png")
     page.image(grid, "sample grid", css="sample-grid", html=False,
                caption="rows: " + "; ".join(f"{i + 1}. {p}" for i, p in enumerate(by_prompt)))
 
@@ -130,7 +131,7 @@ def dreambooth_report(model_uri: str, *, samples: str | None = None, class_image
     if steps:
         prompts = config.get("validation_prompts", [])
         rows = [[step, Cell(f"{len(files)} images",
-                            "".join(_img_tag(_image(storage.join(model_uri, f)), f"step {step} #{i}", 160, "validation")
+                            "".join(_img_tag(_image(model_uri, f), f"step {step} #{i}", 160, "validation")
                                     for i, f in enumerate(files)))] for step, files in steps.items()]
         page.table(["step", "images (prompts: " + "; ".join(prompts) + ")"], rows, css="validation")
     else:

@@ -28,7 +28,7 @@ MAX_ERRORS = 100
 
 def iter_records(results_uri: str) -> Iterator[dict[str, Any]]:
     """The records of ``<results_uri>/results.jsonl``, one at a time (downloaded first from S3)."""
-    uri = storage.join(results_uri, "results.jsonl")
+    uri = artifacts.file_uri(results_uri, "results.jsonl")  # the current version's file
     if not storage.is_s3(uri):
         with open(storage.parse(uri).path, encoding="utf-8") as f:
             for line in f:
@@ -63,6 +63,8 @@ class _Scan:
             self.error_count += 1
             if len(self.errors) < MAX_ERRORS:
                 self.errors.append(r)
+            return
+        if "status" in r:  # a note about a document ("empty", "warning"), not one of its lines
             return
         stats = self.documents.setdefault(doc, {"lines": 0, "pages": set(), "conf_sum": 0.0, "conf_n": 0})
         stats["lines"] += 1
@@ -168,7 +170,7 @@ def ocr_report(results_uri: str, *, documents: str | None = None, export_manifes
     """
     manifest = artifacts.read_manifest(results_uri)
     documents = documents or manifest.inputs.get("documents") or manifest.config.get("documents")
-    summary = json.loads(storage.read_text(storage.join(results_uri, "report.json")))
+    summary = json.loads(artifacts.read_text(results_uri, "report.json"))
     scan = _Scan(pages, lowest)
     for record in iter_records(results_uri):
         scan.add(record)
