@@ -573,15 +573,23 @@ def test_embedded_store_is_supervised_keeps_its_ports_and_its_files_private(tmp_
     data = tmp_path / "store"
 
     def start() -> tuple[subprocess.Popen, str]:
-        proc = subprocess.Popen([sys.executable, "-m", "inkbooth.cli", "store", "start", "--data", str(data)],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        endpoint = ""
-        while not endpoint:
-            line = proc.stdout.readline()
-            assert line, proc.stderr.read()[-2000:]
-            if line.startswith("export AWS_ENDPOINT_URL_S3="):
-                endpoint = line.strip().split("=", 1)[1]
-        return proc, endpoint
+        # Output to files, read with a deadline: a pipe nobody drains, or a readline on a server that
+        # never prints, could hang the suite.
+        out, err = tmp_path / f"out-{time.monotonic_ns()}", tmp_path / f"err-{time.monotonic_ns()}"
+        with open(out, "wb") as stdout, open(err, "wb") as stderr:
+            proc = subprocess.Popen([sys.executable, "-m", "inkbooth.cli", "store", "start", "--data", str(data)],
+                                    stdout=stdout, stderr=stderr)
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            for line in out.read_text().splitlines():
+                if line.startswith("export AWS_ENDPOINT_URL_S3="):
+                    return proc, line.strip().split("=", 1)[1]
+            if proc.poll() is not None:
+                break
+            time.sleep(0.2)
+        proc.kill()
+        proc.wait(10)
+        pytest.fail(f"store start printed no endpoint: {err.read_text()[-2000:]}")
 
     def answers(endpoint: str) -> bool:
         import urllib.request
@@ -594,22 +602,32 @@ def test_embedded_store_is_supervised_keeps_its_ports_and_its_files_private(tmp_
             return False
         return True
 
+    def server_pid() -> int | None:
+        try:
+            return int((data / "weed.pid").read_text())
+        except (OSError, ValueError):  # being rewritten
+            return None
+
     proc, endpoint = start()
     try:
-        weed = int((data / "weed.pid").read_text())
+        weed = server_pid()
         os.kill(weed, signal.SIGKILL)
         deadline = time.monotonic() + 90
-        while time.monotonic() < deadline and (int((data / "weed.pid").read_text()) == weed or not answers(endpoint)):
+        while time.monotonic() < deadline and (server_pid() in (weed, None) or not answers(endpoint)):
             time.sleep(0.5)
-        assert proc.poll() is None and int((data / "weed.pid").read_text()) != weed, "restarted, not abandoned"
+        assert proc.poll() is None and server_pid() not in (weed, None), "restarted, not abandoned"
         assert answers(endpoint), "on the same endpoint"
     finally:
         proc.send_signal(signal.SIGTERM)
-        proc.wait(60)
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
     again, endpoint_again = start()
     try:
         assert endpoint_again == endpoint, "a restart keeps the data folder's ports"
-        child = int((data / "weed.pid").read_text())
+        child = server_pid()
         again.kill()  # the supervisor dies without cleaning up: its server goes with it
         again.wait(30)
         for _ in range(100):
@@ -624,5 +642,6 @@ def test_embedded_store_is_supervised_keeps_its_ports_and_its_files_private(tmp_
     finally:
         if again.poll() is None:
             again.kill()
+            again.wait(10)
     loose = [str(p) for p in data.rglob("*") if not p.is_symlink() and stat.S_IMODE(p.stat().st_mode) & 0o077]
     assert loose == [], "data, credentials and logs readable by their owner only"

@@ -48,7 +48,10 @@ def _free_port() -> int:
 
 
 def _port_free(port: int) -> bool:
+    """Whether nothing listens on ``port``. Connections of a stopped server linger in TIME_WAIT for a
+    minute; they do not stop a new listener (weed sets SO_REUSEADDR, and so does this probe)."""
     with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind(("127.0.0.1", port))
         except OSError:
