@@ -190,6 +190,7 @@ def test_pickle_weights_are_refused_whatever_lies_beside_them(tmp_path):
     with pytest.raises(models.ModelSourceError, match="unet/diffusion_pytorch_model.bin"):
         models.resolve(str(folder))
     (folder / "unet" / "diffusion_pytorch_model.safetensors").write_bytes(b"{}")
+    (folder / "training_args.bin").write_bytes(b"\x80\x04pickle")  # a trainer's state, never loaded
     assert models.resolve(str(folder)) == folder, "every pickle is shadowed by the file loaders prefer"
 
 

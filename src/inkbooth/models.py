@@ -30,17 +30,24 @@ def _safetensors_name(pickle_name: str) -> str:
     return stem + ".safetensors"
 
 
+# Pickles a trainer saves beside a model to resume its run; no model loader ever opens them.
+_TRAINING_STATE = re.compile(r"^(training_args\.bin|optimizer\.(bin|pt)|scheduler\.(bin|pt)|scaler\.pt|"
+                             r"rng_state(_\d+)?\.pth|random_states_\d+\.pkl)$")
+
+
 def check_weights(folder: Path, source: str, allow_pickle: bool = False) -> None:
     """Refuse a model folder whose weights that would be loaded are pickles (unless explicitly allowed).
 
     A pickle file is harmless only when the loaders would never open it: when the safetensors file
     they prefer to it lies beside it (``pytorch_model.bin`` beside ``model.safetensors``). Other
-    files (a ``README.onnx``, a safetensors file of another name) do not make a pickle safe.
+    files (a ``README.onnx``, a safetensors file of another name) do not make a pickle safe. A
+    trainer's resume state (``training_args.bin``, ``optimizer.pt``, ...) is never loaded as weights.
     """
     files = [p for p in folder.rglob("*") if p.is_file()]
     safe = [p for p in files if p.suffix in SAFE_SUFFIXES]
     pickled = [p for p in files if p.suffix in PICKLE_SUFFIXES]
-    unshadowed = [p for p in pickled if not (p.parent / _safetensors_name(p.name)).is_file()]
+    unshadowed = [p for p in pickled if not (p.parent / _safetensors_name(p.name)).is_file()
+                  and not _TRAINING_STATE.match(p.name)]
     if unshadowed and not allow_pickle:
         names = ", ".join(sorted(str(p.relative_to(folder)) for p in unshadowed)[:3])
         raise ModelSourceError(
