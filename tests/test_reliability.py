@@ -125,6 +125,43 @@ def test_every_planned_document_gets_a_record(tiny_onnx, tmp_path):
     assert report["documents_empty"] == 2 and report["documents_ok"] == 3
 
 
+def test_a_document_is_read_a_page_at_a_time(tiny_onnx, tmp_path, monkeypatch):
+    """The quick stand-in for the 20 vs 600-page memory test (``test_load.py``, slow): while a
+    40-page TIFF is read, at most two page images are alive at once (the page being cut and the one
+    being decoded), and the records reach the result file. Before, every line kept its whole page
+    and a document's lines were all held: every page stayed alive to the end."""
+    import weakref
+
+    from inkbooth.ocr import pages
+
+    model, _ = tiny_onnx
+    (tmp_path / "docs").mkdir()
+    frames = [synth.render_page(seed=300 + i, max_lines=1, width=600, height=300).image for i in range(40)]
+    frames[0].save(tmp_path / "docs" / "long.tiff", save_all=True, append_images=frames[1:])
+    del frames
+    alive: list[weakref.ref] = []
+    most = 0
+    load = pages.load_pages
+
+    def watched(*args, **kwargs):
+        nonlocal most
+        for page in load(*args, **kwargs):
+            alive.append(weakref.ref(page.image))
+            most = max(most, sum(ref() is not None for ref in alive))
+            yield page
+
+    monkeypatch.setattr(pages, "load_pages", watched)
+    monkeypatch.setattr(pages, "document_lines", lambda source, name, config=None: (
+        line for page in watched(source, name, config) for line in pages.page_lines(page, config)))
+    summary = recognize.recognize_documents(str(tmp_path / "docs"), str(model), str(tmp_path / "out"),
+                                            recognize.RecognizeConfig(num_beams=1, max_new_tokens=2,
+                                                                      batch_size=4), progress=False)
+    assert summary["errors"] == 0 and len(alive) == 40
+    result = recognize.document_result(str(tmp_path / "out"), "long.tiff")
+    assert result["pages"] == 40 and result["lines"] == summary["lines"] > 0
+    assert most <= 2, f"{most} page images alive at once"
+
+
 def test_cutting_a_page_leaves_nothing_for_the_cyclic_gc():
     """A page's arrays must go when its lines are cut; held by a reference cycle, they waited for the
     cyclic GC and pages piled up (peak RSS 1.8 GB for one 600-page TIFF; 0.6 GB for 20 pages)."""
