@@ -111,10 +111,11 @@ def test_onnx_engine_reads_like_torch(tiny_trocr, tiny_onnx):
     import torch
     from transformers import TrOCRProcessor, VisionEncoderDecoderModel
 
+    from inkbooth import artifacts
     from inkbooth.ocr import decoding, synth
     from inkbooth.ocr.recognize import load_ort_decoder
 
-    out, _ = tiny_onnx
+    out = artifacts.fetch(str(tiny_onnx[0]))  # the export's current version
     assert decoding.has_engine(out / "fp32") and not (out / "fp32" / "decoder_with_past_model.onnx").exists()
     engine = load_ort_decoder(out / "fp32", threads=1)
     assert isinstance(engine, decoding.OrtEngine)
@@ -153,7 +154,8 @@ def test_a_recognize_worker_fetches_only_the_variant_it_runs(tiny_onnx, bucket, 
     config = recognize.RecognizeConfig()  # variant auto: INT8 on this CPU
     folder, content = recognize.resolve_model(remote, config)
     assert config.variant == "int8" and content == manifest.content_hash
-    assert downloaded and all(u.startswith(f"{remote}/int8/") for u in downloaded)
+    variant_files = artifacts.file_uri(remote, f"int8/{decoding.DECODER_STEP}").rsplit("/", 1)[0] + "/"
+    assert downloaded and all(u.startswith(variant_files) for u in downloaded)
     assert (folder / "int8" / decoding.DECODER_STEP).is_file() and not (folder / "fp32").exists()
     n = len(downloaded)
     recognize.resolve_model(remote, recognize.RecognizeConfig())
