@@ -104,8 +104,8 @@ def test_finetune_cli_on_200_labelled_lines(base, labelled, tmp_path, capsys):
                      "--resume", "latest"]) == 0
     resumed = artifacts.read_manifest(str(tmp_path / "resumed")).metrics
     assert resumed["resumed_from_step"] == 3
-    a = load_file(tmp_path / "full" / "model.safetensors")
-    b = load_file(tmp_path / "resumed" / "model.safetensors")
+    a = load_file(artifacts.fetch(str(tmp_path / "full")) / "model.safetensors")
+    b = load_file(artifacts.fetch(str(tmp_path / "resumed")) / "model.safetensors")
     assert max(float((a[k] - b[k]).abs().max()) for k in a) == 0.0
     assert resumed["last_loss"] == m["last_loss"] and resumed["heldout_cer"] == m["heldout_cer"]
 
@@ -123,14 +123,15 @@ def test_finetune_cli_on_200_labelled_lines(base, labelled, tmp_path, capsys):
 
     VisionEncoderDecoderModel.from_pretrained(version)  # the version is itself a checkpoint
     TrOCRProcessor.from_pretrained(version)
-    assert (tmp_path / "full" / "logs").is_dir() and list((tmp_path / "full" / "logs").iterdir()), "TensorBoard"
+    logs = artifacts.fetch(str(tmp_path / "full")) / "logs"  # the files of the output's current version
+    assert logs.is_dir() and list(logs.iterdir()), "TensorBoard"
 
 
 def test_held_out_cer_every_n_steps_and_early_stop(base, labelled, tmp_path):
     cfg = finetune.FinetuneConfig(**{**FAST, "max_steps": 6, "eval_every": 2, "target_cer": 1000.0})
     m = finetune.finetune_trocr(str(base), str(tmp_path / "out"), cfg, data=str(labelled)).metrics
     assert m["steps"] == 2 and m["stopped_early"], "the first evaluation met the (huge) target"
-    history = json.loads((tmp_path / "out" / "training.json").read_text())["history"]
+    history = json.loads(artifacts.read_text(str(tmp_path / "out"), "training.json"))["history"]
     assert [h["step"] for h in history] == [2] and {"heldout_cer", "heldout_wer"} <= set(history[0])
 
 
@@ -143,7 +144,7 @@ def test_bad_entries_are_recorded_and_the_rest_trained(base, tmp_path, caplog):
         f.write('{"image": "../escape.png", "text": "x"}\n')
     with caplog.at_level(logging.WARNING):
         manifest = lines.prepare_lines(str(data), str(tmp_path / "prepared"))
-    problems = [json.loads(x) for x in (tmp_path / "prepared" / "problems.jsonl").read_text().splitlines()]
+    problems = [json.loads(x) for x in artifacts.read_text(str(tmp_path / "prepared"), "problems.jsonl").splitlines()]
     errors = " | ".join(p["error"] for p in problems)
     assert len(problems) == 6, errors
     assert "crops/0001.png: cannot be decoded" in errors and "crops/0002.png" in errors
@@ -208,8 +209,8 @@ def test_checkpoints_resume_only_their_own_run_and_skip_damaged_ones(base, label
                                           finetune.FinetuneConfig(**cfg, resume="latest"), data=str(labelled),
                                           checkpoints=ckpts)
     assert resumed.metrics["resumed_from_step"] == 2 and "damaged" in caplog.text
-    a = load_file(tmp_path / "full" / "model.safetensors")
-    b = load_file(tmp_path / "out" / "model.safetensors")
+    a = load_file(artifacts.fetch(str(tmp_path / "full")) / "model.safetensors")
+    b = load_file(artifacts.fetch(str(tmp_path / "out")) / "model.safetensors")
     assert all(bool((a[k] == b[k]).all()) for k in a) and full.metrics["last_loss"] == resumed.metrics["last_loss"]
     for c in checkpoints.list_checkpoints(ckpts):
         names = {f.path for f in artifacts.read_manifest(c.uri).files}

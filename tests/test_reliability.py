@@ -63,6 +63,30 @@ def run_cli(*args: str, env: dict | None = None, timeout: float = 120) -> subpro
                           timeout=timeout, env={**os.environ, **(env or {})})
 
 
+def test_a_reader_is_installed_in_place_not_as_a_version(tmp_path, monkeypatch):
+    """A package's reader folder is found by file names (package data, ``readers.path``): installing
+    again replaces it whole, in place, never as a hidden version beside the old files."""
+    from inkbooth import readers
+    from inkbooth.ocr import finetune
+
+    monkeypatch.setattr(readers, "HERE", tmp_path / "readers")
+    (tmp_path / "readers" / "latin").mkdir(parents=True)
+    (tmp_path / "readers" / "latin" / readers.RECIPE).write_text("base: {}\n")
+    for run, weights in (("one", b"first"), ("two", b"second")):
+        trained = tmp_path / f"trained-{run}"
+        (trained / finetune.LOGS).mkdir(parents=True)
+        (trained / "model.safetensors").write_bytes(weights)
+        (trained / "training.json").write_text("{}")
+        (trained / finetune.LOGS / "events").write_text("log")
+        artifacts.publish(trained, str(tmp_path / f"out-{run}"), kind=finetune.KIND, overwrite=True)
+        folder = readers.install("latin", tmp_path / f"out-{run}")
+    assert readers.path("latin") == folder and (folder / "model.safetensors").read_bytes() == b"second"
+    assert artifacts.read_manifest(str(folder)).root == "" and not (folder / artifacts.VERSIONS).exists()
+    assert sorted(p.name for p in (tmp_path / "readers").iterdir()) == ["latin"], "the old folder is gone"
+    assert {f.path for f in artifacts.read_manifest(str(folder)).files} == {
+        "model.safetensors", "training.json", readers.RECIPE}
+
+
 def test_a_re_export_into_an_old_export_folder_seals_no_stale_files(tiny_trocr, tiny_onnx, tmp_path):
     import shutil
 

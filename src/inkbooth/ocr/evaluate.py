@@ -45,7 +45,7 @@ class EvaluateConfig:
 
 def run_heldout_sets(trained: str, lines: str | None = None) -> dict[str, list[tuple[Any, str, str]]]:
     """The evaluation sets of the fine-tuning run at ``trained`` (with its prepared ``lines``)."""
-    training = json.loads(storage.read_text(storage.join(trained, "training.json")))
+    training = json.loads(artifacts.read_text(trained, "training.json"))  # its current version
     config = from_dict(finetune.FinetuneConfig, training["config"], source=f"{trained}/training.json")
     lineset = linedata.load_lines(lines) if lines else None
     synth = finetune.LineSynth(config.synthetic) if config.synthetic is not None else None

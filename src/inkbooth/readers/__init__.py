@@ -84,15 +84,27 @@ def install(name: str, trained: str | Path) -> Path:
     from inkbooth import artifacts, storage
     from inkbooth.ocr.finetune import KIND, copy_checkpoint
 
+    dest = HERE / name
     with storage.temp_dir("inkbooth-reader-") as tmp:
         work = Path(tmp)
         trained_manifest = copy_checkpoint(str(trained), work)
-        shutil.copy2(HERE / name / RECIPE, work / RECIPE)
-        artifacts.publish(work, str(HERE / name), kind=KIND, name=f"reader-{name}",
-                          inputs={**trained_manifest.inputs, "trained": trained_manifest.content_hash},
-                          config=trained_manifest.config, metrics=trained_manifest.metrics,
-                          lineage=trained_manifest.lineage, overwrite=True)
-    return HERE / name
+        shutil.copy2(dest / RECIPE, work / RECIPE)
+        # Published in place, not as a version under .inkbooth-versions/: package data is found by its
+        # file names. The old folder steps aside and comes back if the publish fails.
+        old = dest.with_name(f".{name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        dest.rename(old)
+        try:
+            artifacts.publish(work, str(dest), kind=KIND, name=f"reader-{name}",
+                              inputs={**trained_manifest.inputs, "trained": trained_manifest.content_hash},
+                              config=trained_manifest.config, metrics=trained_manifest.metrics,
+                              lineage=trained_manifest.lineage)
+        except BaseException:
+            if not dest.exists():
+                old.rename(dest)
+            raise
+        shutil.rmtree(old, ignore_errors=True)
+    return dest
 
 
 def main(argv: list[str] | None = None) -> int:
