@@ -19,7 +19,7 @@ from typing import Any
 
 from inkbooth import artifacts, shards, storage
 from inkbooth.ocr.export import cer
-from inkbooth.ocr.recognize import claim_output, read_result, result_uri, scan_documents
+from inkbooth.ocr.recognize import claim_output, json_line, json_text, read_result, result_uri, scan_documents
 from inkbooth.reports.metrics import throughput
 
 RESULTS = "results"
@@ -92,7 +92,7 @@ def merge_results(plan: dict[str, Any], output: str, ground_truth: str | None = 
                 header, records = _result(output, rel, model_hash, scratch)
                 if header["status"] != "ok":
                     for record in records:
-                        out.write(json.dumps(record, ensure_ascii=False) + "\n")
+                        out.write(json_line(record))
                     report["documents_failed"] += 1
                     continue
                 name = _text_name(rel)
@@ -129,7 +129,7 @@ def merge_results(plan: dict[str, Any], output: str, ground_truth: str | None = 
         if shard_summaries:
             report["shards"] = shard_summaries
             report.update(throughput(shard_summaries))
-        (work / "report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False), encoding="utf-8")
+        (work / "report.json").write_text(json_text(report, indent=2), encoding="utf-8")
         metrics = {k: v for k, v in report.items() if isinstance(v, (int, float)) and v is not None}
         return artifacts.publish(work, storage.join(output, RESULTS), kind=KIND, config={"documents": documents},
                                  inputs={"documents": documents, "ground_truth": ground_truth or ""},
@@ -159,7 +159,7 @@ def _write_document(records: Any, out: Any, text_file: Path) -> set[str]:
     page = None
     with open(text_file, "w", encoding="utf-8") as text:
         for record in records:
-            out.write(json.dumps(record, ensure_ascii=False) + "\n")
+            out.write(json_line(record))
             if "status" in record:
                 notes.add(record["status"])
                 continue

@@ -489,18 +489,34 @@ def _previous_result(out_uri: str, model_hash: str, settings: str) -> dict[str, 
     return prev if ok and prev.get("sha256") else None
 
 
+def json_text(value: Any, indent: int | None = None) -> str:
+    """JSON with UTF-8 text as itself; where a value names a file whose name is not UTF-8 (a lone
+    surrogate), with escapes instead, so it can still be stored and read back."""
+    text = json.dumps(value, ensure_ascii=False, indent=indent)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = json.dumps(value, indent=indent)
+    return text
+
+
+def json_line(record: dict[str, Any]) -> str:
+    """One JSON Lines line (see ``json_text``)."""
+    return json_text(record) + "\n"
+
+
 def write_result(out_uri: str, header: dict[str, Any], records: Path | list[dict[str, Any]]) -> None:
     """A document's result as one object: its header line, then one record per line (JSON Lines).
 
     ``records`` is a local file of JSON lines (streamed, never held in memory) or a short list.
     """
     if isinstance(records, list):
-        text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in [header, *records])
+        text = "".join(json_line(r) for r in [header, *records])
         storage.write_text(out_uri, text)
         return
     whole = records.with_name(records.name + ".result")
     with open(whole, "w", encoding="utf-8") as out, open(records, encoding="utf-8") as body:
-        out.write(json.dumps(header, ensure_ascii=False) + "\n")
+        out.write(json_line(header))
         shutil.copyfileobj(body, out)
     storage.upload(whole, out_uri)
     whole.unlink()
@@ -646,7 +662,7 @@ def _read_document(path: Path, rel: str, recognizer: Recognizer, config: Recogni
                     results[i] = res
             for rec in line_records(rel, pending, results, recognizer.grid, config, recognizer.content_box,
                                     first=counts["lines"] + 1):
-                sink.write(json.dumps(rec, ensure_ascii=False) + "\n")
+                sink.write(json_line(rec))
             counts["lines"] += len(pending)
             pending.clear()
 
