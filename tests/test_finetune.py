@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from pathlib import Path
 
 import pytest
 
@@ -202,7 +203,7 @@ def test_checkpoints_resume_only_their_own_run_and_skip_damaged_ones(base, label
                                         data=str(labelled), checkpoints=ckpts)
     assert other.metrics["resumed_from_step"] == 0 and "ignoring the checkpoints of other runs" in caplog.text
     # The latest checkpoint is damaged: the one before it is used, and the result is still exact.
-    (storage.parse(saved[-1].uri).path / "model.safetensors").write_bytes(b"damaged")
+    Path(artifacts.file_uri(saved[-1].uri, "model.safetensors")).write_bytes(b"damaged")
     caplog.clear()
     with caplog.at_level(logging.WARNING):
         resumed = finetune.finetune_trocr(str(base), str(tmp_path / "out"),
