@@ -284,6 +284,24 @@ def test_the_model_fingerprint_follows_content_not_names(bucket, tmp_path, monke
         models.fingerprint("acme/not-cached")
 
 
+def test_a_stage_can_run_in_another_image_variant(tmp_path):
+    """recognize on GPUs runs in ocr-cuda (onnxruntime-gpu); by digest when the cluster file pins it."""
+    gpu = {"recognize": {"image": "ocr-cuda", "gpus": 1}}
+    ir, _ = compiled("ocr", tmp_path, from_dict(cluster.ClusterConfig, gpu))
+    images = {name: e["container"]["image"] for name, e in ir["deploymentSpec"]["executors"].items()}
+    version = __import__("inkbooth").__version__
+    assert images["exec-recognize-shard"] == f"ghcr.io/inkbooth/inkbooth-ocr-cuda:{version}"
+    assert images["exec-merge-ocr"] == f"ghcr.io/inkbooth/inkbooth-ocr-cpu:{version}", "only that stage"
+    assert resources(ir, "exec-recognize-shard")["accelerator"]["resourceCount"] == "1"
+    digest = "sha256:" + "c" * 64
+    pinned = from_dict(cluster.ClusterConfig, {**gpu, "images": {"ocr-cuda": digest}})
+    ir, _ = compiled("ocr", tmp_path, pinned)
+    assert ir["deploymentSpec"]["executors"]["exec-recognize-shard"]["container"]["image"] == (
+        f"ghcr.io/inkbooth/inkbooth-ocr-cuda@{digest}")
+    with pytest.raises(ValueError, match="recognize.image: unknown image variant 'ocr-gpu'"):
+        from_dict(cluster.ClusterConfig, {"recognize": {"image": "ocr-gpu"}}).validate()
+
+
 def test_images_can_be_named_by_digest(tmp_path):
     digest = "sha256:" + "ab" * 32
     settings = from_dict(cluster.ClusterConfig, {"images": {"train-cuda": digest}})

@@ -77,6 +77,8 @@ class StageResources:
     caching: bool = option(False, "KFP caching (only stages whose cache key follows content may turn it on)")
     parallelism: int = option(0, "pods of this stage at once (ParallelFor stages: recognize, prior)")
     do_not_disrupt: bool = option(False, "ask Karpenter not to consolidate the node under a running pod")
+    image: str = option("", "image variant the stage runs in ('' for its component's own), e.g. recognize on "
+                            "GPUs: {image: ocr-cuda, gpus: 1}")
 
 
 def _stage(**kw: Any) -> Any:
@@ -141,6 +143,8 @@ class ClusterConfig:
                                  "for one pod per shard at once")
             if name not in LOOP_STAGES and s.parallelism:
                 raise ValueError(f"{name}.parallelism: only {', '.join(LOOP_STAGES)} run in parallel loops")
+            if s.image and s.image not in _image.VARIANTS:
+                raise ValueError(f"{name}.image: unknown image variant {s.image!r}; known: {', '.join(_image.VARIANTS)}")
             if min(s.timeout, s.retries, s.gpus) < 0:
                 raise ValueError(f"{name}: timeout, retries and gpus must not be negative")
         if self.ttl_seconds < 0 or self.deadline_seconds < 0:
@@ -172,9 +176,11 @@ class ClusterConfig:
         from kfp import kubernetes
 
         r = self.stage(stage)
-        variant = _image.variant_of(task.container_spec.image)
+        variant = r.image or _image.variant_of(task.container_spec.image)
         if variant in self.images:
             task.set_container_image(_image.by_digest(variant, self.images[variant]))
+        elif r.image:
+            task.set_container_image(_image.image(r.image))
         task.set_cpu_request(r.cpu).set_memory_request(r.memory)
         if r.cpu_limit:
             task.set_cpu_limit(r.cpu_limit)
