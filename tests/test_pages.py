@@ -154,7 +154,7 @@ def test_white_on_black_text_is_read():
 def test_config_is_validated():
     from inkbooth.config import ConfigError, from_dict
 
-    with pytest.raises(ConfigError, match="pdf_dpi must be between"):
+    with pytest.raises(ConfigError, match="pdf_dpi: must be between 36 and 1200"):
         from_dict(pages.PagesConfig, {"pdf_dpi": 5})
 
 
