@@ -9,10 +9,17 @@ import subprocess
 from pathlib import Path
 
 
-def run_child(name: str, cmd: list[str], threads: int, extra_env: dict[str, str] | None = None) -> dict:
-    """Run one measured variant in a fresh process; its result is the JSON after ``RESULT `` on stdout."""
+def run_child(name: str, cmd: list[str], threads: int, extra_env: dict[str, str] | None = None,
+              timeout: float = 3600) -> dict:
+    """Run one measured variant in a fresh process; its result is the JSON after ``RESULT `` on stdout.
+
+    A child that runs past ``timeout`` seconds is killed and the benchmark stops, naming it.
+    """
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": str(threads), **(extra_env or {})}
-    out = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
+    except subprocess.TimeoutExpired as e:
+        raise SystemExit(f"{name} ran past {timeout:.0f} s and was killed") from e
     line = [x for x in out.stdout.splitlines() if x.startswith("RESULT ")]
     if out.returncode or not line:
         raise SystemExit(f"{name} failed:\n{out.stdout[-2000:]}\n{out.stderr[-4000:]}")

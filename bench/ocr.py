@@ -42,22 +42,28 @@ def shape(size: str):
     return {"tiny": tiny.TinyTrOCRConfig(), "small": tiny.TROCR_SMALL_SHAPE, "base": tiny.TROCR_BASE_SHAPE}[size]
 
 
-def setup(work: Path, size: str, threads: int) -> dict[str, str]:
-    """Source checkpoint and both exports (engine, and the earlier layout), made once."""
+def setup(work: Path, size: str, threads: int, before: bool) -> dict[str, str]:
+    """Source checkpoint and the exports (engine; the earlier layout when ``before``), made once."""
     marker = work / f"setup-{size}.json"
     if marker.exists():
-        return json.loads(marker.read_text())
+        paths = json.loads(marker.read_text())
+        if paths.get("before") or not before:
+            return paths
     from inkbooth import tiny
     from inkbooth.ocr import export
 
-    src = tiny.build_tiny_trocr(work / f"{size}-src", shape(size))
+    src = work / f"{size}-src"
+    if not (src / "config.json").is_file():
+        tiny.build_tiny_trocr(src, shape(size))
     # Parity is tested elsewhere; random weights at real sizes have near-ties, so no gates here.
     common = {"parity_images": 2, "parity_num_beams": 2, "parity_max_new_tokens": 6, "max_int8_cer": 1.0,
               "min_fp32_exact": 0.0, "threads": threads}
     export.export_trocr(str(src), str(work / f"{size}-onnx"), export.ExportConfig(variants=["fp32", "int8"], **common))
-    export.export_trocr(str(src), str(work / f"{size}-onnx-before"), export.ExportConfig(
-        variants=["fp32", "int8"], decoder="generate", int8_attention=True, **common))
-    paths = {"src": str(src), "onnx": str(work / f"{size}-onnx"), "before": str(work / f"{size}-onnx-before")}
+    paths = {"src": str(src), "onnx": str(work / f"{size}-onnx"), "before": ""}
+    if before:
+        export.export_trocr(str(src), str(work / f"{size}-onnx-before"), export.ExportConfig(
+            variants=["fp32", "int8"], decoder="generate", int8_attention=True, **common))
+        paths["before"] = str(work / f"{size}-onnx-before")
     marker.write_text(json.dumps(paths))
     return paths
 
@@ -138,7 +144,7 @@ def main() -> None:
         work.mkdir(parents=True, exist_ok=True)
         for size in args.sizes.split(","):
             paths_file = work / f"paths-{size}.json"
-            paths_file.write_text(json.dumps(setup(work, size, args.threads)))
+            paths_file.write_text(json.dumps(setup(work, size, args.threads, "ort-int8-before" in variants)))
             runs[size] = {v: [] for v in variants}
             for r in range(args.rounds):
                 order = variants[r % len(variants):] + variants[:r % len(variants)]
