@@ -31,7 +31,10 @@ import tempfile
 import time
 from pathlib import Path
 
-os.environ.setdefault("OMP_THREAD_LIMIT", "1")  # before libtesseract loads
+if __name__ == "__main__":
+    # This benchmark's own process only, before libtesseract loads. Never on import: tests import
+    # this module, and the variable would reach every process they start afterwards.
+    os.environ.setdefault("OMP_THREAD_LIMIT", "1")
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 

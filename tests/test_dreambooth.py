@@ -368,14 +368,3 @@ def test_training_runs_as_two_processes(tiny_sd, subject_dir, class_set, tmp_pat
     assert artifacts.read_manifest(ckpt.uri).lineage["run_identity"]["processes"] == 2
     assert [p.name for p in (tmp_path / "out").rglob("*") if "staging" in p.name] == [], "no staging in the output"
 
-
-def test_channels_last_is_used_only_on_cuda():
-    """On CPU, oneDNN's AVX2 backward-weights kernel spins forever on channels-last inputs with fewer
-    channels than its block (the UNet's conv_in has 4): CPU training stays channels-first."""
-    import torch
-
-    from inkbooth.dreambooth.train import use_channels_last
-
-    assert use_channels_last(True, torch.device("cpu")) is False
-    assert use_channels_last(True, torch.device("cuda", 0)) is True
-    assert use_channels_last(False, torch.device("cuda", 0)) is False

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -94,3 +97,54 @@ def test_keep_freed_memory_takes_on_glibc():
         pytest.skip("mallopt is glibc's")
     assert runtime.keep_freed_memory() is True
     assert runtime.keep_freed_memory() is True  # idempotent
+
+
+# OMP_THREAD_LIMIT and torch's thread count (the hang behind the CI timeout of 2026-11-26)
+def test_thread_counts_never_exceed_omp_thread_limit(monkeypatch):
+    monkeypatch.setenv("OMP_THREAD_LIMIT", "1")
+    assert runtime.omp_thread_limit() == 1
+    assert runtime.threads() == 1
+    assert runtime.threads(4) == 1, "an explicit request is capped too"
+    monkeypatch.setenv("OMP_THREAD_LIMIT", "many")
+    assert runtime.omp_thread_limit() is None, "an unreadable value is ignored (with a warning)"
+    monkeypatch.delenv("OMP_THREAD_LIMIT")
+    assert runtime.threads(3) == 3
+
+
+def test_importing_the_page_benchmark_leaves_the_environment_alone(monkeypatch):
+    """bench/pages.py set OMP_THREAD_LIMIT=1 on import; test_evalset imports it, and every training
+    process the suite started afterwards hung in its first backward pass."""
+    monkeypatch.delenv("OMP_THREAD_LIMIT", raising=False)
+    before = dict(os.environ)
+    import bench.pages  # noqa: F401
+
+    assert dict(os.environ) == before
+
+
+_BACKWARD = """
+import torch
+from diffusers import UNet2DConditionModel
+from inkbooth import runtime
+torch.set_num_threads(2)  # what torch picks on a 2-core machine, more on bigger ones
+runtime.limit_torch_threads()
+unet = UNet2DConditionModel(sample_size=16, in_channels=4, out_channels=4, block_out_channels=(32, 64),
+                            down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+                            up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+                            cross_attention_dim=32, layers_per_block=1, attention_head_dim=8)
+out = unet(torch.randn(2, 4, 16, 16), torch.tensor([1, 500]), torch.randn(2, 77, 32)).sample
+out.pow(2).mean().backward()
+print("threads", torch.get_num_threads())
+"""
+
+
+def test_a_unet_backward_under_omp_thread_limit_finishes():
+    """With OMP_THREAD_LIMIT=1 and torch at 2 threads, oneDNN's backward-weights convolution waited
+    forever for a second thread; every torch stage goes through runtime.limit_torch_threads first."""
+    env = {**os.environ, "OMP_THREAD_LIMIT": "1"}
+    try:
+        done = subprocess.run([sys.executable, "-c", _BACKWARD], env=env, capture_output=True, text=True,
+                              timeout=120)
+    except subprocess.TimeoutExpired:
+        pytest.fail("a UNet backward pass under OMP_THREAD_LIMIT=1 hung (torch threads above the limit)")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "threads 1" in done.stdout

@@ -95,16 +95,44 @@ def cpu_limit(root: Path = CGROUP_ROOT, proc_cgroup: str | None = None) -> int:
     return max(1, cpus)
 
 
+def omp_thread_limit() -> int | None:
+    """``OMP_THREAD_LIMIT`` from the environment (a positive integer), or None when unset or invalid.
+
+    OpenMP never runs more threads than this in a process, but torch does not know it: torch sizes
+    its pool from the cores, oneDNN plans a convolution's work for that many threads, OpenMP hands
+    it fewer, and the kernel waits at its own barrier for threads that never come (training hung
+    in its first backward pass with OMP_THREAD_LIMIT=1 and 2 torch threads). Every thread count
+    here is capped by it.
+    """
+    raw = os.environ.get("OMP_THREAD_LIMIT", "").strip()
+    if not raw:
+        return None
+    try:
+        value = int(raw)
+    except ValueError:
+        log.warning("OMP_THREAD_LIMIT=%r is not a whole number; ignored", raw)
+        return None
+    return value if value > 0 else None
+
+
 def threads(requested: int = 0) -> int:
-    """The intra-op thread count to use: ``requested`` when positive, else ``cpu_limit()``."""
-    return requested if requested > 0 else cpu_limit()
+    """The intra-op thread count to use: ``requested`` when positive, else ``cpu_limit()``; never
+    above ``OMP_THREAD_LIMIT``."""
+    wanted = requested if requested > 0 else cpu_limit()
+    limit = omp_thread_limit()
+    if limit is not None and wanted > limit:
+        if requested > 0:
+            log.warning("threads: %d asked for, OMP_THREAD_LIMIT=%d allows %d", requested, limit, limit)
+        wanted = limit
+    return wanted
 
 
 def limit_torch_threads(requested: int = 0) -> int:
     """Set torch's intra-op threads to ``threads(requested)``; never raise torch's own count without a request.
 
     torch sizes its pool from the node's cores; under a quota that is too many. With no request and no
-    quota below torch's default, the count stays as torch chose it.
+    quota below torch's default, the count stays as torch chose it. Every stage that runs torch calls
+    this first: it is also what keeps torch within ``OMP_THREAD_LIMIT`` (see ``omp_thread_limit``).
     """
     import torch
 

@@ -70,8 +70,7 @@ class TrainConfig:
     use_8bit_adam: bool = option(False, "bitsandbytes 8-bit AdamW (CUDA only)")
     mixed_precision: Literal["no", "fp16", "bf16"] = option("no", "autocast precision; weights stay fp32")
     gradient_checkpointing: bool = option(False, "trade compute for memory")
-    channels_last: bool = option(True, "UNet in channels-last memory format on CUDA (faster convolutions); "
-                                       "CPU training stays channels-first (see docs/reliability.md)")
+    channels_last: bool = option(True, "UNet in channels-last memory format (faster convolutions on CPU and GPU)")
     snr_gamma: float = option(0.0, "min-SNR weighting gamma (0: off; 5.0 is the usual choice)", min=0.0)
     offset_noise: float = option(0.0, "offset noise strength (0: off; 0.1 is typical)", min=0.0, max=10.0)
     lora_rank: int = option(0, "LoRA rank (0: full fine-tuning)", min=0, max=4096)
@@ -143,20 +142,6 @@ def min_snr_weights(scheduler: Any, timesteps: Any, gamma: float) -> Any:
     if scheduler.config.prediction_type == "v_prediction":
         return clipped / (snr + 1)
     return clipped / snr
-
-
-def use_channels_last(wanted: bool, device: Any) -> bool:
-    """Whether the UNet trains in channels-last memory format on ``device``.
-
-    Only on CUDA. On CPU, oneDNN's AVX2 convolution backward-weights kernel (torch 2.13's bundled
-    oneDNN) can spin forever on channels-last inputs with fewer input channels than its block (the
-    UNet's ``conv_in`` has 4): training hung at random steps, in tests and in CI. Channels-first
-    convolutions on CPU take the other kernels and do not hang.
-    """
-    if wanted and getattr(device, "type", str(device)) != "cuda":
-        log.info("channels_last: off on %s (only used on CUDA; see docs/reliability.md)", device)
-        return False
-    return wanted
 
 
 def image_names(uri: str) -> list[str]:
@@ -335,8 +320,7 @@ def train_dreambooth(model: str, instance_images: str, output: str, config: Trai
         unet.requires_grad_(False)
         unet.add_adapter(LoraConfig(r=config.lora_rank, lora_alpha=config.lora_rank, init_lora_weights="gaussian",
                                     target_modules=["to_k", "to_q", "to_v", "to_out.0"]))
-    channels_last = use_channels_last(config.channels_last, accelerator.device)
-    if channels_last:
+    if config.channels_last:
         unet.to(memory_format=torch.channels_last)
     if config.gradient_checkpointing:
         unet.enable_gradient_checkpointing()
@@ -451,7 +435,7 @@ def train_dreambooth(model: str, instance_images: str, output: str, config: Trai
             timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (latents.shape[0],),
                                       device=device).long()
             noisy = noise_scheduler.add_noise(latents, noise, timesteps)
-            if channels_last:
+            if config.channels_last:
                 noisy = noisy.contiguous(memory_format=torch.channels_last)
             if cached_states:
                 states = torch.cat([cached_states["instance"].expand(bs, -1, -1)]

@@ -36,7 +36,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Literal
 
-from inkbooth import artifacts, models, storage
+from inkbooth import artifacts, models, runtime, storage
 from inkbooth.config import option, to_dict
 from inkbooth.ocr import decoding
 
@@ -323,8 +323,7 @@ def export_trocr(model: str, output: str, config: ExportConfig | None = None,
 
     config = config or ExportConfig()
     config.validate()
-    if config.threads:
-        torch.set_num_threads(config.threads)
+    runtime.limit_torch_threads(config.threads)  # the pod's CPU quota, OMP_THREAD_LIMIT
     source_dir = models.resolve(model, allow_pickle=config.allow_pickle)
     source_hash = artifacts.content_hash(artifacts.scan_dir(source_dir))
     if artifacts.is_published(output):

@@ -39,7 +39,7 @@ import time
 from pathlib import Path
 from typing import Any, Literal
 
-from inkbooth import artifacts, models, storage
+from inkbooth import artifacts, models, runtime, storage
 from inkbooth import checkpoints as ckpt
 from inkbooth.config import config_hash, option, to_dict
 from inkbooth.ocr import lines as linedata
@@ -405,8 +405,7 @@ def finetune_trocr(model: str, output: str, config: FinetuneConfig | None = None
     if not data and config.synthetic is None:
         raise ValueError("nothing to train on: give labelled data, a synthetic config, or both")
     started = time.perf_counter()
-    if config.threads:
-        torch.set_num_threads(config.threads)
+    runtime.limit_torch_threads(config.threads)  # the pod's CPU quota, OMP_THREAD_LIMIT
     device = _device(config)
     folder = models.resolve(model, allow_pickle=config.allow_pickle)
     # Hidden files are not part of a model (the s3 cache marks a complete download with .complete).
