@@ -239,12 +239,15 @@ def floor_loop(paths: dict[str, str], steps: int, prior: bool, text_encoder: boo
     from transformers import CLIPTextModel, CLIPTokenizer
 
     from inkbooth import runtime
+    from inkbooth.dreambooth.train import use_channels_last
 
     runtime.keep_freed_memory()
     torch.manual_seed(0)
     base = paths["base"]
     unet = UNet2DConditionModel.from_pretrained(base, subfolder="unet").train()
-    unet.to(memory_format=torch.channels_last)
+    # The memory format inkbooth trains in (channels-last on CUDA only), so the floor is the same arithmetic.
+    fmt = torch.channels_last if use_channels_last(True, torch.device("cpu")) else torch.contiguous_format
+    unet.to(memory_format=fmt)
     te = CLIPTextModel.from_pretrained(base, subfolder="text_encoder").requires_grad_(text_encoder)
     tok = CLIPTokenizer.from_pretrained(base, subfolder="tokenizer")
     sched = DDPMScheduler.from_pretrained(base, subfolder="scheduler")
@@ -261,7 +264,7 @@ def floor_loop(paths: dict[str, str], steps: int, prior: bool, text_encoder: boo
     for _ in range(steps):
         noise = torch.randn_like(latents)
         t = torch.randint(0, sched.config.num_train_timesteps, (rows,))
-        noisy = sched.add_noise(latents, noise, t).contiguous(memory_format=torch.channels_last)
+        noisy = sched.add_noise(latents, noise, t).contiguous(memory_format=fmt)
         states = te(ids)[0] if text_encoder else cached
         loss = torch.nn.functional.mse_loss(unet(noisy, t, states).sample, noise)
         loss.backward()
@@ -359,7 +362,8 @@ def main() -> None:
     for cand in filter(None, args.candidates.split(",")):
         if cand not in CANDIDATES:
             raise SystemExit(f"--candidates: unknown {cand!r}; choose from {', '.join(CANDIDATES)}")
-        if "train" in parts and cand != "sampler-before":
+        # CPU training is channels-first already (train.use_channels_last), so "contiguous" is class images only.
+        if "train" in parts and cand not in ("sampler-before", "contiguous"):
             pairs.append((f"train:inkbooth~{cand}:prior", "train:reference:prior"))
         if "class" in parts and cand not in ("compile",):
             pairs.append((f"class:inkbooth~{cand}:defaults", "class:reference:defaults"))
