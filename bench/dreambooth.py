@@ -239,14 +239,14 @@ def floor_loop(paths: dict[str, str], steps: int, prior: bool, text_encoder: boo
     from transformers import CLIPTextModel, CLIPTokenizer
 
     from inkbooth import runtime
-    from inkbooth.dreambooth.train import use_channels_last
+    from inkbooth.dreambooth.train import TrainConfig
 
     runtime.keep_freed_memory()
     torch.manual_seed(0)
     base = paths["base"]
     unet = UNet2DConditionModel.from_pretrained(base, subfolder="unet").train()
-    # The memory format inkbooth trains in (channels-last on CUDA only), so the floor is the same arithmetic.
-    fmt = torch.channels_last if use_channels_last(True, torch.device("cpu")) else torch.contiguous_format
+    # The memory format inkbooth trains in by default, so the floor is the same arithmetic.
+    fmt = torch.channels_last if TrainConfig().channels_last else torch.contiguous_format
     unet.to(memory_format=fmt)
     te = CLIPTextModel.from_pretrained(base, subfolder="text_encoder").requires_grad_(text_encoder)
     tok = CLIPTokenizer.from_pretrained(base, subfolder="tokenizer")
@@ -362,8 +362,7 @@ def main() -> None:
     for cand in filter(None, args.candidates.split(",")):
         if cand not in CANDIDATES:
             raise SystemExit(f"--candidates: unknown {cand!r}; choose from {', '.join(CANDIDATES)}")
-        # CPU training is channels-first already (train.use_channels_last), so "contiguous" is class images only.
-        if "train" in parts and cand not in ("sampler-before", "contiguous"):
+        if "train" in parts and cand != "sampler-before":
             pairs.append((f"train:inkbooth~{cand}:prior", "train:reference:prior"))
         if "class" in parts and cand not in ("compile",):
             pairs.append((f"class:inkbooth~{cand}:defaults", "class:reference:defaults"))
