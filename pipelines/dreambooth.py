@@ -8,9 +8,8 @@ from inkbooth.components.db_plan.component import plan_prior
 from inkbooth.components.db_prior.component import generate_prior
 from inkbooth.components.db_sample.component import sample_model
 from inkbooth.components.db_train.component import train
-from inkbooth.components.finish_run.component import finish_run
-from inkbooth.components.pin_model.component import pin_model
 from inkbooth.lifecycle import IN_CLUSTER_KFP_API
+from inkbooth.pipelines._steps import exit_task, imported_dataset, pinned_model
 
 
 def build(cluster: ClusterConfig | None = None):
@@ -34,18 +33,14 @@ def build(cluster: ClusterConfig | None = None):
         s3_secret: str = "inkbooth-s3",
         kfp_api: str = IN_CLUSTER_KFP_API,
     ):
-        finish = cluster.apply(finish_run(run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, kfp_api=kfp_api,
-                                          checkpoints=checkpoints, clean_checkpoints=True), "finish_run", s3_secret)
-        finish.set_display_name("finish-run")
+        finish = exit_task(cluster, kfp_api=kfp_api, checkpoints=checkpoints, clean_checkpoints=True,
+                           s3_secret=s3_secret)
         with dsl.ExitHandler(finish, name="dreambooth-run"):
             # Inputs from outside the run, as artifacts for ML Metadata's lineage: the base model through
             # pin_model (a pointer with its fingerprint; a hub id cannot be imported), the subject images
             # imported where they are.
-            pinned = cluster.apply(pin_model(model=base_model), "pin_model", s3_secret)
-            pinned.set_display_name("pin-base-model")
-            subject = dsl.importer(artifact_uri=instance_images, artifact_class=dsl.Dataset, reimport=True,
-                                   metadata={"role": "subject images"})
-            subject.set_display_name("subject-images")
+            pinned = pinned_model(cluster, base_model, s3_secret, "pin-base-model")
+            subject = imported_dataset(instance_images, "subject images", "subject-images")
             plan = cluster.apply(plan_prior(num_shards=prior_shards), "plan_prior", s3_secret)
             plan.set_display_name("plan-prior-shards")
             with dsl.ParallelFor(items=plan.output, parallelism=cluster.prior.parallelism) as shard:

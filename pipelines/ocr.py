@@ -3,13 +3,12 @@
 from kfp import dsl
 
 from inkbooth.cluster import ClusterConfig
-from inkbooth.components.finish_run.component import finish_run
 from inkbooth.components.ocr_export.component import export_trocr
 from inkbooth.components.ocr_merge.component import merge_ocr
 from inkbooth.components.ocr_plan.component import plan_ocr
 from inkbooth.components.ocr_recognize.component import recognize_shard
-from inkbooth.components.pin_model.component import pin_model
 from inkbooth.lifecycle import IN_CLUSTER_KFP_API
+from inkbooth.pipelines._steps import exit_task, pinned_model
 
 
 def build(cluster: ClusterConfig | None = None):
@@ -31,12 +30,9 @@ def build(cluster: ClusterConfig | None = None):
         pdf_secret: str = "inkbooth-pdf",
         kfp_api: str = IN_CLUSTER_KFP_API,
     ):
-        finish = cluster.apply(finish_run(run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, kfp_api=kfp_api, checkpoints="",
-                                          clean_checkpoints=False), "finish_run", s3_secret)
-        finish.set_display_name("finish-run")
+        finish = exit_task(cluster, kfp_api=kfp_api, checkpoints="", clean_checkpoints=False, s3_secret=s3_secret)
         with dsl.ExitHandler(finish, name="ocr-run"):
-            pinned = cluster.apply(pin_model(model=model), "pin_model", s3_secret)
-            pinned.set_display_name("pin-model")
+            pinned = pinned_model(cluster, model, s3_secret, "pin-model")
             export = cluster.apply(export_trocr(model=model, model_key=pinned.outputs["key"], config=export_config),
                                    "export_trocr", s3_secret)
             export.set_display_name("export-and-quantize")

@@ -3,14 +3,13 @@
 from kfp import dsl
 
 from inkbooth.cluster import ClusterConfig
-from inkbooth.components.finish_run.component import finish_run
 from inkbooth.components.ocr_evaluate.component import evaluate
 from inkbooth.components.ocr_export.component import export_trocr
 from inkbooth.components.ocr_finetune.component import finetune
 from inkbooth.components.ocr_lines.component import prepare_lines
 from inkbooth.components.ocr_register.component import register
-from inkbooth.components.pin_model.component import pin_model
 from inkbooth.lifecycle import IN_CLUSTER_KFP_API
+from inkbooth.pipelines._steps import exit_task, imported_dataset, pinned_model
 
 
 def build(cluster: ClusterConfig | None = None):
@@ -34,17 +33,13 @@ def build(cluster: ClusterConfig | None = None):
         s3_secret: str = "inkbooth-s3",
         kfp_api: str = IN_CLUSTER_KFP_API,
     ):
-        finish = cluster.apply(finish_run(run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, kfp_api=kfp_api,
-                                          checkpoints=checkpoints, clean_checkpoints=True), "finish_run", s3_secret)
-        finish.set_display_name("finish-run")
+        finish = exit_task(cluster, kfp_api=kfp_api, checkpoints=checkpoints, clean_checkpoints=True,
+                           s3_secret=s3_secret)
         with dsl.ExitHandler(finish, name="ocr-train-run"):
             # Inputs from outside the run, as artifacts for ML Metadata's lineage: the base model pinned
             # (a pointer with its fingerprint), the labelled lines imported where they are.
-            pinned = cluster.apply(pin_model(model=base_model), "pin_model", s3_secret)
-            pinned.set_display_name("pin-base-model")
-            labelled = dsl.importer(artifact_uri=data, artifact_class=dsl.Dataset, reimport=True,
-                                    metadata={"role": "labelled lines"})
-            labelled.set_display_name("labelled-lines")
+            pinned = pinned_model(cluster, base_model, s3_secret, "pin-base-model")
+            labelled = imported_dataset(data, "labelled lines", "labelled-lines")
             lines = cluster.apply(prepare_lines(data=labelled.output, config=lines_config), "prepare_lines", s3_secret)
             lines.set_display_name("data")
             trained = cluster.apply(finetune(base_model=pinned.outputs["base_model"], lines=lines.outputs["lines"],
