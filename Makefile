@@ -32,7 +32,7 @@ testdata: ## fetch test data from Debian (real LaTeX-typeset PDFs, tests/evalset
 fonts: ## fetch fonts and word lists from Debian (for synthetic training lines) into .inkbooth/fonts
 	bash scripts/fetch-fonts.sh .inkbooth/fonts
 
-reader-latin: setup fonts ## retrain the Latin reader from scratch and install it in src/inkbooth/readers (hours on 2 CPU cores)
+reader-latin: setup fonts ## train the Latin reader from scratch (its recipe's stages) and install it in src/inkbooth/readers (hours on a shared CPU)
 	OMP_NUM_THREADS=1 nice -n 10 $(BIN)/python -m inkbooth.readers train latin
 
 reader-cyrillic: setup fonts ## retrain the Cyrillic reader the same way

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from inkbooth import artifacts, checkpoints, cli, runs, storage, submit, tiny
+from inkbooth.config import from_dict
 from inkbooth.ocr import finetune, lines, synth
 
 # A very small character-level reader, so that a few training steps take seconds. Dropout is on, so
@@ -290,3 +291,18 @@ def test_ocr_train_pipeline_end_to_end_on_s3(s3_server, bucket, base, tmp_path):
             "heldout_cer"} <= set(m.metrics)
     assert {"evaluation.json", "training.json", "model.safetensors"} <= {f.path for f in m.files}
     assert [c.step for c in checkpoints.list_checkpoints(f"{bucket}/checkpoints")] == [2]
+
+
+def test_reader_recipes_are_stages_each_given_as_its_changes():
+    from inkbooth import readers
+
+    spec = {"finetune": [{"max_steps": 10, "seed": 0, "synthetic": {"fonts": ["default"], "max_chars": 48}},
+                         {"max_steps": 5, "synthetic": {"max_chars": 20}}]}
+    first, second = readers.stages(spec)
+    assert first == spec["finetune"][0]
+    assert second == {"max_steps": 5, "seed": 0, "synthetic": {"fonts": ["default"], "max_chars": 20}}
+    assert readers.stages({"finetune": {"max_steps": 3}}) == [{"max_steps": 3}]
+    for name in readers.NAMES:  # every committed recipe makes valid configs
+        for stage in readers.stages(readers.recipe(name)):
+            cfg = from_dict(finetune.FinetuneConfig, stage, source=f"{name} recipe")
+            cfg.validate()

@@ -62,21 +62,47 @@ def _with_fonts(synthetic: dict[str, Any], fonts_dir: Path) -> dict[str, Any]:
     return out
 
 
+def stages(spec: dict[str, Any]) -> list[dict[str, Any]]:
+    """The fine-tuning stages of a recipe: ``finetune`` is one config, or a list of them, each given as
+    its changes to the one before (its ``synthetic`` too); stage k starts from stage k-1's output."""
+    given = spec["finetune"] if isinstance(spec["finetune"], list) else [spec["finetune"]]
+    out: list[dict[str, Any]] = []
+    for changes in given:
+        prev = out[-1] if out else {}
+        merged = {**prev, **changes}
+        if "synthetic" in changes and "synthetic" in prev:
+            merged["synthetic"] = {**prev["synthetic"], **changes["synthetic"]}
+        out.append(merged)
+    return out
+
+
 def train(name: str, fonts_dir: str | Path = ".inkbooth/fonts", workdir: str | Path = ".inkbooth/readers") -> Path:
-    """Make reader ``name`` from its recipe and install it in the package; returns its folder."""
-    from inkbooth import config, tiny
+    """Make reader ``name`` from its recipe and install it in the package; returns its folder.
+
+    Each stage resumes its own checkpoints if interrupted; a stage whose output is published with
+    the same config and starting model is not run again.
+    """
+    from inkbooth import artifacts, config, tiny
     from inkbooth.ocr.finetune import FinetuneConfig, finetune_trocr
 
     spec = recipe(name)
     work = Path(workdir) / name
     base_cfg = config.from_dict(tiny.TinyTrOCRConfig, {**tiny.dataclasses.asdict(tiny.READER_SHAPE), **spec["base"]},
                                 source=f"{name}/{RECIPE}: base")
-    base = tiny.build_tiny_trocr(work / "base", base_cfg)
-    ft = dict(spec["finetune"])
-    ft["synthetic"] = _with_fonts(ft["synthetic"], Path(fonts_dir).absolute())
-    ft_cfg = config.from_dict(FinetuneConfig, {**ft, "resume": "latest"}, source=f"{name}/{RECIPE}: finetune")
-    finetune_trocr(str(base), str(work / "trained"), ft_cfg, checkpoints=str(work / "checkpoints"))
-    return install(name, work / "trained")
+    source = str(tiny.build_tiny_trocr(work / "base", base_cfg))
+    for k, stage in enumerate(stages(spec), start=1):
+        ft = {**stage, "synthetic": _with_fonts(stage["synthetic"], Path(fonts_dir).absolute()), "resume": "latest"}
+        ft_cfg = config.from_dict(FinetuneConfig, ft, source=f"{name}/{RECIPE}: finetune stage {k}")
+        output = str(work / ("trained" if k == 1 else f"trained-{k}"))
+        if artifacts.is_published(output):
+            done = artifacts.read_manifest(output)
+            if done.config == config.to_dict(ft_cfg) and done.lineage.get("base_model") == source:
+                log.info("stage %d: %s is trained already", k, output)
+                source = output
+                continue
+        finetune_trocr(source, output, ft_cfg, checkpoints=str(work / "checkpoints"))
+        source = output
+    return install(name, source)
 
 
 def install(name: str, trained: str | Path) -> Path:
