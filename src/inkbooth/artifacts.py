@@ -188,11 +188,13 @@ def publish(local_dir: str | Path, uri: str, *, kind: str, inputs: dict[str, str
     pointer ``<uri>/manifest.json`` moves to it in one write; old versions are collected (see the
     module docstring; ``gc_grace`` overrides ``GC_GRACE_SECONDS``).
     """
+    loc = storage.parse(uri)
+    if not loc.is_s3 and Path(local_dir).resolve() == loc.path.resolve():
+        raise ValueError(f"{uri}: publishing a folder onto itself; assemble the artifact elsewhere")
     manifest = build_manifest(local_dir, kind=kind, inputs=inputs, config=config, metrics=metrics,
                               lineage=lineage, name=name, version=version)
     if overwrite:
         return _publish_version(Path(local_dir), uri, manifest, GC_GRACE_SECONDS if gc_grace is None else gc_grace)
-    loc = storage.parse(uri)
     if not loc.is_s3:
         _publish_local(Path(local_dir), loc.path, manifest)
         return manifest
@@ -228,8 +230,6 @@ def _copy_tree(src: Path, tmp: Path, manifest: Manifest, dest: Path) -> None:
 def _publish_local(src: Path, dest: Path, manifest: Manifest) -> None:
     if (dest / MANIFEST).exists():
         raise storage.AlreadyExistsError(f"{dest}: an artifact is already published here")
-    if src.resolve() == dest.resolve():
-        raise ValueError(f"{dest}: publishing a folder onto itself; assemble the artifact elsewhere")
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.parent / f".{storage.short_name(dest.name)}.partial-{uuid.uuid4().hex[:8]}"
     try:
@@ -269,8 +269,6 @@ def _current(uri: str) -> Manifest | None:
 
 
 def _publish_version(src: Path, uri: str, manifest: Manifest, gc_grace: float) -> Manifest:
-    if not storage.is_s3(uri) and src.resolve() == storage.parse(uri).path.resolve():
-        raise ValueError(f"{uri}: publishing a folder onto itself; assemble the artifact elsewhere")
     previous = _current(uri)
     manifest.root = f"{VERSIONS}/{_version_id()}"
     if previous is not None:
@@ -317,8 +315,7 @@ def collect(uri: str, *, keep: list[str], grace: float = GC_GRACE_SECONDS,
     versions = storage.join(uri, VERSIONS)
     for vid in sorted({rel.split("/")[0] for rel in storage.list_files(versions)}):
         root = f"{VERSIONS}/{vid}"
-        born = _version_time(vid)
-        if root in keep or born is None or now - born < grace:
+        if root in keep or not _old_enough(root, grace):
             continue
         storage.delete_prefix(storage.join(uri, root))
         deleted.append(root)
@@ -382,10 +379,11 @@ def file_uri(uri: str, path: str, manifest: Manifest | None = None) -> str:
     return manifest.location(uri, path)
 
 
-def _consistent(uri: str, read: Any) -> Any:
-    """``read(manifest)`` on the current version; when that version is replaced and collected while
-    it is being read (a file gone or changed), again on the new one. Real damage is raised."""
-    manifest = read_manifest(uri)
+def _consistent(uri: str, read: Any, manifest: Manifest | None = None) -> Any:
+    """``read(manifest)`` on the current version (``manifest`` when the caller has just read it);
+    when that version is replaced and collected while it is being read (a file gone or changed),
+    again on the new one. Real damage is raised."""
+    manifest = manifest or read_manifest(uri)
     for attempt in range(_READ_ATTEMPTS):
         try:
             return read(manifest)
@@ -400,8 +398,11 @@ def _consistent(uri: str, read: Any) -> Any:
     raise AssertionError("unreachable")
 
 
-def read_bytes(uri: str, path: str) -> bytes:
-    """The file ``path`` of the artifact at ``uri`` (current version), verified against the manifest."""
+def read_bytes(uri: str, path: str, manifest: Manifest | None = None) -> bytes:
+    """The file ``path`` of the artifact at ``uri`` (current version), verified against the manifest.
+
+    A caller reading many files passes the manifest it read once; a replaced version is still
+    followed to the new one (see ``_consistent``)."""
     def read(manifest: Manifest) -> bytes:
         try:
             entry = manifest.file(path)
@@ -409,11 +410,11 @@ def read_bytes(uri: str, path: str) -> bytes:
             raise storage.NotFoundError(f"{uri}: {e.args[0]}") from None
         return storage.read_bytes(manifest.location(uri, path), expected_sha256=entry.sha256)
 
-    return _consistent(uri, read)
+    return _consistent(uri, read, manifest)
 
 
-def read_text(uri: str, path: str) -> str:
-    return read_bytes(uri, path).decode("utf-8")
+def read_text(uri: str, path: str, manifest: Manifest | None = None) -> str:
+    return read_bytes(uri, path, manifest).decode("utf-8")
 
 
 def fetch(uri: str, local_dir: str | Path | None = None, only: str | None = None) -> Path:

@@ -114,9 +114,7 @@ class EmbeddedS3:
             data = json.loads(cred_file.read_text())
             return data["access_key"], data["secret_key"]
         access, secret = "INK" + secrets.token_hex(8).upper(), secrets.token_urlsafe(30)
-        fd = os.open(cred_file, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            json.dump({"access_key": access, "secret_key": secret}, f)
+        _write_private(cred_file, json.dumps({"access_key": access, "secret_key": secret}))
         return access, secret
 
     @property
@@ -140,13 +138,11 @@ class EmbeddedS3:
             return self
         self.ports = dict(ports) if ports else self._stable_ports()
         s3_config = self.data_dir / "s3.json"
-        fd = os.open(s3_config, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            json.dump({"identities": [{
-                "name": "inkbooth",
-                "credentials": [{"accessKey": self.access_key, "secretKey": self.secret_key}],
-                "actions": ["Admin", "Read", "Write", "List", "Tagging"],
-            }]}, f)
+        _write_private(s3_config, json.dumps({"identities": [{
+            "name": "inkbooth",
+            "credentials": [{"accessKey": self.access_key, "secretKey": self.secret_key}],
+            "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+        }]}))
         store = self.data_dir / "data"
         store.mkdir(exist_ok=True, mode=0o700)
         _make_private(self.data_dir)

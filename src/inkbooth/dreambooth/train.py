@@ -179,9 +179,11 @@ def load_images(uri: str, what: str, *, published: bool = False) -> tuple[list[A
 
     from inkbooth.imaging import to_8bit, upright
 
+    manifest = None
     if published:
         try:
-            names = [f.path for f in artifacts.read_manifest(uri).files if f.path.lower().endswith(IMAGE_SUFFIXES)]
+            manifest = artifacts.read_manifest(uri)
+            names = [f.path for f in manifest.files if f.path.lower().endswith(IMAGE_SUFFIXES)]
         except artifacts.NotPublishedError:
             raise ValueError(f"{uri}: not a finished {what}-image set (no {artifacts.MANIFEST}); "
                              "make it with `inkbooth prior`") from None
@@ -193,7 +195,7 @@ def load_images(uri: str, what: str, *, published: bool = False) -> tuple[list[A
     for name in names:
         if published:
             try:
-                data = artifacts.read_bytes(uri, name)
+                data = artifacts.read_bytes(uri, name, manifest)
             except storage.StorageError as e:
                 raise ValueError(f"{uri}: the {what}-image set does not match its manifest ({e}); "
                                  "regenerate it (`inkbooth prior`) or restore the file") from None

@@ -25,11 +25,11 @@ CONTACT_SHEET_MAX = 48
 _STEP = re.compile(r"^validation/step-(\d+)/(\d+)\.png$")
 
 
-def _image(artifact: str, path: str) -> Any:
+def _image(artifact: str, path: str, manifest: artifacts.Manifest | None = None) -> Any:
     """An image file of a published artifact, read through its manifest (the current version, verified)."""
     from PIL import Image
 
-    return Image.open(io.BytesIO(artifacts.read_bytes(artifact, path))).convert("RGB")
+    return Image.open(io.BytesIO(artifacts.read_bytes(artifact, path, manifest))).convert("RGB")
 
 
 def _img_tag(image: Any, alt: str, max_side: int = 256, css: str = "") -> str:
@@ -37,10 +37,10 @@ def _img_tag(image: Any, alt: str, max_side: int = 256, css: str = "") -> str:
     return f'<img{cls} alt="{esc(alt)}" src="{data_uri(png_bytes(image, max_side))}">'
 
 
-def read_training(model_uri: str) -> dict[str, Any]:
+def read_training(model_uri: str, manifest: artifacts.Manifest | None = None) -> dict[str, Any]:
     """``training.json`` of a training artifact or a registered version (config, metrics, lineage, history)."""
     try:
-        return json.loads(artifacts.read_text(model_uri, "training.json"))
+        return json.loads(artifacts.read_text(model_uri, "training.json", manifest))
     except (storage.NotFoundError, artifacts.NotPublishedError):  # no artifact, or no training.json in it
         raise ValueError(f"{model_uri}: no training.json; not a DreamBooth training artifact or model version") from None
 
@@ -77,7 +77,7 @@ def add_class_images(page: Page, class_images: str) -> None:
         return
     names = sorted(f.path for f in manifest.files if f.path.endswith(".png"))
     shown = names[:CONTACT_SHEET_MAX]
-    sheet = figures.contact_sheet([_image(class_images, n) for n in shown])
+    sheet = figures.contact_sheet([_image(class_images, n, manifest) for n in shown])
     prompt = manifest.config.get("prompt", "")
     page.meta("set", class_images)
     page.image(png_bytes(sheet), "class-image contact sheet", css="contact-sheet", attrs={"data-images": len(shown)},
@@ -105,7 +105,7 @@ def dreambooth_report(model_uri: str, *, samples: str | None = None, class_image
                       title: str | None = None) -> Page:
     """The report of the training artifact or model version at ``model_uri`` (and its samples, if given)."""
     manifest = artifacts.read_manifest(model_uri)
-    training = read_training(model_uri)
+    training = read_training(model_uri, manifest)
     lineage = training.get("lineage", {})
     config = training.get("config", {})
     config = config.get("train", config)  # a registered version nests the training config
@@ -131,7 +131,7 @@ def dreambooth_report(model_uri: str, *, samples: str | None = None, class_image
     if steps:
         prompts = config.get("validation_prompts", [])
         rows = [[step, Cell(f"{len(files)} images",
-                            "".join(_img_tag(_image(model_uri, f), f"step {step} #{i}", 160, "validation")
+                            "".join(_img_tag(_image(model_uri, f, manifest), f"step {step} #{i}", 160, "validation")
                                     for i, f in enumerate(files)))] for step, files in steps.items()]
         page.table(["step", "images (prompts: " + "; ".join(prompts) + ")"], rows, css="validation")
     else:

@@ -170,7 +170,7 @@ def ocr_report(results_uri: str, *, documents: str | None = None, export_manifes
     """
     manifest = artifacts.read_manifest(results_uri)
     documents = documents or manifest.inputs.get("documents") or manifest.config.get("documents")
-    summary = json.loads(artifacts.read_text(results_uri, "report.json"))
+    summary = json.loads(artifacts.read_text(results_uri, "report.json", manifest))
     scan = _Scan(pages, lowest)
     for record in iter_records(results_uri):
         scan.add(record)
