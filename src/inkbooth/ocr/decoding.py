@@ -55,12 +55,17 @@ def unsupported_generation(gen: Any) -> list[str]:
 # ---------------------------------------------------------------------------------------------
 
 
-def _decoder_parts(model: Any) -> tuple[Any, Any, Any]:
-    """(TrOCR decoder, output projection, encoder-to-decoder projection or None) of a VisionEncoderDecoderModel."""
-    decoder = model.decoder.model.decoder
+def encoder_projection(model: Any) -> Any:
+    """The layer a VisionEncoderDecoderModel projects encoder states with before its decoder (None:
+    the hidden sizes match, or the decoder's cross-attention takes the encoder's size itself)."""
     needs = (model.encoder.config.hidden_size != model.decoder.config.hidden_size
              and model.decoder.config.cross_attention_hidden_size is None)
-    return decoder, model.decoder.output_projection, model.enc_to_dec_proj if needs else None
+    return model.enc_to_dec_proj if needs else None
+
+
+def _decoder_parts(model: Any) -> tuple[Any, Any, Any]:
+    """(TrOCR decoder, output projection, encoder-to-decoder projection or None) of a VisionEncoderDecoderModel."""
+    return model.decoder.model.decoder, model.decoder.output_projection, encoder_projection(model)
 
 
 def engine_supports(model: Any) -> str | None:

@@ -226,9 +226,14 @@ def _same_tokens(a: Any, b: Any, pad: int) -> list[bool]:
     return out
 
 
-def _corpus_cer(hyps: list[str], refs: list[str]) -> float:
+def normalise(text: str) -> str:
+    """Whitespace runs as one space, none at the ends (how texts are compared for CER)."""
+    return " ".join(text.split())
+
+
+def corpus_cer(hyps: list[str], refs: list[str]) -> float:
     """Total edits over total reference characters (whitespace runs counted as one space)."""
-    hyps, refs = [" ".join(h.split()) for h in hyps], [" ".join(r.split()) for r in refs]
+    hyps, refs = [normalise(h) for h in hyps], [normalise(r) for r in refs]
     return sum(cer(h, r) * len(r) for h, r in zip(hyps, refs)) / (sum(len(r) for r in refs) or 1)
 
 
@@ -268,7 +273,7 @@ def measure_parity(source_dir: Path, out: Path, variants: list[str], images: lis
     metrics["fp32_beam_exact"] = sum(_same_tokens(torch_beam, ort_beam, pad)) / len(images)
     ref_text = processor.batch_decode(ort_greedy, skip_special_tokens=True)
     if texts is not None:
-        metrics["fp32_cer"] = round(_corpus_cer(ref_text, texts), 5)
+        metrics["fp32_cer"] = round(corpus_cer(ref_text, texts), 5)
     for variant in variants:
         if variant == "fp32":
             continue
@@ -287,7 +292,7 @@ def measure_parity(source_dir: Path, out: Path, variants: list[str], images: lis
         total_ref = sum(len(r) for r in ref_text) or 1
         metrics[f"{variant}_cer_vs_fp32"] = sum(cer(h, r) * len(r) for h, r in zip(text, ref_text)) / total_ref
         if texts is not None:
-            metrics[f"{variant}_cer"] = round(_corpus_cer(text, texts), 5)
+            metrics[f"{variant}_cer"] = round(corpus_cer(text, texts), 5)
             metrics[f"{variant}_cer_delta"] = round(metrics[f"{variant}_cer"] - metrics["fp32_cer"], 5)
     return metrics
 

@@ -43,7 +43,8 @@ from inkbooth import artifacts, models, runtime, storage
 from inkbooth import checkpoints as ckpt
 from inkbooth.config import config_hash, option, to_dict
 from inkbooth.ocr import lines as linedata
-from inkbooth.ocr.export import cer
+from inkbooth.ocr import localize
+from inkbooth.ocr.export import cer, corpus_cer
 from inkbooth.ocr.synth import LineSynth, SynthConfig
 
 log = logging.getLogger(__name__)
@@ -196,10 +197,6 @@ def lr_at(step: int, config: FinetuneConfig) -> float:
     return peak * (config.min_lr_ratio + (1.0 - config.min_lr_ratio) * shape)
 
 
-def normalise(text: str) -> str:
-    return " ".join(text.split())
-
-
 def wer(hyp: str, ref: str) -> float:
     """Word error rate: edit distance over words, over the reference's word count."""
     return cer(hyp.split(), ref.split())  # cer's Levenshtein works on any sequence
@@ -207,9 +204,8 @@ def wer(hyp: str, ref: str) -> float:
 
 def error_rates(pairs: list[tuple[str, str]]) -> dict[str, float]:
     """Corpus CER and WER of (hypothesis, reference) pairs: total edits over total reference length."""
-    chars = sum(len(normalise(r)) for _, r in pairs) or 1
     words = sum(len(r.split()) for _, r in pairs) or 1
-    c = sum(cer(normalise(h), normalise(r)) * len(normalise(r)) for h, r in pairs) / chars
+    c = corpus_cer([h for h, _ in pairs], [r for _, r in pairs])
     w = sum(wer(h, r) * len(r.split()) for h, r in pairs) / words
     return {"cer": round(c, 5), "wer": round(w, 5), "lines": len(pairs)}
 
@@ -436,9 +432,7 @@ def finetune_trocr(model: str, output: str, config: FinetuneConfig | None = None
         head, grid, specials = None, (1, 1), set(tokenizer.all_special_ids)
         if config.ctc_weight:
             enc = net.config.encoder
-            size = enc.image_size if isinstance(enc.image_size, (list, tuple)) else (enc.image_size,) * 2
-            patch = enc.patch_size if isinstance(enc.patch_size, (list, tuple)) else (enc.patch_size,) * 2
-            grid = (size[0] // patch[0], size[1] // patch[1])
+            grid = localize.patch_grid(enc)
             torch.manual_seed(config.seed)
             head = torch.nn.Linear(enc.hidden_size, len(tokenizer) + 1).to(device)  # + the CTC blank
         params = [p for p in net.parameters() if p.requires_grad] + (list(head.parameters()) if head else [])

@@ -34,6 +34,14 @@ def _span(weights: np.ndarray, threshold: float) -> tuple[int, int]:
     return lo, hi
 
 
+def patch_grid(encoder_config: Any) -> tuple[int, int]:
+    """Rows and columns of patches a ViT-style encoder cuts its input into (sizes may be one number)."""
+    size, patch = encoder_config.image_size, encoder_config.patch_size
+    size = size if isinstance(size, (list, tuple)) else (size, size)
+    patch = patch if isinstance(patch, (list, tuple)) else (patch, patch)
+    return size[0] // patch[0], size[1] // patch[1]
+
+
 def content_box(image_processor: Any, crop_size: tuple[int, int]) -> tuple[Box, tuple[int, int]]:
     """Where a crop of ``crop_size`` (width, height) lands in the encoder input, and the input's size.
 

@@ -92,14 +92,14 @@ def make_attention_decoder(model: Any) -> Any:
     """A module: (decoder input ids, encoder states) -> (logits, cross-attention mean over layers, heads)."""
     import torch
 
+    from inkbooth.ocr import decoding
+
     class DecoderWithCrossAttention(torch.nn.Module):
         def __init__(self, m: Any) -> None:
             super().__init__()
             self.decoder = m.decoder
             # VisionEncoderDecoderModel projects encoder states when the hidden sizes differ.
-            needs = (m.encoder.config.hidden_size != m.decoder.config.hidden_size
-                     and m.decoder.config.cross_attention_hidden_size is None)
-            self.proj = m.enc_to_dec_proj if needs else None
+            self.proj = decoding.encoder_projection(m)
 
         def forward(self, input_ids: torch.Tensor, encoder_hidden_states: torch.Tensor):
             if self.proj is not None:
@@ -239,9 +239,7 @@ class Recognizer:
                 self.attn_session = ort.InferenceSession(str(root / DECODER_ATTN),
                                                          _session_options(self.config.threads), providers=providers)
             enc_cfg = AutoConfig.from_pretrained(root).encoder
-        size = enc_cfg.image_size if isinstance(enc_cfg.image_size, (list, tuple)) else (enc_cfg.image_size,) * 2
-        patch = enc_cfg.patch_size if isinstance(enc_cfg.patch_size, (list, tuple)) else (enc_cfg.patch_size,) * 2
-        self.grid = (size[0] // patch[0], size[1] // patch[1])
+        self.grid = localize.patch_grid(enc_cfg)
         self.max_new_tokens = self._token_limit()
         # trocr-base-printed (and models trained like it) emit <s> right after the start token: not text.
         self.bos_id = self.tokenizer.bos_token_id
@@ -678,12 +676,11 @@ def _read_document(path: Path, rel: str, recognizer: Recognizer, config: Recogni
         if pending:
             flush()
         if counts["total"] > counts["pages"]:
-            sink.write(json.dumps(_note(rel, "warning", (
+            sink.write(json_line(_note(rel, "warning", (
                 f"{rel}: {counts['total']} pages, only the first {counts['pages']} read (max_pages); "
-                f"pages {counts['pages'] + 1}-{counts['total']} were not read"))) + "\n")
+                f"pages {counts['pages'] + 1}-{counts['total']} were not read"))))
         if counts["lines"] == 0:
-            sink.write(json.dumps(_note(rel, "empty", f"{rel}: no text found on its {counts['pages']} page(s)"))
-                       + "\n")
+            sink.write(json_line(_note(rel, "empty", f"{rel}: no text found on its {counts['pages']} page(s)")))
     header = {"document": rel, "status": "ok", "pages": counts["pages"], "pages_in_document": counts["total"],
               "pages_with_text": len(with_text), "lines": counts["lines"]}
     return header, records_path

@@ -68,10 +68,6 @@ def font_identity(spec: str) -> str:
     return hashlib.sha256(Path(spec).read_bytes()).hexdigest()
 
 
-def _font(size: int):
-    return load_font(DEFAULT_FONT, size)
-
-
 def render_line(text: str, size: int = 28, pad: int = 6, font: str = DEFAULT_FONT) -> Image.Image:
     """One line of dark text on white, cropped to the text with ``pad`` pixels around it."""
     from PIL import Image, ImageDraw

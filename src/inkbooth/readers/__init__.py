@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import logging
 import shutil
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -145,6 +144,3 @@ def main(argv: list[str] | None = None) -> int:
     print(train(args.name, args.fonts, args.workdir))
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())
