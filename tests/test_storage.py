@@ -133,3 +133,19 @@ def test_if_absent_refuses_overwrite(root):
 def test_local_writes_leave_no_partial_files(tmp_path):
     storage.write_bytes(str(tmp_path / "a" / "f.bin"), b"1" * 1000)
     assert [p.name for p in (tmp_path / "a").iterdir()] == ["f.bin"]
+
+
+def test_the_embedded_store_takes_many_buckets(tmp_path):
+    """Each bucket takes several volumes; sized from the free disk (up to 1 GB each), the volumes ran
+    out with 35 GB free and the 35th bucket's first write failed ("No writable volumes"), which broke
+    the suite late in a run on a fuller disk. The store's volumes are 64 MB."""
+    store = objectstore.EmbeddedS3(tmp_path / "store").start()
+    try:
+        with objectstore.environment(store.env()):
+            for i in range(60):
+                uri = f"s3://many-{i:03d}"
+                storage.ensure_bucket(uri)
+                storage.write_bytes(f"{uri}/object", b"x" * 1000)
+                assert storage.read_bytes(f"{uri}/object") == b"x" * 1000
+    finally:
+        store.stop()

@@ -59,6 +59,9 @@ def _port_free(port: int) -> bool:
         return True
 
 
+VOLUME_SIZE_MB = 64
+
+
 def _write_private(path: Path, text: str) -> None:
     fd = os.open(path, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
@@ -147,7 +150,12 @@ class EmbeddedS3:
         store.mkdir(exist_ok=True, mode=0o700)
         _make_private(self.data_dir)
         args = [weed_binary(), "mini", f"-dir={store}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
-                f"-s3.config={s3_config}", "-admin.ui=false", "-master.telemetry=false"]
+                f"-s3.config={s3_config}", "-admin.ui=false", "-master.telemetry=false",
+                # Volumes of 64 MB, the smallest `weed mini` picks itself: it otherwise sizes them from
+                # the free disk (up to 1 GB) and allows free disk / size of them, and every bucket takes
+                # several, so with 35 GB free the 35th bucket's first write failed ("No writable
+                # volumes"). Volumes are not preallocated: a small one costs a small file.
+                f"-master.volumeSizeLimitMB={VOLUME_SIZE_MB}"]
         args += [f"-{flag}={port}" for flag, port in self.ports.items()]
         log_path = self.data_dir / "weed.log"
         self._log = os.fdopen(os.open(log_path, os.O_CREAT | os.O_WRONLY | os.O_APPEND, 0o600), "ab")
