@@ -118,6 +118,8 @@ def test_model_sources(tiny_trocr, bucket, tmp_path):
     local = models.resolve(f"{bucket}/models/tiny")
     assert (local / "model.safetensors").read_bytes() == (tiny_trocr / "model.safetensors").read_bytes()
     assert models.resolve(f"{bucket}/models/tiny") == local, "cached by content"
+    assert (local / ".complete").is_file()  # the cache's marker is not part of the model:
+    assert models.folder_hash(local) == models.folder_hash(tiny_trocr) == models.fingerprint(str(tiny_trocr))[7:]
     pickled = tmp_path / "pickled"
     pickled.mkdir()
     (pickled / "config.json").write_text("{}")

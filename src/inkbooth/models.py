@@ -122,6 +122,13 @@ def _from_hub(repo_id: str, *, allow_pickle: bool, revision: str | None) -> Path
     return Path(path)
 
 
+def folder_hash(folder: str | Path) -> str:
+    """The content hash of a resolved model folder: its files, hidden ones left out (the s3 cache marks a
+    finished download with ``.complete``; hub snapshots hold ``.gitattributes``), so one model has one
+    hash whichever stage resolved it and from where."""
+    return artifacts.content_hash([f for f in artifacts.scan_dir(folder) if not f.path.startswith(".")])
+
+
 def fingerprint(source: str, *, revision: str | None = None) -> str:
     """A key that changes whenever the model at ``source`` does, found without downloading it.
 
@@ -135,7 +142,7 @@ def fingerprint(source: str, *, revision: str | None = None) -> str:
             return "sha256:" + artifacts.read_manifest(source).content_hash
         if storage.is_s3(source):
             return "sha256:" + _s3_listing(source)[2]
-        return "sha256:" + artifacts.content_hash(artifacts.scan_dir(Path(source).expanduser()))
+        return "sha256:" + folder_hash(Path(source).expanduser())
     if not _HUB_ID.match(source):
         raise ModelSourceError(f"{source}: not a local folder, an s3:// URI or a hub id (owner/name)")
     from huggingface_hub import HfApi, snapshot_download

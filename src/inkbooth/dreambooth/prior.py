@@ -143,7 +143,7 @@ def generate_prior_images(model: str, output: str, config: PriorConfig, shard: s
     runtime.limit_torch_threads()
     runtime.keep_freed_memory()
     folder = models.resolve(model, allow_pickle=config.allow_pickle)
-    model_hash = artifacts.content_hash(artifacts.scan_dir(folder))
+    model_hash = models.folder_hash(folder)
     spec = prior_spec(model_hash, config, config.size or native_size(folder), str(dtype).replace("torch.", ""))
     key = prior_key(spec)
     root = storage.join(output, key)

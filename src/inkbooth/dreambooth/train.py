@@ -305,7 +305,7 @@ def train_dreambooth(model: str, instance_images: str, output: str, config: Trai
     set_seed(config.seed, device_specific=True)
 
     folder = models.resolve(model, allow_pickle=config.allow_pickle)
-    base_hash = artifacts.content_hash(artifacts.scan_dir(folder))
+    base_hash = models.folder_hash(folder)
     tokenizer = CLIPTokenizer.from_pretrained(folder, subfolder="tokenizer")
     noise_scheduler = DDPMScheduler.from_pretrained(folder, subfolder="scheduler")
     weight_dtype = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[config.mixed_precision]

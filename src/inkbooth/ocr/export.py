@@ -192,8 +192,7 @@ def _parity_set(images_uri: str | None, n: int) -> tuple[list[Any], list[str] | 
         raise ValueError(f"{images_uri}: no line images (.png/.jpg/.tif) for the parity check")
     truth: dict[str, str] = {}
     try:
-        labels_uri = lines.label_file(images_uri)
-        truth = {e.image: e.text for e in lines.parse_labels(storage.read_text(labels_uri), labels_uri)[0]}
+        truth = {e.image: e.text for e in lines.read_labels(images_uri)[1]}
     except ValueError:
         pass  # images without labels: parity is measured between variants only
     chosen = [k for k in keys if k in truth][:n] if truth else keys[:n]
@@ -330,7 +329,7 @@ def export_trocr(model: str, output: str, config: ExportConfig | None = None,
     config.validate()
     runtime.limit_torch_threads(config.threads)  # the pod's CPU quota, OMP_THREAD_LIMIT
     source_dir = models.resolve(model, allow_pickle=config.allow_pickle)
-    source_hash = artifacts.content_hash(artifacts.scan_dir(source_dir))
+    source_hash = models.folder_hash(source_dir)
     if artifacts.is_published(output):
         existing = artifacts.read_manifest(output)
         if existing.inputs.get("model") == source_hash and existing.config == to_dict(config):

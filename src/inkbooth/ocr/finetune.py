@@ -260,11 +260,7 @@ def synthetic_eval_line(synth: LineSynth, seed: int, index: int) -> tuple[Any, s
     """Synthetic held-out line ``index``: drawn from its own stream, never the training one."""
     rng = _rng(seed, "eval", index)
     font = synth.config.fonts[index % len(synth.config.fonts)]  # every font equally often
-    text = synth.text(rng)
-    from inkbooth.ocr.synth import render_crop
-
-    img = render_crop(text, font, rng.randint(synth.config.min_size, synth.config.max_size), rng,
-                      padding=rng.uniform(*synth.config.padding), degrade=rng.random() < synth.config.degrade)
+    img, text = synth.draw(rng, font)
     return img, text, Path(font).name
 
 
@@ -404,8 +400,7 @@ def finetune_trocr(model: str, output: str, config: FinetuneConfig | None = None
     runtime.limit_torch_threads(config.threads)  # the pod's CPU quota, OMP_THREAD_LIMIT
     device = _device(config)
     folder = models.resolve(model, allow_pickle=config.allow_pickle)
-    # Hidden files are not part of a model (the s3 cache marks a complete download with .complete).
-    base_hash = artifacts.content_hash([f for f in artifacts.scan_dir(folder) if not f.path.startswith(".")])
+    base_hash = models.folder_hash(folder)
     checkpoints = checkpoints or output.rstrip("/") + "-checkpoints"
     with storage.temp_dir("inkbooth-finetune-") as tmp:
         lineset = linedata.open_lines(data, tmp, linedata.LinesConfig(holdout=config.holdout)) if data else None
@@ -596,27 +591,27 @@ def register_trocr(trained: str, registry: str, config: RegisterConfig | None = 
     """
     config = config or RegisterConfig()
     config.validate()
+    ev = artifacts.read_manifest(evaluation) if evaluation else None
+    worst = ev.metrics.get("cer") if ev else None
+    if worst is not None and worst > config.max_cer:  # before anything is copied
+        raise ValueError(f"{trained}: evaluated CER {worst:.4f} exceeds max_cer = {config.max_cer}; not registered")
     extra_inputs = {}
+    reg = artifacts.Registry(registry)
     with storage.temp_dir("inkbooth-register-") as tmp:
         work = Path(tmp)
         trained_manifest = copy_checkpoint(trained, work)
         metrics = dict(trained_manifest.metrics)
-        if evaluation:
-            ev = artifacts.read_manifest(evaluation)
+        if ev is not None:
             metrics.update({f"eval_{k}": v for k, v in ev.metrics.items()})
             extra_inputs["evaluation"] = ev.content_hash
             shutil.copy2(artifacts.fetch(evaluation) / "evaluation.json", work / "evaluation.json")
-            worst = ev.metrics.get("cer")
-            if worst is not None and worst > config.max_cer:
-                raise ValueError(f"{trained}: evaluated CER {worst:.4f} exceeds max_cer = {config.max_cer}; "
-                                 "not registered")
         if onnx_model:
             onnx = artifacts.read_manifest(onnx_model)
             metrics.update({f"parity_{k}": v for k, v in onnx.metrics.items()})
             extra_inputs["onnx_model"] = onnx.content_hash
-        version, manifest = artifacts.Registry(registry).register(
+        version, manifest = reg.register(
             config.name, work, kind=KIND, alias=config.alias or None,
             inputs={**trained_manifest.inputs, "trained": trained_manifest.content_hash, **extra_inputs},
             config=trained_manifest.config, metrics=metrics,
             lineage={**trained_manifest.lineage, "trained": trained})
-    return artifacts.Registry(registry).uri(config.name, version), manifest
+    return reg.uri(config.name, version), manifest

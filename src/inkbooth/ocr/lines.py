@@ -115,14 +115,21 @@ def _digest(uri: str) -> str:
     return storage.stat(uri).sha256 or hashlib.sha256(storage.read_bytes(uri)).hexdigest()
 
 
-def line_data_hash(data: str) -> str:
+def read_labels(data: str) -> tuple[str, list[LabelledLine], list[dict[str, Any]]]:
+    """The label file under ``data``, its entries and the problems of the entries left out."""
+    labels_uri = label_file(data)
+    entries, problems = parse_labels(storage.read_text(labels_uri), labels_uri)
+    return labels_uri, entries, problems
+
+
+def line_data_hash(data: str, labels: tuple[str, list[LabelledLine], Any] | None = None) -> str:
     """The identity of labelled line data: its label file and the images it names, by content.
 
     From the store's recorded checksums where objects carry one, so nothing is downloaded then.
     An image that is missing counts by its name, so adding it later changes the identity.
+    ``labels`` is ``read_labels(data)`` where the caller holds it already.
     """
-    labels_uri = label_file(data)
-    entries, _ = parse_labels(storage.read_text(labels_uri), labels_uri)
+    labels_uri, entries, _ = labels or read_labels(data)
     h = hashlib.sha256(_digest(labels_uri).encode())
     for name in sorted({e.image for e in entries}):
         try:
@@ -157,14 +164,14 @@ def prepare_lines(data: str, output: str, config: LinesConfig | None = None, *,
     """
     config = config or LinesConfig()
     config.validate()
-    data_hash = line_data_hash(data)
+    labels = read_labels(data)
+    data_hash = line_data_hash(data, labels)
     if artifacts.is_published(output):
         existing = artifacts.read_manifest(output)
         if existing.inputs.get("data") == data_hash and existing.config == to_dict(config):
             log.info("%s: these lines are prepared already; reusing them", output)
             return existing
-    labels_uri = label_file(data)
-    entries, problems = parse_labels(storage.read_text(labels_uri), labels_uri)
+    labels_uri, entries, problems = labels
     kept: list[LabelledLine] = []
     with storage.temp_dir("inkbooth-lines-") as tmp:
         work = Path(tmp)

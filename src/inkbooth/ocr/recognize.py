@@ -123,6 +123,11 @@ def _providers(device: str) -> list[str]:
     return ["CPUExecutionProvider"]
 
 
+def _ort_device(device: str) -> str:
+    """Where ONNX Runtime runs for the configured ``device``: "cuda" or "cpu"."""
+    return "cuda" if _providers(device)[0].startswith("CUDA") else "cpu"
+
+
 def _session_options(threads: int) -> Any:
     """ONNX Runtime options: ``threads`` intra-op threads, or as many as the CPU quota allows (0).
 
@@ -204,8 +209,8 @@ class Recognizer:
             self.dir = Path(artifacts.read_manifest(str(self.dir)).location(str(self.dir)))
         if self.config.backend == "onnx" and self.config.variant == "auto":
             present = {v for v in ("fp32", "int8", "fp16") if (self.dir / v).is_dir()}
-            device = "cuda" if _providers(self.config.device)[0].startswith("CUDA") else "cpu"
-            self.config = dataclasses.replace(self.config, variant=choose_variant("auto", present, device))
+            self.config = dataclasses.replace(self.config, variant=choose_variant("auto", present,
+                                                                                  _ort_device(self.config.device)))
         root = self.dir / self.config.variant if (self.dir / self.config.variant).is_dir() else self.dir
         self.root = root
         self.processor = TrOCRProcessor.from_pretrained(root)
@@ -231,7 +236,7 @@ class Recognizer:
             from inkbooth.ocr.export import DECODER_ATTN
 
             providers = _providers(self.config.device)
-            self.device = "cuda" if providers[0].startswith("CUDA") else "cpu"
+            self.device = _ort_device(self.config.device)
             if decoding.has_engine(root):
                 self.engine = decoding.OrtEngine(root, providers, _session_options(self.config.threads))
             else:  # an export from before the engine: optimum's decoders under generate
@@ -385,7 +390,7 @@ def resolve_model(model: str, config: RecognizeConfig) -> tuple[Path, str]:
         from inkbooth import models
 
         folder = models.resolve(model)
-        return folder, artifacts.content_hash(artifacts.scan_dir(folder))
+        return folder, models.folder_hash(folder)
     if not artifacts.is_published(model):
         raise ValueError(f"{model}: not an exported model (no {artifacts.MANIFEST}); run export-trocr first, "
                          "or use backend=torch with a PyTorch checkpoint")
@@ -396,9 +401,8 @@ def resolve_model(model: str, config: RecognizeConfig) -> tuple[Path, str]:
     # so the settings a result is keyed by name the variant that made it. A variant the export lacks
     # fails the run here, before any document.
     present = {e.path.split("/", 1)[0] for e in manifest.files if "/" in e.path}
-    device = "cuda" if _providers(config.device)[0].startswith("CUDA") else "cpu"
     try:
-        config.variant = choose_variant(config.variant, present, device)
+        config.variant = choose_variant(config.variant, present, _ort_device(config.device))
     except ValueError as e:
         raise ValueError(f"{model}: {e}; choose one of those, or export it (export config 'variants')") from None
     return artifacts.fetch(model, only=config.variant), manifest.content_hash

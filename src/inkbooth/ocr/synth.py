@@ -262,11 +262,12 @@ class LineSynth:
             text = text.rsplit(" ", 1)[0]
         return text[:cfg.max_chars].strip() or rng.choice(self.charset.replace(" ", ""))
 
-    def draw(self, rng: random.Random) -> tuple[Image.Image, str]:
-        """One line: a text, rendered in a random font and size, cropped like the page cutter's crops."""
+    def draw(self, rng: random.Random, font: str | None = None) -> tuple[Image.Image, str]:
+        """One line: a text, rendered in ``font`` (default: a random one of the config's) at a random size,
+        cropped like the page cutter's crops."""
         text = self.text(rng)
         cfg = self.config
-        font = rng.choice(cfg.fonts)
+        font = font if font is not None else rng.choice(cfg.fonts)
         return render_crop(text, font, rng.randint(cfg.min_size, cfg.max_size), rng,
                            padding=rng.uniform(*cfg.padding), degrade=rng.random() < cfg.degrade), text
 
