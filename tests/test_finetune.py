@@ -219,7 +219,7 @@ def test_checkpoints_resume_only_their_own_run_and_skip_damaged_ones(base, label
         assert names == {"model.safetensors", "optimizer.safetensors", "state.json"}, "no pickles"
 
 
-def test_synthetic_lines_mixed_into_batches_with_per_font_figures(base, labelled, tmp_path):
+def test_synthetic_lines_mixed_into_batches_with_per_font_and_per_kind_figures(base, labelled, tmp_path):
     font = str(_font_file(tmp_path))
     cfg = finetune.FinetuneConfig(**{**FAST, "max_steps": 2}, synthetic_share=0.5, synthetic_eval_lines=6,
                                   synthetic={"fonts": ["default", font], "texts": {"invoice": 1.0, "chars": 0.5}})
@@ -229,6 +229,7 @@ def test_synthetic_lines_mixed_into_batches_with_per_font_figures(base, labelled
     assert [t for _, t in one] == [t for _, t in again], "a batch is a function of the step"
     m = finetune.finetune_trocr(str(base), str(tmp_path / "out"), cfg, data=str(labelled)).metrics
     assert set(m["synthetic_cer_by_font"]) == {"default", font.rsplit("/", 1)[-1]}
+    assert set(m["synthetic_cer_by_kind"]) == {"invoice", "chars"}  # and per text kind
     lineage = artifacts.read_manifest(str(tmp_path / "out")).lineage["synthetic"]
     assert lineage["fonts"][font.rsplit("/", 1)[-1]] == synth.font_identity(font)
 

@@ -43,7 +43,7 @@ class EvaluateConfig:
             raise ValueError("num_beams and batch_size must be at least 1")
 
 
-def run_heldout_sets(trained: str, lines: str | None = None) -> dict[str, list[tuple[Any, str, str]]]:
+def run_heldout_sets(trained: str, lines: str | None = None) -> dict[str, list[finetune.EvalLine]]:
     """The evaluation sets of the fine-tuning run at ``trained`` (with its prepared ``lines``)."""
     training = json.loads(artifacts.read_text(trained, "training.json"))  # its current version
     config = from_dict(finetune.FinetuneConfig, training["config"], source=f"{trained}/training.json")
@@ -77,12 +77,12 @@ def evaluate_trocr(onnx_model: str, trained: str, output: str, config: EvaluateC
         for name, items in sets.items():
             texts = []
             for i in range(0, len(items), config.batch_size):
-                texts.extend(r.text for r in rec.read([img for img, _, _ in items[i:i + config.batch_size]]))
-            pairs = [(h, t) for h, (_, t, _) in zip(texts, items)]
+                texts.extend(r.text for r in rec.read([item[0] for item in items[i:i + config.batch_size]]))
+            pairs = [(h, item[1]) for h, item in zip(texts, items)]
             rates = finetune.error_rates(pairs)
             metrics[f"{variant}_{name}_cer"], metrics[f"{variant}_{name}_wer"] = rates["cer"], rates["wer"]
-            predictions.extend({"variant": variant, "set": name, "font": f, "text": t, "read": h}
-                               for h, (_, t, f) in zip(texts, items))
+            predictions.extend({"variant": variant, "set": name, "font": f, "kind": k, "text": t, "read": h}
+                               for h, (_, t, f, k) in zip(texts, items))
     headline = "heldout" if "heldout" in sets else "synthetic"
     for variant in config.variants:
         metrics[f"{variant}_cer"] = metrics[f"{variant}_{headline}_cer"]

@@ -245,23 +245,26 @@ class Batches:
         return out
 
 
+EvalLine = tuple[Any, str, str, str]  # an evaluation line: image, true text, font name, text kind ('' if unknown)
+
+
 def heldout_sets(lineset: linedata.LineSet | None, synth: LineSynth | None,
-                 config: FinetuneConfig) -> dict[str, list[tuple[Any, str, str]]]:
-    """Named evaluation sets of (image, text, font or '') triples, fixed for the run."""
-    sets: dict[str, list[tuple[Any, str, str]]] = {}
+                 config: FinetuneConfig) -> dict[str, list[EvalLine]]:
+    """Named evaluation sets of (image, text, font, text kind) lines, fixed for the run ('' where unknown)."""
+    sets: dict[str, list[EvalLine]] = {}
     if lineset and lineset.heldout:
-        sets["heldout"] = [(linedata.decode(b), t, "") for b, t in lineset.heldout[:config.eval_lines]]
+        sets["heldout"] = [(linedata.decode(b), t, "", "") for b, t in lineset.heldout[:config.eval_lines]]
     if synth is not None and config.synthetic_eval_lines:
         sets["synthetic"] = [synthetic_eval_line(synth, config.seed, i) for i in range(config.synthetic_eval_lines)]
     return sets
 
 
-def synthetic_eval_line(synth: LineSynth, seed: int, index: int) -> tuple[Any, str, str]:
+def synthetic_eval_line(synth: LineSynth, seed: int, index: int) -> EvalLine:
     """Synthetic held-out line ``index``: drawn from its own stream, never the training one."""
     rng = _rng(seed, "eval", index)
     font = synth.config.fonts[index % len(synth.config.fonts)]  # every font equally often
-    img, text = synth.draw(rng, font)
-    return img, text, Path(font).name
+    img, text, kind = synth.sample(rng, font)
+    return img, text, Path(font).name, kind
 
 
 def read_lines(model: Any, processor: Any, images: list[Any], *, num_beams: int = 1, max_new_tokens: int = 96,
@@ -283,20 +286,21 @@ def read_lines(model: Any, processor: Any, images: list[Any], *, num_beams: int 
     return texts
 
 
-def evaluate_sets(model: Any, processor: Any, sets: dict[str, list[tuple[Any, str, str]]], *, num_beams: int,
+def evaluate_sets(model: Any, processor: Any, sets: dict[str, list[EvalLine]], *, num_beams: int,
                   max_new_tokens: int) -> dict[str, Any]:
-    """CER and WER per evaluation set (and per font for synthetic lines)."""
+    """CER and WER per evaluation set (and, for synthetic lines, per font and per text kind)."""
     metrics: dict[str, Any] = {}
     for name, items in sets.items():
-        hyps = read_lines(model, processor, [img for img, _, _ in items], num_beams=num_beams,
+        hyps = read_lines(model, processor, [item[0] for item in items], num_beams=num_beams,
                           max_new_tokens=max_new_tokens)
-        pairs = [(h, t) for h, (_, t, _) in zip(hyps, items)]
+        pairs = [(h, item[1]) for h, item in zip(hyps, items)]
         rates = error_rates(pairs)
         metrics[f"{name}_cer"], metrics[f"{name}_wer"] = rates["cer"], rates["wer"]
-        fonts = sorted({f for _, _, f in items if f})
-        if len(fonts) > 1:
-            metrics[f"{name}_cer_by_font"] = {
-                f: error_rates([p for p, (_, _, g) in zip(pairs, items) if g == f])["cer"] for f in fonts}
+        for field, label in ((2, "font"), (3, "kind")):
+            groups = sorted({item[field] for item in items if item[field]})
+            if len(groups) > 1:
+                metrics[f"{name}_cer_by_{label}"] = {
+                    g: error_rates([p for p, item in zip(pairs, items) if item[field] == g])["cer"] for g in groups}
         metrics[f"{name}_examples"] = [{"text": t, "read": h} for h, t in pairs[:5]]
     return metrics
 

@@ -229,6 +229,10 @@ class LineSynth:
         return out
 
     def text(self, rng: random.Random) -> str:
+        return self.text_and_kind(rng)[0]
+
+    def text_and_kind(self, rng: random.Random) -> tuple[str, str]:
+        """A line's text, and which of the config's text kinds made it."""
         kind = rng.choices(self.kinds, self.weights)[0]
         cfg = self.config
         if kind == "invoice":
@@ -260,16 +264,20 @@ class LineSynth:
         text = "".join(c for c in text if c in allowed)
         while len(text) > cfg.max_chars and " " in text:
             text = text.rsplit(" ", 1)[0]
-        return text[:cfg.max_chars].strip() or rng.choice(self.charset.replace(" ", ""))
+        return text[:cfg.max_chars].strip() or rng.choice(self.charset.replace(" ", "")), kind
 
-    def draw(self, rng: random.Random, font: str | None = None) -> tuple[Image.Image, str]:
-        """One line: a text, rendered in ``font`` (default: a random one of the config's) at a random size,
-        cropped like the page cutter's crops."""
-        text = self.text(rng)
+    def draw(self, rng: random.Random) -> tuple[Image.Image, str]:
+        """One line: a text, rendered in a random font and size, cropped like the page cutter's crops."""
+        image, text, _ = self.sample(rng)
+        return image, text
+
+    def sample(self, rng: random.Random, font: str | None = None) -> tuple[Image.Image, str, str]:
+        """One line as ``draw`` makes it, in ``font`` if given, with its text kind: (image, text, kind)."""
+        text, kind = self.text_and_kind(rng)
         cfg = self.config
         font = font if font is not None else rng.choice(cfg.fonts)
         return render_crop(text, font, rng.randint(cfg.min_size, cfg.max_size), rng,
-                           padding=rng.uniform(*cfg.padding), degrade=rng.random() < cfg.degrade), text
+                           padding=rng.uniform(*cfg.padding), degrade=rng.random() < cfg.degrade), text, kind
 
 
 def render_crop(text: str, font: str, size: int, rng: random.Random, *, padding: float = 0.15,
