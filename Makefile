@@ -33,16 +33,16 @@ fonts: ## fetch fonts and word lists from Debian (for synthetic training lines) 
 	bash scripts/fetch-fonts.sh .inkbooth/fonts
 
 reader-latin: setup fonts ## train the Latin reader from scratch (its recipe's stages) and install it in src/inkbooth/readers (hours on a shared CPU)
-	OMP_NUM_THREADS=1 nice -n 10 $(BIN)/python -m inkbooth.readers train latin
+	OMP_NUM_THREADS=1 nice -n 10 $(BIN)/inkbooth reader train latin
 
 reader-cyrillic: setup fonts ## retrain the Cyrillic reader the same way
-	OMP_NUM_THREADS=1 nice -n 10 $(BIN)/python -m inkbooth.readers train cyrillic
+	OMP_NUM_THREADS=1 nice -n 10 $(BIN)/inkbooth reader train cyrillic
 
-test: setup testdata ## set up, then lint and run the test suite (what CI runs)
+test: setup testdata fonts ## set up, then lint and run the test suite (what CI runs)
 	$(BIN)/ruff check src components pipelines tests bench
 	$(BIN)/pytest -q -m "not slow and not gpu"
 
-test-all: setup testdata ## every test, slow ones too (not the image proof: make test-images)
+test-all: setup testdata fonts ## every test, slow ones too (not the image proof: make test-images)
 	$(BIN)/pytest -q -m "not gpu and not images"
 
 test-load: setup ## the load test: 200 pages, 5,000 lines, memory at 1x and 4x (a few minutes)

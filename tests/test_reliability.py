@@ -72,19 +72,26 @@ def test_a_reader_is_installed_in_place_not_as_a_version(tmp_path, monkeypatch):
     monkeypatch.setattr(readers, "HERE", tmp_path / "readers")
     (tmp_path / "readers" / "latin").mkdir(parents=True)
     (tmp_path / "readers" / "latin" / readers.RECIPE).write_text("base: {}\n")
+    fonts = tmp_path / "fonts"
+    word_list = {"word_list": f"{fonts.absolute()}/american-english"}  # as the trainer records it
     for run, weights in (("one", b"first"), ("two", b"second")):
         trained = tmp_path / f"trained-{run}"
         (trained / finetune.LOGS).mkdir(parents=True)
         (trained / "model.safetensors").write_bytes(weights)
-        (trained / "training.json").write_text("{}")
+        (trained / "training.json").write_text(json.dumps({"config": {"synthetic": word_list}}))
         (trained / finetune.LOGS / "events").write_text("log")
-        artifacts.publish(trained, str(tmp_path / f"out-{run}"), kind=finetune.KIND, overwrite=True)
-        folder = readers.install("latin", tmp_path / f"out-{run}")
+        artifacts.publish(trained, str(tmp_path / f"out-{run}"), kind=finetune.KIND, overwrite=True,
+                          config={"synthetic": word_list}, metrics={"steps": 3, "synthetic_cer": 0.5})
+        folder = readers.install("latin", [str(tmp_path / "out-one"), str(tmp_path / f"out-{run}")], fonts)
     assert readers.path("latin") == folder and (folder / "model.safetensors").read_bytes() == b"second"
-    assert artifacts.read_manifest(str(folder)).root == "" and not (folder / artifacts.VERSIONS).exists()
+    manifest = artifacts.read_manifest(str(folder))
+    assert manifest.root == "" and not (folder / artifacts.VERSIONS).exists()
     assert sorted(p.name for p in (tmp_path / "readers").iterdir()) == ["latin"], "the old folder is gone"
-    assert {f.path for f in artifacts.read_manifest(str(folder)).files} == {
-        "model.safetensors", "training.json", readers.RECIPE}
+    assert {f.path for f in manifest.files} == {"model.safetensors", "training.json", readers.RECIPE}
+    # Every stage in the lineage; font paths as the recipe names them, in the manifest and training.json.
+    assert [s["stage"] for s in manifest.lineage["stages"]] == [1, 2] and manifest.lineage["stages"][1]["steps"] == 3
+    assert manifest.config["synthetic"]["word_list"] == "american-english"
+    assert json.loads((folder / "training.json").read_text())["config"]["synthetic"]["word_list"] == "american-english"
 
 
 def test_a_re_export_into_an_old_export_folder_seals_no_stale_files(tiny_trocr, tiny_onnx, tmp_path):

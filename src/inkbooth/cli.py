@@ -141,6 +141,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=["start"], help="start: run in the foreground and print its environment")
     p.add_argument("--data", default=".inkbooth/s3", help="data folder")
 
+    from inkbooth import readers  # light: the recipes' names, no torch
+
+    p = sub.add_parser("reader", help="the committed small readers: where one is (a MODEL for ocr, export-trocr, "
+                                      "finetune-trocr), or train it again from its recipe")
+    p.add_argument("action", choices=["path", "train"])
+    p.add_argument("name", choices=readers.NAMES)
+    p.add_argument("--fonts", default=".inkbooth/fonts", help="train: the folder `make fonts` fills")
+    p.add_argument("--workdir", default=".inkbooth/readers", help="train: base model, stage outputs, checkpoints")
+
     p = sub.add_parser("tiny", help="build a tiny model of a real architecture (offline, seeded)")
     p.add_argument("kind", choices=["trocr", "sd"])
     p.add_argument("output", help="folder to save it to")
@@ -154,7 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--export-model", help="with --build, OCR: the ONNX export, for the parity table")
     p.add_argument("--pdf-dpi", type=int, help="with --build, OCR: the PDF resolution the run used (default 200)")
 
-    p = sub.add_parser("demo", help="run both pipelines end to end on tiny models and the embedded store")
+    p = sub.add_parser("demo", help="run both pipelines end to end on small models and the embedded store")
     p.add_argument("--workdir", default=".inkbooth", help="where the demo keeps its files")
     p.add_argument("--num-shards", type=int, default=2)
     p.add_argument("--only", choices=["ocr", "dreambooth"], help="run one pipeline only")
@@ -405,6 +414,17 @@ def _sample(args: argparse.Namespace) -> int:
     return 0
 
 
+def _reader(args: argparse.Namespace) -> int:
+    from inkbooth import readers
+
+    if args.action == "train":
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        print(readers.train(args.name, args.fonts, args.workdir))
+    else:
+        print(readers.path(args.name))
+    return 0
+
+
 def _tiny(args: argparse.Namespace) -> int:
     from inkbooth import tiny
 
@@ -441,7 +461,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 COMMANDS = {"submit": _submit, "schedule": _schedule, "retrain": _retrain, "export-trocr": _export,
             "finetune-trocr": _finetune, "ocr": _ocr, "prior": _prior, "train": _train, "export-model": _export_model,
-            "sample": _sample, "pages": _pages, "run": _run, "compile": _compile, "store": _store, "tiny": _tiny,
+            "sample": _sample, "pages": _pages, "run": _run, "compile": _compile, "store": _store, "reader": _reader, "tiny": _tiny,
             "demo": _demo, "report": _report}
 
 if __name__ == "__main__":

@@ -5,24 +5,23 @@ so it loads like ``microsoft/trocr-base-printed`` through the same code (a folde
 hub id does) and exports to ONNX behind the same parity gate. Each is made by
 ``inkbooth.ocr.finetune`` from the recipe in its folder:
 
-* ``latin``: printable ASCII, in Pillow's bundled font (the demo documents') and Debian fonts;
-* ``cyrillic``: Russian, in Debian's DejaVu and Liberation fonts, to show that another alphabet and
-  tokenizer go through the same stage end to end.
+* ``latin``: printable ASCII, in Pillow's bundled font (the demo documents'): the demo and the tests
+  that must read use it;
+* ``cyrillic``: Russian, in Debian's DejaVu Sans, to show that another alphabet and tokenizer go
+  through the same stage end to end.
 
-A built reader's folder holds the checkpoint, ``recipe.yaml`` (base shape and fine-tuning config),
-``training.json`` (config, metrics, held-out history, lineage) and a manifest (content hashes,
-lineage and metrics), so ``inkbooth.artifacts.fetch`` verifies it like any other artifact. Only
-recipes are committed so far: see the README's Readers section for the measured training curve
-and what a reader that reaches its target CER takes.
+A reader's folder holds the checkpoint, ``recipe.yaml`` (base shape and fine-tuning stages),
+``training.json`` (its last stage's config, metrics and held-out history) and a manifest (content
+hashes; lineage with every stage's schedule, time and held-out CER), so ``inkbooth.artifacts.fetch``
+verifies it like any other artifact. The README's Readers section has the measured curves.
 
-``python -m inkbooth.readers train NAME`` (``make reader-NAME``) makes one: it builds the base
-model from the recipe, fine-tunes it (resuming its own checkpoints if interrupted) and installs the
-result here.
+``inkbooth reader train NAME`` (``make reader-NAME``) makes one again: it builds the base model from
+the recipe, runs its stages (each resuming its own checkpoints if interrupted) and installs the
+result here. ``inkbooth reader path NAME`` prints the folder, a MODEL for every OCR command.
 """
 
 from __future__ import annotations
 
-import argparse
 import logging
 import shutil
 from pathlib import Path
@@ -89,10 +88,12 @@ def train(name: str, fonts_dir: str | Path = ".inkbooth/fonts", workdir: str | P
     base_cfg = config.from_dict(tiny.TinyTrOCRConfig, {**tiny.dataclasses.asdict(tiny.READER_SHAPE), **spec["base"]},
                                 source=f"{name}/{RECIPE}: base")
     source = str(tiny.build_tiny_trocr(work / "base", base_cfg))
+    outputs: list[str] = []
     for k, stage in enumerate(stages(spec), start=1):
         ft = {**stage, "synthetic": _with_fonts(stage["synthetic"], Path(fonts_dir).absolute()), "resume": "latest"}
         ft_cfg = config.from_dict(FinetuneConfig, ft, source=f"{name}/{RECIPE}: finetune stage {k}")
         output = str(work / ("trained" if k == 1 else f"trained-{k}"))
+        outputs.append(output)
         if artifacts.is_published(output):
             done = artifacts.read_manifest(output)
             if done.config == config.to_dict(ft_cfg) and done.lineage.get("base_model") == source:
@@ -101,18 +102,39 @@ def train(name: str, fonts_dir: str | Path = ".inkbooth/fonts", workdir: str | P
                 continue
         finetune_trocr(source, output, ft_cfg, checkpoints=str(work / "checkpoints"))
         source = output
-    return install(name, source)
+    return install(name, outputs, fonts_dir)
 
 
-def install(name: str, trained: str | Path) -> Path:
-    """Copy a fine-tuning output's checkpoint into the package as reader ``name``, with its manifest."""
+def _stage_summary(k: int, manifest: Any) -> dict[str, Any]:
+    """What one stage did, for the reader's lineage: its schedule, lines, time and held-out CER."""
+    cfg, m = manifest.config, manifest.metrics
+    return {"stage": k, "steps": m.get("steps"), "learning_rate": cfg.get("learning_rate"),
+            "ctc_weight": cfg.get("ctc_weight"), "max_chars": (cfg.get("synthetic") or {}).get("max_chars"),
+            "seed": cfg.get("seed"), "train_seconds": m.get("train_seconds"), "synthetic_cer": m.get("synthetic_cer")}
+
+
+def install(name: str, stage_outputs: list[str], fonts_dir: str | Path | None = None) -> Path:
+    """Copy the last fine-tuning stage's checkpoint into the package as reader ``name``, with a
+    manifest whose lineage lists every stage. Paths in the fonts folder are written as the file
+    names the recipe uses, so nothing in the reader names the machine it was trained on."""
+    import json
+
     from inkbooth import artifacts, storage
     from inkbooth.ocr.finetune import KIND, copy_checkpoint
+
+    prefix = str(Path(fonts_dir).absolute()) + "/" if fonts_dir else None
+
+    def portable(value: Any) -> Any:
+        return json.loads(json.dumps(value).replace(prefix, "")) if prefix else value
 
     dest = HERE / name
     with storage.temp_dir("inkbooth-reader-") as tmp:
         work = Path(tmp)
-        trained_manifest = copy_checkpoint(str(trained), work)
+        trained_manifest = copy_checkpoint(str(stage_outputs[-1]), work)
+        if prefix:
+            record = work / "training.json"
+            record.write_text(record.read_text(encoding="utf-8").replace(prefix, ""), encoding="utf-8")
+        history = [_stage_summary(k, artifacts.read_manifest(str(out))) for k, out in enumerate(stage_outputs, 1)]
         shutil.copy2(dest / RECIPE, work / RECIPE)
         # Published in place, not as a version under .inkbooth-versions/: package data is found by its
         # file names. The old folder steps aside and comes back if the publish fails.
@@ -122,25 +144,11 @@ def install(name: str, trained: str | Path) -> Path:
         try:
             artifacts.publish(work, str(dest), kind=KIND, name=f"reader-{name}",
                               inputs={**trained_manifest.inputs, "trained": trained_manifest.content_hash},
-                              config=trained_manifest.config, metrics=trained_manifest.metrics,
-                              lineage=trained_manifest.lineage)
+                              config=portable(trained_manifest.config), metrics=trained_manifest.metrics,
+                              lineage=portable({**trained_manifest.lineage, "stages": history}))
         except BaseException:
             if not dest.exists():
                 old.rename(dest)
             raise
         shutil.rmtree(old, ignore_errors=True)
     return dest
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m inkbooth.readers", description="train or list the small readers")
-    sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("train", help="train a reader from its recipe and install it in the package")
-    p.add_argument("name", choices=NAMES)
-    p.add_argument("--fonts", default=".inkbooth/fonts", help="folder filled by scripts/fetch-fonts.sh")
-    p.add_argument("--workdir", default=".inkbooth/readers", help="base model, checkpoints and logs")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    print(train(args.name, args.fonts, args.workdir))
-    return 0
-
