@@ -149,6 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", choices=readers.NAMES)
     p.add_argument("--fonts", default=".inkbooth/fonts", help="train: the folder `make fonts` fills")
     p.add_argument("--workdir", default=".inkbooth/readers", help="train: base model, stage outputs, checkpoints")
+    p.add_argument("--threads", type=int, default=0, help="train: torch threads (default: the recipe's)")
 
     p = sub.add_parser("tiny", help="build a tiny model of a real architecture (offline, seeded)")
     p.add_argument("kind", choices=["trocr", "sd"])
@@ -419,7 +420,7 @@ def _reader(args: argparse.Namespace) -> int:
 
     if args.action == "train":
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-        print(readers.train(args.name, args.fonts, args.workdir))
+        print(readers.train(args.name, args.fonts, args.workdir, args.threads))
     else:
         print(readers.path(args.name))
     return 0

@@ -59,6 +59,11 @@ _NOT_IDENTITY = ("resume", "threads", "log_every", "eval_every", "eval_lines", "
                  "eval_num_beams", "target_cer", "checkpoint_every", "checkpoints_total_limit", "device")
 
 
+def identity(config: dict[str, Any]) -> dict[str, Any]:
+    """The fields of a fine-tuning config (as a dict) that shape the weights: a run's identity."""
+    return {k: v for k, v in config.items() if k not in _NOT_IDENTITY}
+
+
 @dataclasses.dataclass
 class FinetuneConfig:
     """A TrOCR fine-tuning run."""
@@ -416,7 +421,7 @@ def finetune_trocr(model: str, output: str, config: FinetuneConfig | None = None
                    "synthetic": synth_lineage}
         run = ckpt.RunCheckpoints(checkpoints, {
             "base_model": base_hash, "data": lineage["data_hash"], "synthetic": synth_lineage,
-            "config": config_hash({k: v for k, v in to_dict(config).items() if k not in _NOT_IDENTITY})},
+            "config": config_hash(identity(to_dict(config)))},
             kind=CHECKPOINT_KIND, keep=config.checkpoints_total_limit)
         batches = Batches(lineset, synth, config)
         sets = heldout_sets(lineset, synth, config)

@@ -74,14 +74,16 @@ def stages(spec: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
-def train(name: str, fonts_dir: str | Path = ".inkbooth/fonts", workdir: str | Path = ".inkbooth/readers") -> Path:
+def train(name: str, fonts_dir: str | Path = ".inkbooth/fonts", workdir: str | Path = ".inkbooth/readers",
+          threads: int = 0) -> Path:
     """Make reader ``name`` from its recipe and install it in the package; returns its folder.
 
-    Each stage resumes its own checkpoints if interrupted; a stage whose output is published with
-    the same config and starting model is not run again.
+    Each stage resumes its own checkpoints if interrupted; a stage whose output is published from
+    the same starting model with the same config (up to fields that do not change the weights, such
+    as threads and evaluation settings) is not run again. ``threads`` overrides the recipe's.
     """
     from inkbooth import artifacts, config, tiny
-    from inkbooth.ocr.finetune import FinetuneConfig, finetune_trocr
+    from inkbooth.ocr.finetune import FinetuneConfig, finetune_trocr, identity
 
     spec = recipe(name)
     work = Path(workdir) / name
@@ -90,13 +92,14 @@ def train(name: str, fonts_dir: str | Path = ".inkbooth/fonts", workdir: str | P
     source = str(tiny.build_tiny_trocr(work / "base", base_cfg))
     outputs: list[str] = []
     for k, stage in enumerate(stages(spec), start=1):
-        ft = {**stage, "synthetic": _with_fonts(stage["synthetic"], Path(fonts_dir).absolute()), "resume": "latest"}
+        ft = {**stage, "synthetic": _with_fonts(stage["synthetic"], Path(fonts_dir).absolute()), "resume": "latest",
+              **({"threads": threads} if threads else {})}
         ft_cfg = config.from_dict(FinetuneConfig, ft, source=f"{name}/{RECIPE}: finetune stage {k}")
         output = str(work / ("trained" if k == 1 else f"trained-{k}"))
         outputs.append(output)
         if artifacts.is_published(output):
             done = artifacts.read_manifest(output)
-            if done.config == config.to_dict(ft_cfg) and done.lineage.get("base_model") == source:
+            if identity(done.config) == identity(config.to_dict(ft_cfg)) and done.lineage.get("base_model") == source:
                 log.info("stage %d: %s is trained already", k, output)
                 source = output
                 continue
