@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP) ## create .venv and install inkbooth with its dev, OCR and local-store extras
 
-demo: setup ## set up, then run the OCR pipeline end to end locally (embedded S3, tiny models)
+demo: setup ## set up, then run both pipelines end to end locally (embedded S3, the Latin reader, a tiny Stable Diffusion)
 	$(BIN)/inkbooth demo
 
 report-screenshots: setup ## after make demo: PNGs of the demo's two reports for the README (headless Chromium)
@@ -32,10 +32,10 @@ testdata: ## fetch test data from Debian (real LaTeX-typeset PDFs, tests/evalset
 fonts: ## fetch fonts and word lists from Debian (for synthetic training lines) into .inkbooth/fonts
 	bash scripts/fetch-fonts.sh .inkbooth/fonts
 
-reader-latin: setup fonts ## train the Latin reader from scratch (its recipe's stages) and install it in src/inkbooth/readers (hours on a shared CPU)
+reader-latin: setup fonts ## train the Latin reader from scratch (its recipe's 5 stages) and install it in src/inkbooth/readers (about 2 h of one core)
 	OMP_NUM_THREADS=1 nice -n 10 $(BIN)/inkbooth reader train latin
 
-reader-cyrillic: setup fonts ## retrain the Cyrillic reader the same way
+reader-cyrillic: setup fonts ## retrain the Cyrillic reader the same way (about 1 h of one core)
 	OMP_NUM_THREADS=1 nice -n 10 $(BIN)/inkbooth reader train cyrillic
 
 test: setup testdata fonts ## set up, then lint and run the test suite (what CI runs)

@@ -235,10 +235,9 @@ PIPES = "s3://inkbooth-pipelines/v2/artifacts"
 # The runs the proof submits; their inputs are put on the store by the proof tests below.
 RUNS = {
     "ocr": runs.OCRRun(
-        model="s3://inkbooth-models/tiny-trocr", documents="s3://inkbooth-data/documents",
+        model="s3://inkbooth-models/reader-latin", documents="s3://inkbooth-data/documents",
         output="s3://inkbooth-data/ocr", num_shards=2,
-        export={"max_int8_cer": 0.6, "parity_images": 8, "variants": ["fp32", "int8"]},
-        recognize={"num_beams": 1, "max_new_tokens": 16}),
+        export={"parity_images": 8, "variants": ["fp32", "int8"]}, recognize={"num_beams": 1}),
     "dreambooth": runs.DreamBoothRun(
         base_model="s3://inkbooth-models/base/tiny-sd", instance_images="s3://inkbooth-data/subjects/ball",
         prior_output="s3://inkbooth-data/class-images", registry="s3://inkbooth-models/models", prior_shards=2,
@@ -490,10 +489,9 @@ def _run_compiled(name: str, store, tmp_path) -> tuple[list[dict], float]:
 @pytest.mark.images
 def test_the_ocr_pipeline_runs_in_its_image(image_of, store, tmp_path):
     image_of("ocr-cpu")
-    from inkbooth import artifacts, demo, storage, tiny
+    from inkbooth import artifacts, demo, readers, storage
 
-    model = tiny.build_tiny_trocr(tmp_path / "tiny")
-    storage.upload_dir(model, "s3://inkbooth-models/tiny-trocr")
+    storage.upload_dir(readers.path("latin"), "s3://inkbooth-models/reader-latin")
     expected = demo.make_documents(tmp_path / "local")
     storage.upload_dir(tmp_path / "local" / "documents", "s3://inkbooth-data/documents")
     steps, _ = _run_compiled("ocr", store, tmp_path)
