@@ -236,7 +236,7 @@ PIPES = "s3://inkbooth-pipelines/v2/artifacts"
 RUNS = {
     "ocr": runs.OCRRun(
         model="s3://inkbooth-models/reader-latin", documents="s3://inkbooth-data/documents",
-        output="s3://inkbooth-data/ocr", num_shards=2,
+        output="s3://inkbooth-data/ocr", num_shards=2, ground_truth="s3://inkbooth-data/ground-truth",
         export={"parity_images": 8, "variants": ["fp32", "int8"]}, recognize={"num_beams": 1}),
     "dreambooth": runs.DreamBoothRun(
         base_model="s3://inkbooth-models/base/tiny-sd", instance_images="s3://inkbooth-data/subjects/ball",
@@ -494,12 +494,13 @@ def test_the_ocr_pipeline_runs_in_its_image(image_of, store, tmp_path):
     storage.upload_dir(readers.path("latin"), "s3://inkbooth-models/reader-latin")
     expected = demo.make_documents(tmp_path / "local")
     storage.upload_dir(tmp_path / "local" / "documents", "s3://inkbooth-data/documents")
+    storage.upload_dir(tmp_path / "local" / "ground-truth", "s3://inkbooth-data/ground-truth")
     steps, _ = _run_compiled("ocr", store, tmp_path)
     names = [s["step"] for s in steps]
     assert {s["image"] for s in steps} == {_image.image("ocr-cpu")}
     assert names.count("recognize-shard") == 2 and {"pin-model", "export-trocr", "plan-ocr", "merge-ocr",
                                                     "finish-run"} <= set(names)
-    summary = demo.check_results("s3://inkbooth-data/ocr/results", expected)
+    summary = demo.check_results("s3://inkbooth-data/ocr/results", expected)  # the reader reads, in the image too
     assert summary["line_records"] == sum(expected.values())
     assert artifacts.read_manifest("s3://inkbooth-data/ocr/results").kind == "ocr-results"
     assert any(k.startswith("inkbooth-ocr-") for k in storage.list_files(PIPES)), "artifacts on the S3 pipeline root"
