@@ -462,8 +462,8 @@ def _demo(args: argparse.Namespace) -> int:
 
 COMMANDS = {"submit": _submit, "schedule": _schedule, "retrain": _retrain, "export-trocr": _export,
             "finetune-trocr": _finetune, "ocr": _ocr, "prior": _prior, "train": _train, "export-model": _export_model,
-            "sample": _sample, "pages": _pages, "run": _run, "compile": _compile, "store": _store, "reader": _reader, "tiny": _tiny,
-            "demo": _demo, "report": _report}
+            "sample": _sample, "pages": _pages, "run": _run, "compile": _compile, "store": _store, "reader": _reader,
+            "tiny": _tiny, "demo": _demo, "report": _report}
 
 if __name__ == "__main__":
     sys.exit(main())

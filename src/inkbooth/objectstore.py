@@ -147,8 +147,7 @@ class EmbeddedS3:
             "actions": ["Admin", "Read", "Write", "List", "Tagging"],
         }]}))
         store = self.data_dir / "data"
-        store.mkdir(exist_ok=True, mode=0o700)
-        _make_private(self.data_dir)
+        store.mkdir(exist_ok=True, mode=0o700)  # the rest of the folder was made private in __init__
         args = [weed_binary(), "mini", f"-dir={store}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
                 f"-s3.config={s3_config}", "-admin.ui=false", "-master.telemetry=false",
                 # Volumes of 64 MB, the smallest `weed mini` picks itself: it otherwise sizes them from

@@ -5,21 +5,28 @@ even if files arrive meanwhile. ``merge_results`` gathers the per-document resul
 ``<output>/results/`` (``results.jsonl``, ``text/<document>.txt``, ``report.json``), published as a
 new version of that artifact with the pointer (its manifest) moved last: read it through
 ``inkbooth.artifacts`` (``read_text(results, "results.jsonl")``, ``fetch``). An output belongs to
-one documents prefix (``owner.json``); a run over other documents into it is refused. A planned document with no result becomes an error record:
-nothing is dropped silently.
+one documents prefix (``owner.json``); a run over other documents into it is refused. A planned
+document with no result becomes an error record: nothing is dropped silently.
 """
 
 from __future__ import annotations
 
 import json
-import re
 import time
 from pathlib import Path
 from typing import Any
 
 from inkbooth import artifacts, shards, storage
-from inkbooth.ocr.export import cer
-from inkbooth.ocr.recognize import claim_output, json_line, json_text, read_result, result_uri, scan_documents
+from inkbooth.ocr.export import cer, normalise
+from inkbooth.ocr.recognize import (
+    claim_output,
+    error_result,
+    json_line,
+    json_text,
+    read_result,
+    result_uri,
+    scan_documents,
+)
 from inkbooth.reports.metrics import throughput
 
 RESULTS = "results"
@@ -44,10 +51,6 @@ def write_plan(plan: dict[str, Any], path: str | Path) -> None:
 
 def read_plan(path: str | Path) -> dict[str, Any]:
     return json.loads(Path(path).read_text(encoding="utf-8"))
-
-
-def _normalise(text: str) -> str:
-    return re.sub(r"\s+", " ", text).strip()
 
 
 # Longest path segment reused as a file name (a file system allows 255 bytes; temporary names add some).
@@ -110,8 +113,8 @@ def merge_results(plan: dict[str, Any], output: str, ground_truth: str | None = 
                 if ground_truth:
                     truth = _ground_truth(ground_truth, documents, rel)
                     if truth is not None:
-                        ref = _normalise(truth)
-                        err = cer(_normalise(target.read_text(encoding="utf-8")), ref)
+                        ref = normalise(truth)
+                        err = cer(normalise(target.read_text(encoding="utf-8")), ref)
                         per_doc_cer[rel] = round(err, 4)
                         edits += err * len(ref)
                         ref_chars += len(ref)
@@ -148,8 +151,7 @@ def _result(output: str, rel: str, model_hash: str | None, scratch: Path) -> tup
                                        and found[0].get("model") != model_hash):
             return found
         problem = f"{rel}: no result (its shard did not finish); rerun the pipeline to resume"
-    return {"status": "error"}, [{"document": rel, "page": None, "line": None, "status": "error",
-                                   "error": problem}]
+    return error_result(rel, problem)
 
 
 def _write_document(records: Any, out: Any, text_file: Path) -> set[str]:

@@ -471,7 +471,7 @@ def _note(doc: str, status: str, message: str) -> dict[str, Any]:
     return {"document": doc, "page": None, "line": None, "status": status, status: message}
 
 
-def _error_result(doc: str, message: str, digest: str | None = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def error_result(doc: str, message: str, digest: str | None = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """(header, records) of a document that could not be read: one error record."""
     header: dict[str, Any] = {"document": doc, "status": "error"}
     if digest:
@@ -607,7 +607,7 @@ def recognize_documents(documents: str, model: str, output: str, config: Recogni
             except Exception as e:
                 if not _document_error(e):
                     raise
-                write_result(out_uri, *_error_result(rel, f"{rel!r}: {e}"))
+                write_result(out_uri, *error_result(rel, f"{rel!r}: {e}"))
                 summary["errors"] += 1
                 continue
             digest = storage.sha256_file(local)
@@ -624,12 +624,12 @@ def recognize_documents(documents: str, model: str, output: str, config: Recogni
                 summary["lines"] += header["lines"]
                 summary["pages"] += header["pages_with_text"]
             except pages.InputError as e:
-                header, records = _error_result(rel, str(e), digest)
+                header, records = error_result(rel, str(e), digest)
                 summary["errors"] += 1
                 log.warning("%s", e)
             except Exception as e:  # noqa: BLE001 - one bad document must not stop the batch
                 message = f"{rel}: {type(e).__name__}: {e}"
-                header, records = _error_result(rel, message, digest)
+                header, records = error_result(rel, message, digest)
                 summary["errors"] += 1
                 log.exception("%s", message)
             write_result(out_uri, header, records)
