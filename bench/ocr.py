@@ -1,6 +1,6 @@
 """OCR throughput at the defaults users get: ONNX Runtime INT8 against PyTorch generate.
 
-Every variant reads the same line images through ``inkbooth.ocr.recognize.Recognizer`` with
+Every variant reads the same line images through ``inkbooth.ocr.recognition.recognizer.Recognizer`` with
 the defaults (beam 4, batch 8, confidences and token boxes), except ``torch-plain``: PyTorch's
 ``model.generate`` alone (no confidences, no boxes), for reference. Every variant decodes exactly
 ``--tokens`` tokens per line (min_new_tokens = max_new_tokens), so a variant whose text differs
@@ -9,7 +9,7 @@ cannot look faster by stopping earlier.
 Variants (each in its own fresh process, so peak memory is its own):
   torch             Recognizer, PyTorch backend: generate, then the teacher-forced pass (the baseline)
   torch-plain       model.generate only
-  ort-fp32          Recognizer, ONNX Runtime fp32, the decoding engine (inkbooth.ocr.decoding)
+  ort-fp32          Recognizer, ONNX Runtime fp32, the decoding engine (inkbooth.ocr.recognition.decoding)
   ort-int8          Recognizer, ONNX Runtime INT8 (weight products), the decoding engine
   ort-int8-before   Recognizer, ONNX Runtime INT8 as exported before: optimum's decoders under
                     transformers.generate, attention products quantised too, plus the attention pass
@@ -33,6 +33,10 @@ from pathlib import Path
 
 from common import machine, peak_rss_mb, run_child, summary
 
+from inkbooth.ocr.documents import synthetic
+from inkbooth.ocr.recognition import export
+from inkbooth.ocr.recognition.recognizer import RecognizeConfig, Recognizer
+
 VARIANTS = ("torch", "torch-plain", "ort-fp32", "ort-int8", "ort-int8-before")
 
 
@@ -50,8 +54,6 @@ def setup(work: Path, size: str, threads: int, before: bool) -> dict[str, str]:
         if paths.get("before") or not before:
             return paths
     from inkbooth import tiny
-    from inkbooth.ocr import export
-
     src = work / f"{size}-src"
     if not (src / "config.json").is_file():
         tiny.build_tiny_trocr(src, shape(size))
@@ -71,11 +73,9 @@ def setup(work: Path, size: str, threads: int, before: bool) -> dict[str, str]:
 def child(args: argparse.Namespace) -> None:
     import torch
 
-    from inkbooth.ocr import recognize, synth
-
     torch.set_num_threads(args.threads)
     paths = json.loads(Path(args.paths).read_text())
-    images = [img for img, _ in synth.line_images(args.lines + args.batch, seed=11)]
+    images = [img for img, _ in synthetic.line_images(args.lines + args.batch, seed=11)]
     warm, timed = images[:args.batch], images[args.batch:]
     base = {"num_beams": args.beams, "batch_size": args.batch, "threads": args.threads, "token_boxes": True}
     if args.only == "torch-plain":
@@ -96,7 +96,7 @@ def child(args: argparse.Namespace) -> None:
             "ort-int8": (paths["onnx"], {"variant": "int8"}),
             "ort-int8-before": (paths["before"], {"variant": "int8"}),
         }[args.only]
-        rec = recognize.Recognizer(folder, recognize.RecognizeConfig(max_new_tokens=args.tokens, **base, **cfg))
+        rec = Recognizer(folder, RecognizeConfig(max_new_tokens=args.tokens, **base, **cfg))
 
         def read(imgs):
             return rec.read(imgs, min_new_tokens=args.tokens)

@@ -4,7 +4,7 @@ The evaluation set is tests/evalset.tsv (born-digital PDFs from Debian doc packa
 ``make testdata``); the ground truth is each PDF's own text layer grouped into lines
 (tests/pdftruth.py). Every page is rendered once at ``--dpi`` and given to each segmenter:
 
-* ``ours``: ``inkbooth.ocr.pages.page_lines`` (binarise, deskew, segment, crop) with each detector
+* ``ours``: ``inkbooth.ocr.layout.lines.page_lines`` (binarise, deskew, segment, crop) with each detector
   asked for (``--detectors xycut,ppocr``);
 * ``tesseract``: ``tesseract PAGE - --psm 3 tsv``, level-4 (line) boxes. Its time includes its
   own recognition, which the CLI cannot skip, so
@@ -38,6 +38,8 @@ if __name__ == "__main__":
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from inkbooth.ocr.documents import pages  # noqa: E402
+from inkbooth.ocr.layout.lines import page_lines  # noqa: E402
 from tests.pdftruth import Score, drawing_regions, evalset, page_truth, score  # noqa: E402
 
 TESTDATA = REPO / ".inkbooth" / "testdata"
@@ -108,8 +110,6 @@ class TesseractLayout:
 def run(dpi: int, names: list[str] | None, detectors: list[str], tesseract: bool) -> list[dict]:
     import pypdfium2 as pdfium
 
-    from inkbooth.ocr import pages
-
     if tesseract and not shutil.which("tesseract"):
         print("bench/pages.py: tesseract not found (make testdata installs tesseract-ocr); ours only")
         tesseract = False
@@ -140,7 +140,7 @@ def run(dpi: int, names: list[str] | None, detectors: list[str], tesseract: bool
                 for d in detectors:
                     config = pages.PagesConfig(pdf_dpi=dpi, detector=d)
                     t = time.perf_counter()
-                    found[f"ours:{d}"] = [ln.box for ln in pages.page_lines(page, config)]
+                    found[f"ours:{d}"] = [ln.box for ln in page_lines(page, config)]
                     seconds[f"ours:{d}"] += time.perf_counter() - t
                 if tesseract:
                     png = tmp / "page.png"

@@ -15,11 +15,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from inkbooth.ocr import synth
+from inkbooth.ocr.documents import synthetic
 
 
 def _page(seed: int, lines: int) -> tuple[Image.Image, int]:
-    page = synth.render_page(seed=seed, max_lines=lines, width=800, height=220 + 60 * lines)
+    page = synthetic.render_page(seed=seed, max_lines=lines, width=800, height=220 + 60 * lines)
     return page.image, len(page.lines)
 
 

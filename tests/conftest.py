@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from inkbooth import objectstore, storage
+from inkbooth.ocr.recognition.export import ExportConfig, export_trocr
 
 REPO = Path(__file__).resolve().parent.parent
 TESTDATA = REPO / ".inkbooth" / "testdata"
@@ -51,8 +52,6 @@ def tiny_trocr(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_onnx(tiny_trocr, tmp_path_factory):
     """The tiny TrOCR exported (fp32, int8, fp16) with parity measured on 50 line images."""
-    from inkbooth.ocr.export import ExportConfig, export_trocr
-
     out = tmp_path_factory.mktemp("onnx") / "tiny-onnx"
     # A random model's INT8 text drifts far more than a trained model's: see inkbooth.tiny.
     manifest = export_trocr(str(tiny_trocr), str(out), ExportConfig(parity_images=50, max_int8_cer=0.6))

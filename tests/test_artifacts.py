@@ -8,6 +8,7 @@ import threading
 import pytest
 
 from inkbooth import artifacts, objectstore, storage
+from inkbooth.artifacts import publishing
 from tests.faultproxy import FaultProxy
 
 
@@ -63,13 +64,13 @@ def test_half_published_artifact_is_invisible(bucket, s3_server, tmp_path):
 
 def test_local_publish_is_all_or_nothing(tmp_path, monkeypatch):
     src = make_dir(tmp_path / "src", {"a.bin": b"a", "b.bin": b"b"})
-    real = artifacts.shutil.copytree
+    real = publishing.shutil.copytree
 
     def failing_copytree(*a, **kw):
         real(*a, **kw)
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(artifacts.shutil, "copytree", failing_copytree)
+    monkeypatch.setattr(publishing.shutil, "copytree", failing_copytree)
     with pytest.raises(storage.StorageError, match="no space left"):
         artifacts.publish(src, str(tmp_path / "out" / "art"), kind="model")
     assert not (tmp_path / "out" / "art").exists()

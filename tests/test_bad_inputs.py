@@ -7,7 +7,9 @@ import logging
 import pytest
 
 from inkbooth.dreambooth import train
-from inkbooth.ocr import recognize
+from inkbooth.ocr.batch.results import document_result
+from inkbooth.ocr.batch.shard import recognize_documents
+from inkbooth.ocr.recognition.recognizer import RecognizeConfig
 from tests.badinputs import build
 
 
@@ -15,12 +17,12 @@ def test_every_bad_document_is_an_error_record_or_read_and_the_batch_goes_on(tin
     expect = build(tmp_path / "bad")
     model, _ = tiny_onnx
     out = str(tmp_path / "out")
-    summary = recognize.recognize_documents(str(tmp_path / "bad"), str(model), out,
-                                            recognize.RecognizeConfig(num_beams=1, max_new_tokens=8), progress=False)
+    summary = recognize_documents(str(tmp_path / "bad"), str(model), out,
+                                  RecognizeConfig(num_beams=1, max_new_tokens=8), progress=False)
     errors = [k for k, (kind, _) in expect.items() if kind == "error"]
     assert summary["documents"] == len(expect) and summary["errors"] == len(errors)
     for name, (kind, what) in expect.items():
-        result = recognize.document_result(out, name)
+        result = document_result(out, name)
         if kind == "lines":
             assert result["status"] == "ok" and result["lines"] == what, name
         else:
@@ -36,12 +38,12 @@ def test_decompression_bomb_limit_is_configurable(tiny_onnx, tmp_path):
     (tmp_path / "docs").mkdir()
     Image.new("1", (9000, 9000), 1).save(tmp_path / "docs" / "large.png")  # 81 megapixels, over the default 60
     model, _ = tiny_onnx
-    strict = recognize.recognize_documents(str(tmp_path / "docs"), str(model), str(tmp_path / "a"),
-                                           recognize.RecognizeConfig(num_beams=1), progress=False)
+    strict = recognize_documents(str(tmp_path / "docs"), str(model), str(tmp_path / "a"),
+                                 RecognizeConfig(num_beams=1), progress=False)
     assert strict["errors"] == 1
-    cfg = recognize.RecognizeConfig(num_beams=1, max_new_tokens=4, pages={"max_pixels": 100_000_000})
-    summary = recognize.recognize_documents(str(tmp_path / "docs"), str(model), str(tmp_path / "b"), cfg,
-                                            progress=False)
+    cfg = RecognizeConfig(num_beams=1, max_new_tokens=4, pages={"max_pixels": 100_000_000})
+    summary = recognize_documents(str(tmp_path / "docs"), str(model), str(tmp_path / "b"), cfg,
+                                  progress=False)
     assert summary["done"] == 1 and summary["lines"] == 0, "allowed by a higher limit: a blank page, no lines"
 
 

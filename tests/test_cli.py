@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from inkbooth import artifacts, cli
-from inkbooth.ocr import synth
+from inkbooth.ocr.documents import synthetic
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
@@ -40,7 +40,7 @@ def test_unknown_config_key_names_the_file_and_key(tmp_path):
 
 
 def test_pages_command_prints_line_boxes(tmp_path, capsys):
-    page = synth.render_page(seed=3, max_lines=3, width=800, height=500)
+    page = synthetic.render_page(seed=3, max_lines=3, width=800, height=500)
     page.image.save(tmp_path / "p.png")
     assert cli.main(["pages", str(tmp_path / "p.png"), "--crops", str(tmp_path / "crops")]) == 0
     boxes = json.loads(capsys.readouterr().out)
@@ -49,7 +49,7 @@ def test_pages_command_prints_line_boxes(tmp_path, capsys):
 
 def test_ocr_command_end_to_end(tiny_onnx, tmp_path, capsys):
     (tmp_path / "docs").mkdir()
-    synth.render_page(seed=3, max_lines=2, width=800, height=500).image.save(tmp_path / "docs" / "p.png")
+    synthetic.render_page(seed=3, max_lines=2, width=800, height=500).image.save(tmp_path / "docs" / "p.png")
     model, _ = tiny_onnx
     code = cli.main(["ocr", str(tmp_path / "docs"), str(model), str(tmp_path / "out"), "--num-beams", "1",
                      "--max-new-tokens", "8"])

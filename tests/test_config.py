@@ -6,7 +6,7 @@ import pytest
 
 from inkbooth.config import ConfigError, from_dict, load
 from inkbooth.dreambooth.train import TrainConfig
-from inkbooth.ocr.recognize import RecognizeConfig
+from inkbooth.ocr.recognition.recognizer import RecognizeConfig
 
 
 def test_yaml_exponent_floats_are_numbers(tmp_path):

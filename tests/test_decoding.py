@@ -1,9 +1,21 @@
-"""The decoding engine (inkbooth.ocr.decoding) reproduces transformers' generate, token for token."""
+"""The decoding engine (inkbooth.ocr.recognition.decoding) reproduces transformers' generate, token for token."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+
+from inkbooth.ocr.documents import synthetic
+from inkbooth.ocr.recognition import decoding
+from inkbooth.ocr.recognition.decoding import _topk, load_ort_decoder
+from inkbooth.ocr.recognition.exported import DECODER_STEP, choose_variant, has_engine
+from inkbooth.ocr.recognition.graphs import (
+    make_attention_decoder,
+    make_decoder_init,
+    make_decoder_step,
+    unsupported_generation,
+)
+from inkbooth.ocr.recognition.recognizer import RecognizeConfig, Recognizer, resolve_model
 
 
 @pytest.fixture(scope="module")
@@ -12,11 +24,9 @@ def eos_model(tiny_trocr):
     import torch
     from transformers import TrOCRProcessor, VisionEncoderDecoderModel
 
-    from inkbooth.ocr import synth
-
     model = VisionEncoderDecoderModel.from_pretrained(tiny_trocr, attn_implementation="eager").eval()
     processor = TrOCRProcessor.from_pretrained(tiny_trocr)
-    pv = processor(images=[im for im, _ in synth.line_images(24, seed=9)], return_tensors="pt").pixel_values
+    pv = processor(images=[im for im, _ in synthetic.line_images(24, seed=9)], return_tensors="pt").pixel_values
     eos = model.generation_config.eos_token_id
     with torch.no_grad():
         seqs = model.generate(pixel_values=pv, num_beams=1, max_new_tokens=20)
@@ -33,9 +43,7 @@ def _torch_step(model, states):
     """The exported step module run in torch, as a step function for the searches."""
     import torch
 
-    from inkbooth.ocr import decoding
-
-    init, step_module = decoding.make_decoder_init(model), decoding.make_decoder_step(model)
+    init, step_module = make_decoder_init(model), make_decoder_step(model)
     layer = model.decoder.model.decoder.layers[0].self_attn
     with torch.no_grad():
         cross = init(states)
@@ -55,8 +63,7 @@ def _torch_step(model, states):
 def test_search_gives_generate_tokens_and_teacher_forced_confidences(eos_model, beams, min_new):
     import torch
 
-    from inkbooth.ocr import decoding
-    from inkbooth.ocr.recognize import make_attention_decoder
+    pass  # IMPORT-DROPPED
 
     model, pv = eos_model
     gen = model.generation_config
@@ -89,8 +96,6 @@ def test_search_gives_generate_tokens_and_teacher_forced_confidences(eos_model, 
 
 
 def test_topk_orders_ties_by_index():
-    from inkbooth.ocr.decoding import _topk
-
     x = np.array([[1.0, 3.0, 3.0, 2.0, 3.0]], dtype=np.float32)
     assert _topk(x, 3).tolist() == [[1, 2, 4]]
     assert _topk(x, 4).tolist() == [[1, 2, 4, 3]]
@@ -98,8 +103,6 @@ def test_topk_orders_ties_by_index():
 
 def test_generation_settings_the_engine_does_not_reproduce_are_named():
     from transformers import GenerationConfig
-
-    from inkbooth.ocr.decoding import unsupported_generation
 
     assert unsupported_generation(GenerationConfig()) == []
     assert unsupported_generation(GenerationConfig(no_repeat_ngram_size=3, repetition_penalty=1.2)) == [
@@ -112,16 +115,15 @@ def test_onnx_engine_reads_like_torch(tiny_trocr, tiny_onnx):
     from transformers import TrOCRProcessor, VisionEncoderDecoderModel
 
     from inkbooth import artifacts
-    from inkbooth.ocr import decoding, synth
-    from inkbooth.ocr.recognize import load_ort_decoder
+    pass  # IMPORT-DROPPED
 
     out = artifacts.fetch(str(tiny_onnx[0]))  # the export's current version
-    assert decoding.has_engine(out / "fp32") and not (out / "fp32" / "decoder_with_past_model.onnx").exists()
+    assert has_engine(out / "fp32") and not (out / "fp32" / "decoder_with_past_model.onnx").exists()
     engine = load_ort_decoder(out / "fp32", threads=1)
     assert isinstance(engine, decoding.OrtEngine)
     model = VisionEncoderDecoderModel.from_pretrained(tiny_trocr, attn_implementation="eager").eval()
     pv = TrOCRProcessor.from_pretrained(tiny_trocr)(
-        images=[im for im, _ in synth.line_images(12, seed=3)], return_tensors="pt").pixel_values
+        images=[im for im, _ in synthetic.line_images(12, seed=3)], return_tensors="pt").pixel_values
     for beams in (1, 3):
         with torch.no_grad():
             ref = model.generate(pixel_values=pv, num_beams=beams, max_new_tokens=16, early_stopping=beams > 1)
@@ -129,8 +131,6 @@ def test_onnx_engine_reads_like_torch(tiny_trocr, tiny_onnx):
 
 
 def test_auto_variant_is_int8_on_cpu_fp16_on_cuda_and_falls_back_to_fp32():
-    from inkbooth.ocr.recognize import choose_variant
-
     everything = {"fp32", "int8", "fp16"}
     assert choose_variant("auto", everything, "cpu") == "int8"
     assert choose_variant("auto", everything, "cuda") == "fp16"
@@ -142,8 +142,6 @@ def test_auto_variant_is_int8_on_cpu_fp16_on_cuda_and_falls_back_to_fp32():
 
 def test_a_recognize_worker_fetches_only_the_variant_it_runs(tiny_onnx, bucket, monkeypatch, tmp_path):
     from inkbooth import artifacts, storage
-    from inkbooth.ocr import decoding, recognize
-
     out, manifest = tiny_onnx
     remote = f"{bucket}/exports/tiny"
     storage.upload_dir(out, remote)
@@ -151,18 +149,18 @@ def test_a_recognize_worker_fetches_only_the_variant_it_runs(tiny_onnx, bucket, 
     downloaded = []
     real = storage.download
     monkeypatch.setattr(storage, "download", lambda src, *a, **k: (downloaded.append(src), real(src, *a, **k))[1])
-    config = recognize.RecognizeConfig()  # variant auto: INT8 on this CPU
-    folder, content = recognize.resolve_model(remote, config)
+    config = RecognizeConfig()  # variant auto: INT8 on this CPU
+    folder, content = resolve_model(remote, config)
     assert config.variant == "int8" and content == manifest.content_hash
-    variant_files = artifacts.file_uri(remote, f"int8/{decoding.DECODER_STEP}").rsplit("/", 1)[0] + "/"
+    variant_files = artifacts.file_uri(remote, f"int8/{DECODER_STEP}").rsplit("/", 1)[0] + "/"
     assert downloaded and all(u.startswith(variant_files) for u in downloaded)
-    assert (folder / "int8" / decoding.DECODER_STEP).is_file() and not (folder / "fp32").exists()
+    assert (folder / "int8" / DECODER_STEP).is_file() and not (folder / "fp32").exists()
     n = len(downloaded)
-    recognize.resolve_model(remote, recognize.RecognizeConfig())
+    resolve_model(remote, RecognizeConfig())
     assert len(downloaded) == n, "a second worker on this node reuses the fetched variant"
-    assert recognize.Recognizer(folder, config).read([]) == []
+    assert Recognizer(folder, config).read([]) == []
     # The whole artifact afterwards still fetches (and verifies) every file.
     whole = artifacts.fetch(remote)
-    assert (whole / "fp32" / decoding.DECODER_STEP).is_file() and (whole / artifacts.MANIFEST).is_file()
+    assert (whole / "fp32" / DECODER_STEP).is_file() and (whole / artifacts.MANIFEST).is_file()
     with pytest.raises(artifacts.NotPublishedError, match="no files under 'fp64/'"):
         artifacts.fetch(remote, only="fp64")

@@ -8,7 +8,9 @@ import shutil
 
 import pytest
 
-from inkbooth.ocr import pages
+from inkbooth.ocr.documents import pages
+from inkbooth.ocr.layout import detect
+from inkbooth.ocr.layout import lines as layout
 from tests.conftest import TESTDATA
 from tests.pdftruth import PageTruth, Score, drawing_regions, evalset, page_truth, score
 
@@ -37,7 +39,7 @@ def quick_pages(doc, dpi=200, every=False):
 def test_lines_of_every_layout_are_found(doc):
     total = Score()
     for page, truth, drawings in quick_pages(doc):
-        total += score(truth, [ln.box for ln in pages.page_lines(page)], ignore=drawings)
+        total += score(truth, [ln.box for ln in layout.page_lines(page)], ignore=drawings)
     assert total.truth > 30
     # the goal, which every document meets over all its pages (README); the pages picked
     # are each layout's hard case (display formulas, tables, author grids, a photo, narrow gutters)
@@ -50,7 +52,7 @@ def test_lines_of_every_layout_are_found(doc):
 def test_every_page_of_the_set_meets_the_goal(doc):
     total = Score()
     for page, truth, drawings in quick_pages(doc, every=True):
-        total += score(truth, [ln.box for ln in pages.page_lines(page)], ignore=drawings)
+        total += score(truth, [ln.box for ln in layout.page_lines(page)], ignore=drawings)
     # the goal; measured (README): recall 0.980-1.000, precision 0.983-1.000 per document
     assert total.recall >= 0.95 and total.precision >= 0.97, \
         f"{doc.name} ({doc.layouts}): recall {total.recall:.3f}, precision {total.precision:.3f}, {total}"
@@ -87,8 +89,6 @@ def test_truth_keeps_scripts_and_formulas_on_their_line():
 
 def test_learned_detector_finds_lines_of_a_two_column_page():
     pytest.importorskip("onnxruntime")
-    from inkbooth.ocr import detect
-
     try:
         detect.model_path()
     except RuntimeError as e:
@@ -96,7 +96,7 @@ def test_learned_detector_finds_lines_of_a_two_column_page():
     doc = next(d for d in DOCS if d.name == "mnras")
     total = Score()
     for page, truth, drawings in quick_pages(doc):
-        found = pages.page_lines(page, pages.PagesConfig(detector="ppocr"))
+        found = layout.page_lines(page, pages.PagesConfig(detector="ppocr"))
         total += score(truth, [ln.box for ln in found], ignore=drawings)
     assert total.recall >= 0.9 and total.precision >= 0.9, total
 

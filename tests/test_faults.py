@@ -17,7 +17,8 @@ import pytest
 from safetensors.torch import load_file
 
 from inkbooth import artifacts, checkpoints, objectstore, storage
-from inkbooth.ocr import synth
+from inkbooth.ocr import batch as ocr_batch
+from inkbooth.ocr.documents import synthetic
 
 
 def _wait_for(condition, timeout: float, proc: subprocess.Popen | None = None) -> None:
@@ -68,7 +69,7 @@ def write_pages(folder: Path, count: int, seed: int, lines: int) -> int:
     folder.mkdir(parents=True, exist_ok=True)
     total = 0
     for i in range(count):
-        page = synth.render_page(seed=seed + i, max_lines=lines, width=700, height=500)
+        page = synthetic.render_page(seed=seed + i, max_lines=lines, width=700, height=500)
         page.image.save(folder / f"doc-{i:02d}.png")
         total += len(page.lines)
     return total
@@ -102,7 +103,7 @@ def test_object_store_killed_and_restarted_during_an_upload(tmp_path):
     big = tmp_path / "big.bin"
     big.write_bytes(os.urandom(48 * 1024 * 1024))  # multipart: 3 parts
     patient = storage.RetryPolicy(attempts=10, base_delay=0.5, max_delay=2.0, request_attempts=2)
-    previous = storage._retry_policy
+    previous = storage.retries._retry_policy
     storage.set_retry_policy(patient)
     outcome: dict = {}
     try:
@@ -175,8 +176,6 @@ def test_concurrent_shards_share_an_output_prefix_without_clobbering(tiny_onnx, 
     summaries = [json.loads(p.communicate(timeout=300)[0].splitlines()[0]) for p in procs]
     assert all(p.returncode == 0 for p in procs)
     assert sum(s["documents"] for s in summaries) == 8 and sum(s["done"] for s in summaries) == 8
-    from inkbooth.ocr import batch as ocr_batch
-
     ocr_batch.merge_results(ocr_batch.plan_documents(f"{bucket}/docs", 1), out)
     records = [json.loads(x) for x in artifacts.read_text(f"{out}/results", "results.jsonl").splitlines()]
     keys = [(r["document"], r["page"], r["line"]) for r in records]

@@ -10,7 +10,10 @@ import pytest
 
 from inkbooth import artifacts, checkpoints, cli, runs, storage, submit, tiny
 from inkbooth.config import from_dict
-from inkbooth.ocr import finetune, lines, synth
+from inkbooth.ocr.documents import synthetic
+from inkbooth.ocr.training import finetune, lines
+from inkbooth.ocr.training.objectives import decoder_inputs, encode_labels, seq2seq_loss
+from inkbooth.ocr.training.synth import LineSynth
 
 # A very small character-level reader, so that a few training steps take seconds. Dropout is on, so
 # exact resume also covers the per-step dropout seeds.
@@ -31,7 +34,7 @@ def write_labelled_lines(folder, n: int, seed: int = 0, tsv: bool = False):
     """``n`` rendered lines with their texts, as a team would bring them: images and a label file."""
     (folder / "crops").mkdir(parents=True, exist_ok=True)
     rows = []
-    for i, (img, text) in enumerate(synth.line_images(n, seed=seed)):
+    for i, (img, text) in enumerate(synthetic.line_images(n, seed=seed)):
         img.save(folder / "crops" / f"{i:04d}.png")
         rows.append((f"crops/{i:04d}.png", text))
     if tsv:
@@ -54,12 +57,12 @@ def test_seq2seq_loss_shifts_the_labels_once(base):
 
     model = VisionEncoderDecoderModel.from_pretrained(base).eval()
     processor = TrOCRProcessor.from_pretrained(base)
-    images, texts = zip(*synth.line_images(3, seed=4))
-    labels, fits = finetune.encode_labels(processor.tokenizer, list(texts), 70)
+    images, texts = zip(*synthetic.line_images(3, seed=4))
+    labels, fits = encode_labels(processor.tokenizer, list(texts), 70)
     assert fits == [0, 1, 2] and labels[0, 0] == processor.tokenizer.bos_token_id, "labels are <s> text </s>"
     pv = processor(images=list(images), return_tensors="pt").pixel_values
-    ours = finetune.seq2seq_loss(model, pv, labels)
-    inputs = finetune.decoder_inputs(labels, model.config.decoder_start_token_id, model.config.pad_token_id)
+    ours = seq2seq_loss(model, pv, labels)
+    inputs = decoder_inputs(labels, model.config.decoder_start_token_id, model.config.pad_token_id)
     assert inputs[0, 0] == 2 and torch.equal(inputs[0, 1:4], labels[0, :3]), "</s> <s> t1 ... (trocr's convention)"
     logits = model(pixel_values=pv, decoder_input_ids=inputs).logits
     manual = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100)
@@ -223,7 +226,7 @@ def test_synthetic_lines_mixed_into_batches_with_per_font_and_per_kind_figures(b
     font = str(_font_file(tmp_path))
     cfg = finetune.FinetuneConfig(**{**FAST, "max_steps": 2}, synthetic_share=0.5, synthetic_eval_lines=6,
                                   synthetic={"fonts": ["default", font], "texts": {"invoice": 1.0, "chars": 0.5}})
-    batches = finetune.Batches(lines.open_lines(str(labelled), tmp_path), finetune.LineSynth(cfg.synthetic), cfg)
+    batches = finetune.Batches(lines.open_lines(str(labelled), tmp_path), LineSynth(cfg.synthetic), cfg)
     assert (batches.n_lab, batches.n_synth) == (6, 6)
     one, again = batches.batch(1), batches.batch(1)
     assert [t for _, t in one] == [t for _, t in again], "a batch is a function of the step"
@@ -231,7 +234,7 @@ def test_synthetic_lines_mixed_into_batches_with_per_font_and_per_kind_figures(b
     assert set(m["synthetic_cer_by_font"]) == {"default", font.rsplit("/", 1)[-1]}
     assert set(m["synthetic_cer_by_kind"]) == {"invoice", "chars"}  # and per text kind
     lineage = artifacts.read_manifest(str(tmp_path / "out")).lineage["synthetic"]
-    assert lineage["fonts"][font.rsplit("/", 1)[-1]] == synth.font_identity(font)
+    assert lineage["fonts"][font.rsplit("/", 1)[-1]] == synthetic.font_identity(font)
 
 
 def _font_file(folder):

@@ -10,6 +10,9 @@ import time
 
 import pytest
 
+from inkbooth.ocr.documents import synthetic
+from inkbooth.ocr.recognition.recognizer import RecognizeConfig, Recognizer
+
 torch = pytest.importorskip("torch")
 
 pytestmark = [
@@ -37,14 +40,12 @@ def test_onnxruntime_cuda_ocr_batch(tiny_onnx):
 
     if "CUDAExecutionProvider" not in ort.get_available_providers():
         pytest.skip("onnxruntime has no CUDAExecutionProvider (install the ocr-cuda extra)")
-    from inkbooth.ocr import recognize, synth
-
     out, _ = tiny_onnx
-    images = [img for img, _ in synth.line_images(16, seed=2)]
+    images = [img for img, _ in synthetic.line_images(16, seed=2)]
     results = {}
     for variant in ("fp32", "fp16"):
-        rec = recognize.Recognizer(out, recognize.RecognizeConfig(variant=variant, device="cuda", num_beams=4,
-                                                                  max_new_tokens=24))
+        rec = Recognizer(out, RecognizeConfig(variant=variant, device="cuda", num_beams=4,
+                                              max_new_tokens=24))
         assert rec.device == "cuda"
         rec.read(images[:8])
         start = time.perf_counter()

@@ -15,7 +15,7 @@ import time
 import pytest
 
 from inkbooth import artifacts
-from inkbooth.ocr import synth
+from inkbooth.ocr.documents import synthetic
 
 pytestmark = pytest.mark.slow
 
@@ -31,7 +31,7 @@ def make_pages(folder, count: int) -> int:
     folder.mkdir(parents=True, exist_ok=True)
     lines = 0
     for i in range(count):
-        page = synth.render_page(seed=10_000 + i, max_lines=25, width=1240, height=1754, size=20)
+        page = synthetic.render_page(seed=10_000 + i, max_lines=25, width=1240, height=1754, size=20)
         page.image.save(folder / f"page-{i:04d}.png", optimize=False)
         lines += len(page.lines)
     return lines
@@ -112,9 +112,9 @@ def long_tiff(path, pages: int) -> None:
     """One TIFF of ``pages`` pages, one line of text each (LZW: a few KB a page)."""
     def frames():
         for i in range(1, pages):
-            yield synth.render_page(seed=20_000 + i, max_lines=1, width=1240, height=1754, size=24).image
+            yield synthetic.render_page(seed=20_000 + i, max_lines=1, width=1240, height=1754, size=24).image
 
-    first = synth.render_page(seed=20_000, max_lines=1, width=1240, height=1754, size=24).image
+    first = synthetic.render_page(seed=20_000, max_lines=1, width=1240, height=1754, size=24).image
     first.save(path, save_all=True, append_images=frames(), compression="tiff_lzw")
 
 

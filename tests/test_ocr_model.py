@@ -7,7 +7,9 @@ import hashlib
 import pytest
 
 from inkbooth import artifacts, models, storage
-from inkbooth.ocr import decoding, export
+from inkbooth.ocr.recognition import export
+from inkbooth.ocr.recognition.exported import DECODER_INIT, DECODER_STEP, ENCODER, ENGINE_FILES
+from inkbooth.ocr.recognition.text import cer
 
 
 def test_tiny_trocr_loads_like_trocr_base_printed(tiny_trocr):
@@ -49,7 +51,7 @@ def test_export_parity_on_50_images(tiny_onnx):
     assert m["int8_bytes"] < m["fp16_bytes"] < m["fp32_bytes"]
     assert 0.0 <= m["int8_cer_vs_fp32"] <= 1.0
     for variant in ("fp32", "int8", "fp16"):
-        for name in (export.ENCODER, *decoding.ENGINE_FILES, "config.json", "preprocessor_config.json", "vocab.json"):
+        for name in (ENCODER, *ENGINE_FILES, "config.json", "preprocessor_config.json", "vocab.json"):
             assert (out / variant / name).is_file(), f"{variant}/{name}"
     assert manifest.kind == "trocr-onnx" and manifest.inputs["model"]
 
@@ -58,14 +60,14 @@ def test_int8_graph_is_really_quantized(tiny_onnx):
     import onnx
 
     out = artifacts.fetch(str(tiny_onnx[0]))  # the current version's folder
-    step = onnx.load(str(out / "int8" / decoding.DECODER_STEP)).graph
+    step = onnx.load(str(out / "int8" / DECODER_STEP)).graph
     ops = [n.op_type for n in step.node]
     # Weight products are INT8 (2 layers x 8 projections + the output projection; the cross-attention
     # key and value projections are in the init graph) ...
     assert ops.count("MatMulInteger") == 17 and "DynamicQuantizeLinear" in ops
-    init_ops = [n.op_type for n in onnx.load(str(out / "int8" / decoding.DECODER_INIT)).graph.node]
+    init_ops = [n.op_type for n in onnx.load(str(out / "int8" / DECODER_INIT)).graph.node]
     assert init_ops.count("MatMulInteger") == 5  # and the encoder-to-decoder projection
-    assert "MatMulInteger" not in [n.op_type for n in onnx.load(str(out / "fp32" / decoding.DECODER_STEP)).graph.node]
+    assert "MatMulInteger" not in [n.op_type for n in onnx.load(str(out / "fp32" / DECODER_STEP)).graph.node]
     # ... attention's activation products stay float: nothing re-quantises the cached keys and values.
     assert ops.count("MatMul") == 8
     produced_by = {o: n for n in step.node for o in n.output}
@@ -81,7 +83,7 @@ def test_int8_attention_option_quantises_attention_too(tiny_onnx, tmp_path):
 
     out = artifacts.fetch(str(tiny_onnx[0]))
     export._quantize_int8(out / "fp32", tmp_path / "int8", "avx2", per_channel=False, attention=True)
-    ops = [n.op_type for n in onnx.load(str(tmp_path / "int8" / decoding.DECODER_STEP)).graph.node]
+    ops = [n.op_type for n in onnx.load(str(tmp_path / "int8" / DECODER_STEP)).graph.node]
     assert "MatMul" not in ops and ops.count("MatMulInteger") == 25
 
 
@@ -106,10 +108,10 @@ def test_check_parity_names_each_failed_check():
 
 
 def test_cer():
-    assert export.cer("abc", "abc") == 0.0
-    assert export.cer("abd", "abc") == pytest.approx(1 / 3)
-    assert export.cer("", "abcd") == 1.0
-    assert export.cer("kitten", "sitting") == pytest.approx(3 / 7)
+    assert cer("abc", "abc") == 0.0
+    assert cer("abd", "abc") == pytest.approx(1 / 3)
+    assert cer("", "abcd") == 1.0
+    assert cer("kitten", "sitting") == pytest.approx(3 / 7)
 
 
 def test_model_sources(tiny_trocr, bucket, tmp_path):

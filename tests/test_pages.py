@@ -10,20 +10,23 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from inkbooth.ocr import pages, synth
+from inkbooth.ocr.documents import pages, synthetic
+from inkbooth.ocr.layout import lines as layout
+from inkbooth.ocr.layout import segment
+from inkbooth.ocr.layout.ink import binarize, estimate_skew
 from tests.conftest import TESTDATA
 from tests.pdftruth import pdf_line_boxes, recall
 
 
-def lines_of(img: Image.Image, **cfg) -> list[pages.Line]:
-    return pages.page_lines(pages.Page(0, img.convert("L")), pages.PagesConfig(**cfg))
+def lines_of(img: Image.Image, **cfg) -> list[layout.Line]:
+    return layout.page_lines(pages.Page(0, img.convert("L")), pages.PagesConfig(**cfg))
 
 
 @pytest.mark.parametrize("columns", [1, 2])
 def test_rendered_pages_lines_found_with_iou(columns):
     found = total = 0
     for seed in range(3):
-        page = synth.render_page(seed=seed, columns=columns)
+        page = synthetic.render_page(seed=seed, columns=columns)
         rate, misses = recall([ln.box for ln in page.lines], [ln.box for ln in lines_of(page.image)])
         found += len(page.lines) - len(misses)
         total += len(page.lines)
@@ -33,7 +36,7 @@ def test_rendered_pages_lines_found_with_iou(columns):
 
 @pytest.mark.parametrize("angle", [1.5, -2.5])
 def test_skewed_page_is_straightened_and_boxes_map_back(angle):
-    page = synth.render_page(seed=5, max_lines=20)
+    page = synthetic.render_page(seed=5, max_lines=20)
     w, h = page.image.size
     rotated = page.image.rotate(angle, fillcolor=255, resample=Image.BILINEAR)
     t = math.radians(angle)
@@ -45,7 +48,7 @@ def test_skewed_page_is_straightened_and_boxes_map_back(angle):
             xs.append(w / 2 + dx * math.cos(t) + dy * math.sin(t))
             ys.append(h / 2 - dx * math.sin(t) + dy * math.cos(t))
         truth.append((min(xs), min(ys), max(xs), max(ys)))
-    assert abs(pages.estimate_skew(pages.binarize(np.asarray(rotated))) - angle) < 0.2
+    assert abs(estimate_skew(binarize(np.asarray(rotated))) - angle) < 0.2
     rate, misses = recall(truth, [ln.box for ln in lines_of(rotated)])
     assert rate >= 0.95, misses
 
@@ -64,7 +67,7 @@ def test_real_typeset_pdf_lines_match_its_text_layer():
     found = total = 0
     for page in pages.load_pages(data, pdf_path.name, pages.PagesConfig(pdf_dpi=dpi, max_pages=12)):
         truth = pdf_line_boxes(doc[page.index], dpi)
-        predicted = [ln.box for ln in pages.page_lines(page)]
+        predicted = [ln.box for ln in layout.page_lines(page)]
         _, misses = recall(truth, predicted)
         found += len(truth) - len(misses)
         total += len(truth)
@@ -73,7 +76,7 @@ def test_real_typeset_pdf_lines_match_its_text_layer():
 
 
 def test_crops_hold_the_line_and_map_to_page_boxes():
-    page = synth.render_page(seed=9, max_lines=5)
+    page = synthetic.render_page(seed=9, max_lines=5)
     got = lines_of(page.image)
     assert len(got) == 5
     for ln in got:
@@ -90,7 +93,7 @@ def encode(img: Image.Image, fmt: str, **kw) -> bytes:
 
 
 def test_formats_and_pixel_modes_all_read():
-    page = synth.render_page(seed=2, max_lines=4, width=900, height=700).image
+    page = synthetic.render_page(seed=2, max_lines=4, width=900, height=700).image
     rgb = page.convert("RGB")
     rgba = rgb.convert("RGBA")
     rgba.putalpha(Image.fromarray((np.asarray(page) < 128).astype(np.uint8) * 255))  # ink opaque, rest clear
@@ -105,14 +108,14 @@ def test_formats_and_pixel_modes_all_read():
         "pdf": encode(rgb, "PDF", resolution=100),
     }
     for name, data in variants.items():
-        got = list(pages.document_lines(data, name))
+        got = list(layout.document_lines(data, name))
         assert len(got) == 4, f"{name}: {len(got)} lines"
 
 
 def test_multipage_tiff_keeps_page_numbers():
-    imgs = [synth.render_page(seed=s, max_lines=n, width=800, height=600).image for s, n in ((1, 2), (2, 3))]
+    imgs = [synthetic.render_page(seed=s, max_lines=n, width=800, height=600).image for s, n in ((1, 2), (2, 3))]
     data = encode(imgs[0], "TIFF", save_all=True, append_images=[imgs[1]])
-    got = list(pages.document_lines(data, "two.tiff"))
+    got = list(layout.document_lines(data, "two.tiff"))
     assert [ln.page for ln in got] == [0, 0, 1, 1, 1]
 
 
@@ -123,14 +126,14 @@ def test_multipage_tiff_keeps_page_numbers():
 ])
 def test_bad_inputs_are_clear_errors(data, message):
     with pytest.raises(pages.InputError, match=message) as err:
-        list(pages.document_lines(data, "bad-input.bin"))
+        list(layout.document_lines(data, "bad-input.bin"))
     assert "bad-input.bin" in str(err.value)
 
 
 def test_truncated_image_is_an_input_error():
-    data = encode(synth.render_page(seed=1, max_lines=3, width=600, height=400).image, "PNG")
+    data = encode(synthetic.render_page(seed=1, max_lines=3, width=600, height=400).image, "PNG")
     with pytest.raises(pages.InputError, match="truncated.png: page 1 cannot be decoded"):
-        list(pages.document_lines(data[: len(data) // 2], "truncated.png"))
+        list(layout.document_lines(data[: len(data) // 2], "truncated.png"))
 
 
 def test_decompression_bomb_refused_with_configurable_limit():
@@ -146,7 +149,7 @@ def test_blank_page_has_no_lines():
 
 
 def test_white_on_black_text_is_read():
-    page = synth.render_page(seed=4, max_lines=6, width=900, height=700).image
+    page = synthetic.render_page(seed=4, max_lines=6, width=900, height=700).image
     inverted = Image.fromarray(255 - np.asarray(page))
     assert len(lines_of(inverted)) == 6
 
@@ -172,7 +175,7 @@ def compose(placed, size=(1700, 2200), photo=None):
     page = np.full((size[1], size[0]), 255, dtype=np.uint8)
     truth = []
     for text, x, y, font in placed:
-        line = np.asarray(synth.render_line(text, size=font, pad=0).convert("L"))
+        line = np.asarray(synthetic.render_line(text, size=font, pad=0).convert("L"))
         region = page[y:y + line.shape[0], x:x + line.shape[1]]
         np.minimum(region, line[:region.shape[0], :region.shape[1]], out=region)
         ys, xs = np.nonzero(line < 128)
@@ -207,13 +210,13 @@ def found_all(truth, img, rate=0.95, **cfg):
 def test_tight_leading_lines_touch_and_are_still_parted():
     rng = np.random.default_rng(1)
     font = 26
-    ink_h = synth.render_line("gyre Jumpy", size=font, pad=0).height
+    ink_h = synthetic.render_line("gyre Jumpy", size=font, pad=0).height
     placed = paragraph(rng, 150, 200, 15, ink_h + 3, font)
     # every third line is set 4 px higher: its ascenders meet the descenders above, no blank row
     placed = [(t, x, y - 4 * (i // 3) - (4 if i % 3 == 2 else 0), f) for i, (t, x, y, f) in enumerate(placed)]
     img, truth = compose(placed)
-    ink = pages.binarize(np.asarray(img))
-    bands = pages._runs(ink.any(axis=1))
+    ink = binarize(np.asarray(img))
+    bands = segment._runs(ink.any(axis=1))
     assert len(bands) <= 10, "some lines should touch (no blank row between them)"
     found_all(truth, img, rate=1.0, deskew=False)
 
@@ -226,7 +229,7 @@ def test_two_columns_with_narrow_gutter_overfull_line_and_page_number():
     gutter = 40  # under two line heights: narrow
     right = paragraph(rng, col_right + gutter, 200 + pitch // 2, 30, pitch, font, 38)  # offset baselines
     text = left[12][0]
-    while synth.render_line(text, size=font, pad=0).width < col_right - 120 + gutter // 2:
+    while synthetic.render_line(text, size=font, pad=0).width < col_right - 120 + gutter // 2:
         text += "m"  # an overfull line: it ends halfway into the gutter
     left[12] = (text, *left[12][1:])
     number = ("17", col_right + gutter // 2 - 12, 200 + 30 * pitch + 22, font)  # centred, 22 px below
@@ -270,7 +273,7 @@ def test_table_rows_with_narrow_column_gaps_are_read_whole():
     # a table, whose rows TrOCR reads whole, not a page of four narrow columns.
     rng = np.random.default_rng(6)
     font, pitch, gap = 24, 36, 40
-    widths = [synth.render_line("88.88", size=font, pad=0).width] * 4
+    widths = [synthetic.render_line("88.88", size=font, pad=0).width] * 4
     placed = []
     for r in range(10):
         x = 200
@@ -338,7 +341,7 @@ def test_a_photo_does_not_tilt_the_skew_estimate():
     rng = np.random.default_rng(11)
     img, _ = compose(paragraph(rng, 150, 150, 8, 34, 24) + paragraph(rng, 150, 1500, 8, 34, 24),
                      photo=(100, 500, 1600, 1400))
-    assert abs(pages.estimate_skew(pages.binarize(np.asarray(img)))) < 0.1
+    assert abs(estimate_skew(binarize(np.asarray(img)))) < 0.1
 
 
 def test_three_full_columns_with_gutters_under_a_line_and_a_half_are_parted():
@@ -346,7 +349,7 @@ def test_three_full_columns_with_gutters_under_a_line_and_a_half_are_parted():
     rng = np.random.default_rng(12)
     font, pitch = 24, 30
     first = paragraph(rng, 100, 200, 30, pitch, font, 30)
-    line_h = pages.line_height(pages.binarize(np.asarray(compose(first)[0])))
+    line_h = segment.line_height(binarize(np.asarray(compose(first)[0])))
     gap = round(1.25 * line_h)
     assert gap < pages.PagesConfig().gutter * line_h  # narrower than a gutter
     placed, x = [], 100
@@ -366,7 +369,7 @@ def test_sparse_notes_a_line_and_a_quarter_from_their_lines_are_read_with_them()
     font, pitch = 24, 30
     notes = [(w, 200, 200 + i * pitch, font) for i, w in ((0, "quality"), (9, "display"), (20, "spacing"))]
     note_right = max(t[2] for t in compose(notes)[1])
-    line_h = pages.line_height(pages.binarize(np.asarray(compose(paragraph(rng, 100, 200, 5, pitch, font))[0])))
+    line_h = segment.line_height(binarize(np.asarray(compose(paragraph(rng, 100, 200, 5, pitch, font))[0])))
     body = paragraph(rng, note_right + round(1.25 * line_h), 200, 30, pitch, font, 40)
     img, truth = compose(body + notes)
     rows = [row_box([truth[i], truth[30 + k]]) for k, i in enumerate((0, 9, 20))]
@@ -380,7 +383,7 @@ def test_a_page_printed_sideways_is_read_turned(turn):
     rng = np.random.default_rng(14)
     # Ordinary words (ascenders outnumber descenders, which tells up from down), not the
     # descender-heavy WORDS of the other tests.
-    words = synth.WORDS
+    words = synthetic.WORDS
     text = [" ".join(words[i] for i in rng.integers(len(words), size=7)) for _ in range(12)]
     upright, truth = compose([(t, 150, 200 + 40 * i, 26) for i, t in enumerate(text)], size=(2200, 1700))
     page = upright.rotate(-turn, expand=True)  # the page as loaded: turned back by a quarter
@@ -389,10 +392,10 @@ def test_a_page_printed_sideways_is_read_turned(turn):
         turned = [(h - b[3], b[0], h - b[1], b[2]) for b in truth]
     else:
         turned = [(b[1], w - b[2], b[3], w - b[0]) for b in truth]
-    ink = pages.binarize(np.asarray(page))
-    assert pages.text_turn(ink) == turn
-    assert pages.text_turn(pages.binarize(np.asarray(upright))) == 0
-    lines = pages.page_lines(pages.Page(0, page), pages.PagesConfig(deskew=False))
+    ink = binarize(np.asarray(page))
+    assert layout.text_turn(ink) == turn
+    assert layout.text_turn(binarize(np.asarray(upright))) == 0
+    lines = layout.page_lines(pages.Page(0, page), pages.PagesConfig(deskew=False))
     r, misses = recall(turned, [ln.box for ln in lines], threshold=0.7)
     assert r == 1.0 and len(lines) == len(truth), (misses, len(lines))
     assert all(ln.image.width > 3 * ln.image.height for ln in lines)
@@ -400,7 +403,7 @@ def test_a_page_printed_sideways_is_read_turned(turn):
     for ln in lines:
         whole = ln.to_page((0, 0, ln.image.width, ln.image.height))
         assert whole[0] <= ln.box[0] and whole[1] <= ln.box[1] and whole[2] >= ln.box[2] and whole[3] >= ln.box[3]
-    unturned = pages.page_lines(pages.Page(0, page), pages.PagesConfig(deskew=False, orientation=False))
+    unturned = layout.page_lines(pages.Page(0, page), pages.PagesConfig(deskew=False, orientation=False))
     assert recall(turned, [ln.box for ln in unturned], threshold=0.5)[0] == 0.0  # cut across the lines
 
 
@@ -419,9 +422,9 @@ def test_a_dense_grid_of_numbers_is_not_turned():
         draw.line([(x0 + c * cw, y0), (x0 + c * cw, y0 + rows * rh)], fill=0, width=3)
     for r in range(rows):
         for c in range(cols):
-            page.paste(synth.render_line(f"{rng.integers(10, 99)}", size=18, pad=0).convert("L"),
+            page.paste(synthetic.render_line(f"{rng.integers(10, 99)}", size=18, pad=0).convert("L"),
                        (x0 + c * cw + 8, y0 + r * rh + 6))
-    ink = pages.binarize(np.asarray(page))
-    small = pages._halve(pages._halve(ink))
-    assert pages._profile_peaks(small) < 0.7 * pages._profile_peaks(np.ascontiguousarray(small.T))
-    assert pages.text_turn(ink) == 0
+    ink = binarize(np.asarray(page))
+    small = segment._halve(segment._halve(ink))
+    assert layout._profile_peaks(small) < 0.7 * layout._profile_peaks(np.ascontiguousarray(small.T))
+    assert layout.text_turn(ink) == 0

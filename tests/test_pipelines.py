@@ -9,6 +9,7 @@ import yaml
 
 from inkbooth import demo, runs, storage, tiny
 from inkbooth.config import ConfigError
+from inkbooth.ocr.documents import synthetic
 
 
 @pytest.mark.parametrize("name", sorted(runs.PIPELINES))
@@ -50,12 +51,11 @@ def test_ocr_pipeline_end_to_end_on_s3(s3_server, bucket, tmp_path, capfd, monke
     cluster), never as a pipeline parameter, so the run log holds no trace of it.
     """
     from inkbooth import readers
-    from inkbooth.ocr import synth
     from tests.badinputs import _encrypted_pdf
 
     storage.upload_dir(readers.path("latin"), f"{bucket}/models/reader-latin")
     expected = demo.make_documents(tmp_path / "local")
-    locked = synth.render_page(seed=21, max_lines=3, width=900, height=500)
+    locked = synthetic.render_page(seed=21, max_lines=3, width=900, height=500)
     (tmp_path / "local" / "documents" / "locked.pdf").write_bytes(_encrypted_pdf(locked.image))  # "s3cret"
     expected["locked.pdf"] = len(locked.lines)
     monkeypatch.setenv("INKBOOTH_PDF_PASSWORD", "s3cret")

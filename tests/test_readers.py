@@ -13,7 +13,11 @@ from pathlib import Path
 import pytest
 
 from inkbooth import artifacts, readers
-from inkbooth.ocr import export, recognize, synth
+from inkbooth.ocr.documents import synthetic
+from inkbooth.ocr.recognition import export
+from inkbooth.ocr.recognition.recognizer import RecognizeConfig, Recognizer
+from inkbooth.ocr.recognition.text import corpus_cer
+from inkbooth.ocr.training import finetune, synth
 
 FONTS = Path(".inkbooth/fonts")
 MAX_BYTES = 10_000_000  # the issue's ceiling for a committed reader's weights
@@ -21,8 +25,8 @@ CYRILLIC_MAX_CER = 0.05  # measured 0.023 on these lines (beam 4); its held-out 
 
 
 def _read(name: str, images: list, **config) -> list[str]:
-    rec = recognize.Recognizer(readers.path(name), recognize.RecognizeConfig(backend="torch", token_boxes=False,
-                                                                            threads=2, **config))
+    rec = Recognizer(readers.path(name), RecognizeConfig(backend="torch", token_boxes=False,
+                                                         threads=2, **config))
     return [r.text for r in rec.read(images)]
 
 
@@ -49,10 +53,10 @@ def test_the_latin_reader_reaches_its_held_out_target():
 
 def test_the_latin_reader_reads_fresh_lines_in_the_demo_font():
     rng = random.Random(2026)
-    pairs = [synth.line_images(1, seed=rng.randrange(10**9))[0] for _ in range(40)]
+    pairs = [synthetic.line_images(1, seed=rng.randrange(10**9))[0] for _ in range(40)]
     texts = [t for _, t in pairs]
     read = _read("latin", [img for img, _ in pairs], num_beams=4)
-    assert export.corpus_cer(read, texts) <= 0.05, list(zip(read, texts))[:5]
+    assert corpus_cer(read, texts) <= 0.05, list(zip(read, texts))[:5]
 
 
 def test_the_default_export_gate_passes_on_the_latin_reader(tmp_path):
@@ -78,7 +82,7 @@ def test_the_cyrillic_reader_reads_russian_lines():
     texts = [t for _, t in pairs]
     assert all(any("а" <= c.lower() <= "я" for c in t) for t in texts if not t.isdigit())
     read = _read("cyrillic", [img for img, _ in pairs], num_beams=4)
-    assert export.corpus_cer(read, texts) <= CYRILLIC_MAX_CER, list(zip(read, texts))[:5]
+    assert corpus_cer(read, texts) <= CYRILLIC_MAX_CER, list(zip(read, texts))[:5]
 
 
 
@@ -96,8 +100,6 @@ def test_a_recipe_trains_in_stages_and_a_trained_stage_is_not_run_again(tmp_path
     """Two tiny stages, then the same recipe again with more threads and another evaluation setting:
     those do not change the weights, so nothing is trained again; a changed learning rate is."""
     import yaml
-
-    from inkbooth.ocr import finetune
 
     here = tmp_path / "readers"
     (here / "latin").mkdir(parents=True)

@@ -9,7 +9,12 @@ import numpy as np
 import pytest
 
 from inkbooth import artifacts, storage
-from inkbooth.ocr import batch, localize, recognize, synth
+from inkbooth.ocr import batch
+from inkbooth.ocr.batch.results import document_result, result_uri, write_result
+from inkbooth.ocr.batch.shard import recognize_documents
+from inkbooth.ocr.documents import synthetic
+from inkbooth.ocr.recognition import localize
+from inkbooth.ocr.recognition.recognizer import RecognizeConfig, Recognizer
 
 FAST = {"num_beams": 2, "max_new_tokens": 24}
 
@@ -17,12 +22,12 @@ FAST = {"num_beams": 2, "max_new_tokens": 24}
 @pytest.fixture(scope="module")
 def recognizer(tiny_onnx):
     out, _ = tiny_onnx
-    return recognize.Recognizer(out, recognize.RecognizeConfig(variant="fp32", **FAST))
+    return Recognizer(out, RecognizeConfig(variant="fp32", **FAST))
 
 
 def test_onnx_and_torch_backends_agree(tiny_trocr, recognizer):
-    torch_rec = recognize.Recognizer(tiny_trocr, recognize.RecognizeConfig(backend="torch", **FAST))
-    images = [img for img, _ in synth.line_images(12, seed=5)]
+    torch_rec = Recognizer(tiny_trocr, RecognizeConfig(backend="torch", **FAST))
+    images = [img for img, _ in synthetic.line_images(12, seed=5)]
     a, b = recognizer.read(images), torch_rec.read(images)
     assert [r.text for r in a] == [r.text for r in b]
     assert np.allclose([r.confidence for r in a], [r.confidence for r in b], atol=1e-4)
@@ -37,7 +42,7 @@ def test_confidence_is_the_mean_token_log_probability(tiny_trocr, recognizer):
     import torch
     from transformers import TrOCRProcessor, VisionEncoderDecoderModel
 
-    images = [img for img, _ in synth.line_images(4, seed=8)]
+    images = [img for img, _ in synthetic.line_images(4, seed=8)]
     results = recognizer.read(images)
     model = VisionEncoderDecoderModel.from_pretrained(tiny_trocr, attn_implementation="eager").eval()
     processor = TrOCRProcessor.from_pretrained(tiny_trocr)
@@ -57,9 +62,9 @@ def test_confidence_is_the_mean_token_log_probability(tiny_trocr, recognizer):
 
 def test_default_token_limit_does_not_truncate_lines(tiny_onnx):
     out, _ = tiny_onnx
-    rec = recognize.Recognizer(out, recognize.RecognizeConfig(variant="fp32", num_beams=1))
+    rec = Recognizer(out, RecognizeConfig(variant="fp32", num_beams=1))
     assert rec.max_new_tokens == 126  # min(128, 128 decoder positions - 2), not transformers' 20
-    lengths = [len(r.tokens) for r in rec.read([img for img, _ in synth.line_images(4, seed=3)])]
+    lengths = [len(r.tokens) for r in rec.read([img for img, _ in synthetic.line_images(4, seed=3)])]
     assert max(lengths) > 20
 
 
@@ -81,7 +86,7 @@ def test_tokens_group_into_words():
 def write_docs(folder_uri: str) -> dict[str, int]:
     expected = {}
     for i, (name, n) in enumerate((("a.png", 3), ("sub/b.png", 2), ("c.tiff", 4))):
-        page = synth.render_page(seed=40 + i, max_lines=n, width=900, height=600)
+        page = synthetic.render_page(seed=40 + i, max_lines=n, width=900, height=600)
         buf = io.BytesIO()
         page.image.save(buf, format="TIFF" if name.endswith("tiff") else "PNG")
         storage.write_bytes(storage.join(folder_uri, name), buf.getvalue())
@@ -92,7 +97,7 @@ def write_docs(folder_uri: str) -> dict[str, int]:
 
 
 def read_results(output: str, keys: list[str]) -> dict[str, dict]:
-    return {k: recognize.document_result(output, k) for k in keys}
+    return {k: document_result(output, k) for k in keys}
 
 
 @pytest.mark.parametrize("where", ["local", "s3"])
@@ -101,7 +106,7 @@ def test_documents_to_records_with_error_records(where, tiny_onnx, tmp_path, req
     docs, output = storage.join(root, "docs"), storage.join(root, "out")
     expected = write_docs(docs)
     model, _ = tiny_onnx
-    summary = recognize.recognize_documents(docs, str(model), output, recognize.RecognizeConfig(**FAST), progress=False)
+    summary = recognize_documents(docs, str(model), output, RecognizeConfig(**FAST), progress=False)
     assert summary["documents"] == 4 and summary["done"] == 3 and summary["errors"] == 1
     assert summary["lines"] == sum(expected.values())
     results = read_results(output, ["a.png", "sub/b.png", "c.tiff", "broken.png"])
@@ -126,13 +131,13 @@ def test_documents_to_records_with_error_records(where, tiny_onnx, tmp_path, req
             downloads.append(uri)
         return real_read(uri, **kw)
 
-    monkeypatch.setattr(recognize.storage, "read_bytes", counting_read)
-    again = recognize.recognize_documents(docs, str(model), output, recognize.RecognizeConfig(**FAST), progress=False)
+    monkeypatch.setattr(storage, "read_bytes", counting_read)
+    again = recognize_documents(docs, str(model), output, RecognizeConfig(**FAST), progress=False)
     assert again["skipped"] == 3 and again["done"] == 0, "a rerun skips finished documents"
     if where == "s3":  # the recorded checksum decides: finished documents are not downloaded again
         assert all(u.endswith("broken.png") for u in downloads), downloads
-    changed = recognize.recognize_documents(docs, str(model), output,
-                                            recognize.RecognizeConfig(num_beams=1, max_new_tokens=24), progress=False)
+    changed = recognize_documents(docs, str(model), output,
+                                  RecognizeConfig(num_beams=1, max_new_tokens=24), progress=False)
     assert changed["done"] == 3, "another config is not 'already done'"
 
 
@@ -142,8 +147,8 @@ def test_shards_split_documents_exactly_once(tiny_onnx, tmp_path):
     model, _ = tiny_onnx
     plan = batch.plan_documents(docs, 3)
     assert plan["shards"] == ["0/3", "1/3", "2/3"] and len(plan["keys"]) == 4
-    counts = [recognize.recognize_documents(docs, str(model), output, recognize.RecognizeConfig(**FAST), shard=s,
-                                            keys=plan["keys"], progress=False) for s in plan["shards"]]
+    counts = [recognize_documents(docs, str(model), output, RecognizeConfig(**FAST), shard=s,
+                                  keys=plan["keys"], progress=False) for s in plan["shards"]]
     assert sum(c["documents"] for c in counts) == 4
     manifest = batch.merge_results(plan, output, model_hash=artifacts.read_manifest(str(model)).content_hash)
     lines = [json.loads(x) for x in artifacts.read_text(f"{output}/results", "results.jsonl").splitlines()]
@@ -156,7 +161,7 @@ def test_shards_split_documents_exactly_once(tiny_onnx, tmp_path):
 def test_merge_reports_cer_and_missing_results(tmp_path):
     output, gt = str(tmp_path / "out"), str(tmp_path / "gt")
     record = {"document": "d.png", "page": 1, "line": 1, "box": [0, 0, 1, 1], "text": "Total 12.50", "confidence": -0.1}
-    recognize.write_result(recognize.result_uri(output, "d.png"), {
+    write_result(result_uri(output, "d.png"), {
         "document": "d.png", "status": "ok", "model": "m", "lines": 1, "pages_with_text": 1, "seconds": 0.5},
         [record])
     storage.write_text(f"{gt}/d.png.txt", "Total 12.60\n")
@@ -175,28 +180,28 @@ def test_merge_reports_cer_and_missing_results(tmp_path):
 def test_unaddressable_document_names_become_error_records(tiny_onnx, tmp_path):
     docs = tmp_path / "docs"
     docs.mkdir()
-    page = synth.render_page(seed=1, max_lines=1, width=500, height=200).image
+    page = synthetic.render_page(seed=1, max_lines=1, width=500, height=200).image
     page.save(docs / "ok.png")
     (docs / "bad\nname.png").write_bytes((docs / "ok.png").read_bytes())
     model, _ = tiny_onnx
-    summary = recognize.recognize_documents(str(docs), str(model), str(tmp_path / "out"),
-                                            recognize.RecognizeConfig(**FAST), progress=False)
+    summary = recognize_documents(str(docs), str(model), str(tmp_path / "out"),
+                                  RecognizeConfig(**FAST), progress=False)
     assert summary["done"] == 1 and summary["errors"] == 1
-    bad = recognize.document_result(str(tmp_path / "out"), "bad\nname.png")
+    bad = document_result(str(tmp_path / "out"), "bad\nname.png")
     assert bad["status"] == "error" and "control characters" in bad["records"][0]["error"]
 
 
 def test_torch_backend_needs_no_export(tiny_trocr, tmp_path):
     docs = tmp_path / "docs"
     docs.mkdir()
-    page = synth.render_page(seed=2, max_lines=2, width=600, height=400)
+    page = synthetic.render_page(seed=2, max_lines=2, width=600, height=400)
     page.image.save(docs / "p.png")
-    summary = recognize.recognize_documents(str(docs), str(tiny_trocr), str(tmp_path / "out"),
-                                            recognize.RecognizeConfig(backend="torch", **FAST), progress=False)
+    summary = recognize_documents(str(docs), str(tiny_trocr), str(tmp_path / "out"),
+                                  RecognizeConfig(backend="torch", **FAST), progress=False)
     assert len(page.lines) == 2
     assert summary["done"] == 1 and summary["lines"] == 2
     with pytest.raises(ValueError, match="not an exported model"):
-        recognize.recognize_documents(str(docs), str(tiny_trocr), str(tmp_path / "out2"), progress=False)
+        recognize_documents(str(docs), str(tiny_trocr), str(tmp_path / "out2"), progress=False)
 
 
 def test_shard_spec_is_validated():

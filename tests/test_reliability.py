@@ -10,14 +10,22 @@ from pathlib import Path
 import pytest
 
 from inkbooth import artifacts, cli, storage
-from inkbooth.ocr import recognize, synth
+from inkbooth.ocr import batch
+from inkbooth.ocr.batch.results import document_result
+from inkbooth.ocr.batch.shard import OutputError, claim_output, recognize_documents
+from inkbooth.ocr.documents import pages, synthetic
+from inkbooth.ocr.documents.pages import PagesConfig
+from inkbooth.ocr.layout import lines as layout
+from inkbooth.ocr.recognition.export import ExportConfig, export_trocr
+from inkbooth.ocr.recognition.recognizer import RecognizeConfig
+from inkbooth.ocr.training import finetune
 
 FAST = ["--num-beams", "1", "--max-new-tokens", "4", "--token-boxes", "false"]
 
 
 def page_png(folder, name: str, seed: int = 1, lines: int = 2) -> None:
     folder.mkdir(parents=True, exist_ok=True)
-    synth.render_page(seed=seed, max_lines=lines, width=600, height=400).image.save(folder / name)
+    synthetic.render_page(seed=seed, max_lines=lines, width=600, height=400).image.save(folder / name)
 
 
 def results_of(output) -> list[dict]:
@@ -43,16 +51,16 @@ def test_a_second_run_over_other_documents_into_one_output_is_refused(tiny_onnx,
 
 def test_an_output_inside_the_documents_folder_is_refused(tmp_path):
     page_png(tmp_path / "docs", "a.png")
-    with pytest.raises(recognize.OutputError, match="inside the documents folder"):
-        recognize.claim_output(str(tmp_path / "docs"), str(tmp_path / "docs" / "ocr-out"))
+    with pytest.raises(OutputError, match="inside the documents folder"):
+        claim_output(str(tmp_path / "docs"), str(tmp_path / "docs" / "ocr-out"))
     assert not (tmp_path / "docs" / "ocr-out").exists()
 
 
 def test_owner_of_an_s3_output_is_shared_by_concurrent_shards(bucket):
     for _ in range(3):  # every shard of one run claims; all agree
-        recognize.claim_output(f"{bucket}/docs/", f"{bucket}/out")
-    with pytest.raises(recognize.OutputError, match="holds the results of documents"):
-        recognize.claim_output(f"{bucket}/other", f"{bucket}/out")
+        claim_output(f"{bucket}/docs/", f"{bucket}/out")
+    with pytest.raises(OutputError, match="holds the results of documents"):
+        claim_output(f"{bucket}/other", f"{bucket}/out")
     assert json.loads(storage.read_text(f"{bucket}/out/owner.json")) == {"documents": f"{bucket}/docs"}
 
 
@@ -67,8 +75,6 @@ def test_a_reader_is_installed_in_place_not_as_a_version(tmp_path, monkeypatch):
     """A package's reader folder is found by file names (package data, ``readers.path``): installing
     again replaces it whole, in place, never as a hidden version beside the old files."""
     from inkbooth import readers
-    from inkbooth.ocr import finetune
-
     monkeypatch.setattr(readers, "HERE", tmp_path / "readers")
     (tmp_path / "readers" / "latin").mkdir(parents=True)
     (tmp_path / "readers" / "latin" / readers.RECIPE).write_text("base: {}\n")
@@ -97,8 +103,6 @@ def test_a_reader_is_installed_in_place_not_as_a_version(tmp_path, monkeypatch):
 def test_a_re_export_into_an_old_export_folder_seals_no_stale_files(tiny_trocr, tiny_onnx, tmp_path):
     import shutil
 
-    from inkbooth.ocr.export import ExportConfig, export_trocr
-
     old, _ = tiny_onnx  # fp32, int8 and fp16
     folder = tmp_path / "export"
     shutil.copytree(old, folder)
@@ -125,13 +129,13 @@ def test_pages_past_max_pages_become_a_warning_record(tiny_onnx, tmp_path):
 
     model, _ = tiny_onnx
     blank = Image.new("L", (600, 400), 255)
-    text = synth.render_page(seed=5, max_lines=2, width=600, height=400).image
+    text = synthetic.render_page(seed=5, max_lines=2, width=600, height=400).image
     (tmp_path / "docs").mkdir()
     _pdf([blank, blank, text], tmp_path / "docs" / "long.pdf")  # the text is on the last page only
-    summary = recognize.recognize_documents(str(tmp_path / "docs"), str(model), str(tmp_path / "out"),
-                                            recognize.RecognizeConfig(num_beams=1, max_new_tokens=4,
-                                                                      pages={"max_pages": 2}), progress=False)
-    result = recognize.document_result(str(tmp_path / "out"), "long.pdf")
+    summary = recognize_documents(str(tmp_path / "docs"), str(model), str(tmp_path / "out"),
+                                  RecognizeConfig(num_beams=1, max_new_tokens=4,
+                                                  pages={"max_pages": 2}), progress=False)
+    result = document_result(str(tmp_path / "out"), "long.pdf")
     assert summary["errors"] == 0 and result["pages"] == 2 and result["pages_in_document"] == 3
     notes = {r["status"]: r for r in result["records"] if "status" in r}
     assert "only the first 2 read (max_pages); pages 3-3 were not read" in notes["warning"]["warning"]
@@ -163,11 +167,9 @@ def test_a_document_is_read_a_page_at_a_time(tiny_onnx, tmp_path, monkeypatch):
     and a document's lines were all held: every page stayed alive to the end."""
     import weakref
 
-    from inkbooth.ocr import pages
-
     model, _ = tiny_onnx
     (tmp_path / "docs").mkdir()
-    frames = [synth.render_page(seed=300 + i, max_lines=1, width=600, height=300).image for i in range(40)]
+    frames = [synthetic.render_page(seed=300 + i, max_lines=1, width=600, height=300).image for i in range(40)]
     frames[0].save(tmp_path / "docs" / "long.tiff", save_all=True, append_images=frames[1:])
     del frames
     alive: list[weakref.ref] = []
@@ -182,13 +184,13 @@ def test_a_document_is_read_a_page_at_a_time(tiny_onnx, tmp_path, monkeypatch):
             yield page
 
     monkeypatch.setattr(pages, "load_pages", watched)
-    monkeypatch.setattr(pages, "document_lines", lambda source, name, config=None: (
-        line for page in watched(source, name, config) for line in pages.page_lines(page, config)))
-    summary = recognize.recognize_documents(str(tmp_path / "docs"), str(model), str(tmp_path / "out"),
-                                            recognize.RecognizeConfig(num_beams=1, max_new_tokens=2,
-                                                                      batch_size=4), progress=False)
+    monkeypatch.setattr(layout, "document_lines", lambda source, name, config=None: (
+        line for page in watched(source, name, config) for line in layout.page_lines(page, config)))
+    summary = recognize_documents(str(tmp_path / "docs"), str(model), str(tmp_path / "out"),
+                                  RecognizeConfig(num_beams=1, max_new_tokens=2,
+                                                  batch_size=4), progress=False)
     assert summary["errors"] == 0 and len(alive) == 40
-    result = recognize.document_result(str(tmp_path / "out"), "long.tiff")
+    result = document_result(str(tmp_path / "out"), "long.tiff")
     assert result["pages"] == 40 and result["lines"] == summary["lines"] > 0
     assert most <= 2, f"{most} page images alive at once"
 
@@ -198,14 +200,12 @@ def test_cutting_a_page_leaves_nothing_for_the_cyclic_gc():
     cyclic GC and pages piled up (peak RSS 1.8 GB for one 600-page TIFF; 0.6 GB for 20 pages)."""
     import gc
 
-    from inkbooth.ocr import pages
-
-    page = pages.Page(0, synth.render_page(seed=13, max_lines=5, width=900, height=700).image)
-    pages.page_lines(page)  # first use: imports and caches
+    page = pages.Page(0, synthetic.render_page(seed=13, max_lines=5, width=900, height=700).image)
+    layout.page_lines(page)  # first use: imports and caches
     gc.collect()
     gc.disable()
     try:
-        lines = pages.page_lines(page)
+        lines = layout.page_lines(page)
         assert gc.collect() == 0, "no reference cycles"
     finally:
         gc.enable()
@@ -216,8 +216,6 @@ def test_cutting_a_page_leaves_nothing_for_the_cyclic_gc():
 
 
 def test_a_long_document_name_does_not_stop_the_merge(tiny_onnx, tmp_path, bucket):
-    from inkbooth.ocr import batch
-
     model, _ = tiny_onnx
     docs = tmp_path / "docs"
     long_local = "n" * 250 + ".png"  # 254 bytes: a legal file name, too long with ".txt" added
@@ -232,7 +230,7 @@ def test_a_long_document_name_does_not_stop_the_merge(tiny_onnx, tmp_path, bucke
     long_key = "k" * 248 + ".png"
     storage.write_bytes(f"{bucket}/docs/{long_key}", (docs / "short.png").read_bytes())
     out = f"{bucket}/out"
-    recognize.recognize_documents(f"{bucket}/docs", str(model), out, recognize.RecognizeConfig(
+    recognize_documents(f"{bucket}/docs", str(model), out, RecognizeConfig(
         num_beams=1, max_new_tokens=4, token_boxes=False), progress=False)
     manifest = batch.merge_results(batch.plan_documents(f"{bucket}/docs", 1), out)
     assert manifest.metrics["documents_ok"] == 1 and manifest.metrics["lines"] == 2
@@ -294,18 +292,16 @@ def test_every_numeric_field_is_validated(bad, message):
     from inkbooth.config import ConfigError, from_dict
 
     with pytest.raises(ConfigError, match=message):
-        from_dict(recognize.RecognizeConfig, bad)
+        from_dict(RecognizeConfig, bad)
 
 
 def test_nan_in_a_yaml_file_and_in_code_is_refused(tmp_path):
     from inkbooth.config import ConfigError, load
-    from inkbooth.ocr.pages import PagesConfig
-
     (tmp_path / "c.yaml").write_text("pages:\n  max_skew_degrees: .nan\n")
     with pytest.raises(ConfigError, match="max_skew_degrees: expected a finite number"):
-        load(recognize.RecognizeConfig, tmp_path / "c.yaml")
+        load(RecognizeConfig, tmp_path / "c.yaml")
     with pytest.raises(ValueError, match="max_pages: must be between"):
-        recognize.RecognizeConfig(pages=PagesConfig(max_pages=0)).validate()
+        RecognizeConfig(pages=PagesConfig(max_pages=0)).validate()
 
 
 def test_a_store_failure_fails_the_run_but_a_missing_document_is_a_record(tiny_onnx, tmp_path, monkeypatch):
@@ -313,19 +309,19 @@ def test_a_store_failure_fails_the_run_but_a_missing_document_is_a_record(tiny_o
     page_png(tmp_path / "docs", "a.png")
     page_png(tmp_path / "docs", "b.png", seed=2)
     keys = ["a.png", "b.png", "gone.png"]  # planned, then deleted before its shard ran
-    cfg = recognize.RecognizeConfig(num_beams=1, max_new_tokens=4, token_boxes=False)
-    summary = recognize.recognize_documents(str(tmp_path / "docs"), str(model), str(tmp_path / "out"), cfg,
-                                            keys=keys, progress=False)
+    cfg = RecognizeConfig(num_beams=1, max_new_tokens=4, token_boxes=False)
+    summary = recognize_documents(str(tmp_path / "docs"), str(model), str(tmp_path / "out"), cfg,
+                                  keys=keys, progress=False)
     assert summary["done"] == 2 and summary["errors"] == 1
-    assert "no such file" in recognize.document_result(str(tmp_path / "out"), "gone.png")["records"][0]["error"]
+    assert "no such file" in document_result(str(tmp_path / "out"), "gone.png")["records"][0]["error"]
 
     def store_down(*a, **kw):
         raise storage.StorageError("reading s3://docs/a.png: failed after 6 attempts: EndpointConnectionError")
 
     monkeypatch.setattr(storage, "download", store_down)
     with pytest.raises(storage.StorageError, match="EndpointConnectionError"):
-        recognize.recognize_documents(str(tmp_path / "docs"), str(model), str(tmp_path / "out2"), cfg,
-                                      progress=False)
+        recognize_documents(str(tmp_path / "docs"), str(model), str(tmp_path / "out2"), cfg,
+                            progress=False)
     assert not (tmp_path / "out2" / "work").exists()
 
 
@@ -357,7 +353,7 @@ def test_a_stalled_endpoint_is_an_error_naming_the_uri_in_bounded_time(monkeypat
     thread.start()
     quick = storage.RetryPolicy(attempts=5, base_delay=0.01, max_delay=0.05, request_attempts=1,
                                 connect_timeout=1, read_timeout=1, deadline=3)
-    previous = storage._retry_policy
+    previous = storage.retries._retry_policy
     storage.set_retry_policy(quick)
     env = {"AWS_ENDPOINT_URL_S3": f"http://127.0.0.1:{server.getsockname()[1]}", "AWS_ACCESS_KEY_ID": "a",
            "AWS_SECRET_ACCESS_KEY": "b"}
@@ -388,7 +384,7 @@ def test_a_yaml_alias_bomb_is_refused_at_once(tmp_path):
     (tmp_path / "bomb.yaml").write_text("\n".join(levels) + "\npages:\n  deskew: *i\n")
     start = time.monotonic()
     with pytest.raises(ConfigError, match="YAML (aliases|anchors) are not allowed"):
-        load(recognize.RecognizeConfig, tmp_path / "bomb.yaml")
+        load(RecognizeConfig, tmp_path / "bomb.yaml")
     assert time.monotonic() - start < 2
 
 
@@ -398,27 +394,23 @@ def test_a_yaml_alias_bomb_is_refused_at_once(tmp_path):
 def _lines(image) -> int:
     import io
 
-    from inkbooth.ocr import pages
-
     buf = io.BytesIO()
     image.save(buf, format="TIFF")  # holds float pixels too
-    return len(list(pages.document_lines(buf.getvalue(), "x.tiff")))
+    return len(list(layout.document_lines(buf.getvalue(), "x.tiff")))
 
 
 def test_exif_rotated_photos_are_read_upright(tmp_path):
     from PIL import Image
 
     from inkbooth.dreambooth import train
-    from inkbooth.ocr import pages
-
-    page = synth.render_page(seed=8, max_lines=3, width=900, height=600)
+    page = synthetic.render_page(seed=8, max_lines=3, width=900, height=600)
     sideways = page.image.convert("RGB").transpose(Image.Transpose.ROTATE_90)  # the sensor's view
     exif = Image.Exif()
     exif[0x0112] = 6  # "rotate 90 clockwise to view": what a camera held upright writes
     sideways.save(tmp_path / "photo.jpg", exif=exif, quality=95)
     (loaded,) = pages.load_pages((tmp_path / "photo.jpg").read_bytes(), "photo.jpg")
     assert loaded.image.size == (900, 600)
-    assert len(list(pages.document_lines((tmp_path / "photo.jpg").read_bytes(), "photo.jpg"))) == len(page.lines)
+    assert len(list(layout.document_lines((tmp_path / "photo.jpg").read_bytes(), "photo.jpg"))) == len(page.lines)
     (subject,), _ = train.load_images(str(tmp_path), "subject")
     assert subject.size == (900, 600)
 
@@ -431,9 +423,7 @@ def test_pdf_page_rotation_is_honoured(tmp_path):
     from PIL import Image
     from pypdf import PdfReader, PdfWriter
 
-    from inkbooth.ocr import pages
-
-    page = synth.render_page(seed=9, max_lines=3, width=900, height=600)
+    page = synthetic.render_page(seed=9, max_lines=3, width=900, height=600)
     buf = io.BytesIO()
     page.image.convert("RGB").transpose(Image.Transpose.ROTATE_90).save(buf, format="PDF", resolution=100)
     writer = PdfWriter()
@@ -443,7 +433,7 @@ def test_pdf_page_rotation_is_honoured(tmp_path):
     writer.write(out)
     (loaded,) = pages.load_pages(out.getvalue(), "rotated.pdf", pages.PagesConfig(pdf_dpi=100))
     assert loaded.image.size[0] > loaded.image.size[1]
-    assert len(list(pages.document_lines(out.getvalue(), "rotated.pdf", pages.PagesConfig(pdf_dpi=100)))) == \
+    assert len(list(layout.document_lines(out.getvalue(), "rotated.pdf", pages.PagesConfig(pdf_dpi=100)))) == \
         len(page.lines)
 
 
@@ -474,22 +464,20 @@ def test_a_png_mentioning_pdf_in_a_text_chunk_is_read_as_a_png(tmp_path):
 
     from PIL.PngImagePlugin import PngInfo
 
-    from inkbooth.ocr import pages
-
-    page = synth.render_page(seed=10, max_lines=2, width=700, height=400)
+    page = synthetic.render_page(seed=10, max_lines=2, width=700, height=400)
     info = PngInfo()
     info.add_text("Comment", "converted from %PDF-1.7 by a scanner")
     buf = io.BytesIO()
     page.image.save(buf, format="PNG", pnginfo=info)
     assert b"%PDF-" in buf.getvalue()[:1024]
-    assert len(list(pages.document_lines(buf.getvalue(), "scan.png"))) == len(page.lines)
+    assert len(list(layout.document_lines(buf.getvalue(), "scan.png"))) == len(page.lines)
 
 
 def test_one_nan_pixel_does_not_whiten_the_page():
     import numpy as np
     from PIL import Image
 
-    page = synth.render_page(seed=11, max_lines=3, width=800, height=500)
+    page = synthetic.render_page(seed=11, max_lines=3, width=800, height=500)
     arr = np.asarray(page.image, dtype=np.float32) / 255.0
     arr[0, 0] = np.nan
     assert _lines(Image.fromarray(arr, "F")) == len(page.lines)
@@ -564,13 +552,13 @@ def test_pdf_password_is_a_secret(tiny_onnx, tmp_path, caplog, monkeypatch):
     from tests.badinputs import _encrypted_pdf
 
     model, _ = tiny_onnx
-    page = synth.render_page(seed=12, max_lines=2, width=700, height=400)
+    page = synthetic.render_page(seed=12, max_lines=2, width=700, height=400)
     (tmp_path / "docs").mkdir()
     (tmp_path / "docs" / "locked.pdf").write_bytes(_encrypted_pdf(page.image))  # password "s3cret"
     # In a run config it would become a pipeline parameter (printed in the kfp.local run log): refused.
     with pytest.raises(ConfigError, match="INKBOOTH_PDF_PASSWORD"):
         runs.OCRRun(model="m", documents="d", output="o", recognize={"pages": {"pdf_password": "s3cret"}}).validate()
-    cfg = recognize.RecognizeConfig(num_beams=1, max_new_tokens=4, pages={"pdf_password": "s3cret"})
+    cfg = RecognizeConfig(num_beams=1, max_new_tokens=4, pages={"pdf_password": "s3cret"})
     assert "s3cret" not in repr(cfg) and "s3cret" not in json.dumps(to_dict(cfg))
     monkeypatch.setenv("INKBOOTH_PDF_PASSWORD", "s3cret")  # the way a pipeline step gets it (a Secret)
     out = tmp_path / "out"

@@ -9,6 +9,9 @@ from html.parser import HTMLParser
 import pytest
 
 from inkbooth import artifacts, cli, reports, storage
+from inkbooth.ocr import batch
+from inkbooth.ocr.batch.shard import recognize_documents
+from inkbooth.ocr.recognition.recognizer import RecognizeConfig
 from inkbooth.reports import metrics
 from inkbooth.reports.page import MARKDOWN_BUDGET
 
@@ -71,8 +74,6 @@ def ocr_run(tiny_onnx, s3_server, tmp_path_factory):
     import uuid
 
     from inkbooth import demo
-    from inkbooth.ocr import batch, recognize
-
     local = tmp_path_factory.mktemp("ocr-report")
     bucket = f"s3://report-{uuid.uuid4().hex[:8]}"
     storage.ensure_bucket(bucket)
@@ -80,8 +81,8 @@ def ocr_run(tiny_onnx, s3_server, tmp_path_factory):
     storage.upload_dir(local / "documents", f"{bucket}/documents")
     storage.upload_dir(local / "ground-truth", f"{bucket}/gt")
     out = f"{bucket}/ocr"
-    summary = recognize.recognize_documents(f"{bucket}/documents", str(tiny_onnx[0]), out,
-                                            recognize.RecognizeConfig(num_beams=1, max_new_tokens=8), progress=False)
+    summary = recognize_documents(f"{bucket}/documents", str(tiny_onnx[0]), out,
+                                  RecognizeConfig(num_beams=1, max_new_tokens=8), progress=False)
     batch.merge_results(batch.plan_documents(f"{bucket}/documents", 1), out, f"{bucket}/gt", [summary])
     return f"{out}/results", tiny_onnx[1]
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from inkbooth import runtime
+from inkbooth.ocr.recognition.exported import _session_options
 
 
 def _write(path: Path, text: str) -> None:
@@ -82,12 +83,10 @@ def test_torch_threads_are_capped_by_the_quota_but_never_raised_unasked(monkeypa
 
 
 def test_ort_sessions_take_threads_from_the_quota(monkeypatch):
-    from inkbooth.ocr import recognize
-
     monkeypatch.setattr(runtime, "cpu_limit", lambda *a: 3)
-    so = recognize._session_options(0)
+    so = _session_options(0)
     assert so.intra_op_num_threads == 3 and so.inter_op_num_threads == 1
-    assert recognize._session_options(2).intra_op_num_threads == 2
+    assert _session_options(2).intra_op_num_threads == 2
 
 
 def test_keep_freed_memory_takes_on_glibc():

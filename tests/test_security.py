@@ -8,6 +8,10 @@ import logging
 import pytest
 
 from inkbooth import artifacts, objectstore, storage
+from inkbooth.ocr import batch
+from inkbooth.ocr.batch.shard import recognize_documents
+from inkbooth.ocr.documents import synthetic
+from inkbooth.ocr.recognition.recognizer import RecognizeConfig
 from tests.conftest import REPO
 
 PLANTED = "PLANTED-SECRET-0c7e5d9b"
@@ -24,17 +28,15 @@ def test_wrong_credentials_fail_without_echoing_them(s3_server, bucket, caplog):
 
 
 def test_outputs_and_logs_of_a_run_hold_no_credentials(tiny_onnx, tmp_path, caplog, capsys, monkeypatch):
-    from inkbooth.ocr import batch, recognize, synth
-
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", PLANTED)
     (tmp_path / "docs").mkdir()
-    synth.render_page(seed=1, max_lines=2, width=600, height=400).image.save(tmp_path / "docs" / "a.png")
+    synthetic.render_page(seed=1, max_lines=2, width=600, height=400).image.save(tmp_path / "docs" / "a.png")
     (tmp_path / "docs" / "bad.png").write_bytes(b"not an image")
     model, _ = tiny_onnx
     out = str(tmp_path / "out")
     with caplog.at_level(logging.DEBUG):
-        recognize.recognize_documents(str(tmp_path / "docs"), str(model), out,
-                                      recognize.RecognizeConfig(num_beams=1, max_new_tokens=4))
+        recognize_documents(str(tmp_path / "docs"), str(model), out,
+                            RecognizeConfig(num_beams=1, max_new_tokens=4))
         batch.merge_results(batch.plan_documents(str(tmp_path / "docs"), 1), out)
     written = "".join(p.read_text(errors="replace") for p in (tmp_path / "out").rglob("*") if p.is_file())
     assert "manifest.json" in "".join(str(p) for p in (tmp_path / "out").rglob("*"))

@@ -2,7 +2,9 @@
 
 Every subcommand maps its arguments onto one library function and its typed config: a config file
 (``--config``, YAML) first, then one flag per config field on top. Nothing heavy is imported until a
-subcommand runs, so ``inkbooth --help`` is instant.
+subcommand runs, so ``inkbooth --help`` is instant. The whole command line is one file on purpose:
+each handler is a few lines beside its parser, and a reader sees every command together, so it
+reads better whole than split by command.
 """
 
 from __future__ import annotations
@@ -54,13 +56,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     p = _config_parser(sub, "export-trocr", "export a TrOCR checkpoint to ONNX (fp32/INT8/FP16) with parity checks",
-                       "inkbooth.ocr.export:ExportConfig",
+                       "inkbooth.ocr.recognition.export:ExportConfig",
                        [("model", "hub id, local folder or s3:// URI of the checkpoint"),
                         ("output", "folder or s3:// prefix for the ONNX artifact")])
     p.add_argument("--parity-images-uri", help="folder or s3:// prefix of line images for the parity set")
 
     p = _config_parser(sub, "finetune-trocr", "fine-tune a TrOCR checkpoint on labelled line crops and/or synthetic lines",
-                       "inkbooth.ocr.finetune:FinetuneConfig",
+                       "inkbooth.ocr.training.finetune:FinetuneConfig",
                        [("model", "hub id, local folder or s3:// URI of the checkpoint to start from"),
                         ("output", "folder or s3:// prefix for the fine-tuned checkpoint")])
     p.add_argument("--data", help="folder or s3:// prefix of line images with labels.jsonl or labels.tsv")
@@ -69,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", default="trocr", help="model name in the registry (default: trocr)")
 
     p = _config_parser(sub, "ocr", "OCR documents (one shard of them) with an exported model",
-                       "inkbooth.ocr.recognize:RecognizeConfig",
+                       "inkbooth.ocr.recognition.recognizer:RecognizeConfig",
                        [("documents", "folder or s3:// prefix of PNG/JPEG/TIFF/PDF documents"),
                         ("model", "exported model (export-trocr output); with --backend torch, a checkpoint"),
                         ("output", "folder or s3:// prefix for the results")])
@@ -230,7 +232,7 @@ def _redact_record(record: logging.LogRecord) -> bool:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from inkbooth.ocr.export import export_trocr
+    from inkbooth.ocr.recognition.export import export_trocr
 
     manifest = export_trocr(args.model, args.output, _load_config(args), parity_images=args.parity_images_uri)
     print(json.dumps({"output": args.output, "content_hash": manifest.content_hash, "metrics": manifest.metrics},
@@ -239,7 +241,8 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _finetune(args: argparse.Namespace) -> int:
-    from inkbooth.ocr.finetune import RegisterConfig, finetune_trocr, register_trocr
+    from inkbooth.ocr.training.finetune import finetune_trocr
+    from inkbooth.ocr.training.register import RegisterConfig, register_trocr
 
     manifest = finetune_trocr(args.model, args.output, _load_config(args), data=args.data,
                               checkpoints=args.checkpoints)
@@ -251,8 +254,7 @@ def _finetune(args: argparse.Namespace) -> int:
 
 
 def _ocr(args: argparse.Namespace) -> int:
-    from inkbooth.ocr.batch import merge_results, plan_documents
-    from inkbooth.ocr.recognize import recognize_documents
+    from inkbooth.ocr.batch import merge_results, plan_documents, recognize_documents
 
     cfg = _load_config(args)
     plan = plan_documents(args.documents, 1)  # one listing for this shard and the merge
@@ -269,11 +271,11 @@ def _ocr(args: argparse.Namespace) -> int:
 
 def _pages(args: argparse.Namespace) -> int:
     from inkbooth import storage
-    from inkbooth.ocr import pages
+    from inkbooth.ocr.layout.lines import document_lines
 
     data = storage.read_bytes(args.document)
     out = []
-    for i, line in enumerate(pages.document_lines(data, args.document)):
+    for i, line in enumerate(document_lines(data, args.document)):
         out.append({"page": line.page + 1, "box": list(line.box)})
         if args.crops:
             Path(args.crops).mkdir(parents=True, exist_ok=True)
@@ -437,7 +439,7 @@ def _report(args: argparse.Namespace) -> int:
     from inkbooth import reports
 
     if args.build:
-        from inkbooth.ocr.pages import PagesConfig
+        from inkbooth.ocr.documents.pages import PagesConfig
 
         pages_config = PagesConfig(pdf_dpi=args.pdf_dpi) if args.pdf_dpi else None
         page = reports.build(args.run_output, samples=args.samples, export_model=args.export_model,

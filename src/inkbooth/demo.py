@@ -34,7 +34,7 @@ SAMPLE_LINES = 6  # lines of the first document printed as read, beside the tran
 
 def make_documents(folder: Path, seed: int = 7) -> dict[str, int]:
     """Write the demo documents and transcripts; returns the expected line count per document."""
-    from inkbooth.ocr import synth
+    from inkbooth.ocr.documents import synthetic as synth
 
     docs, truth = folder / "documents", folder / "ground-truth"
     docs.mkdir(parents=True, exist_ok=True)
@@ -243,7 +243,7 @@ def print_summary(summary: dict[str, Any]) -> None:
             print(f"                    {read:<{width}} | {truth}")
     export = summary.get("export", {})
     if "int8_cer" in export:
-        from inkbooth.ocr.export import ExportConfig
+        from inkbooth.ocr.recognition.export import ExportConfig
 
         print(f"  export parity   {export.get('parity_images')} rendered lines: CER fp32 {export['fp32_cer']}, INT8 "
               f"{export['int8_cer']} (delta {export['int8_cer_delta']:+}); INT8 text vs fp32 text CER "

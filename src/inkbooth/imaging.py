@@ -1,6 +1,6 @@
 """Pixels as people meant them: EXIF orientation applied, deep and float images brought to 8 bits.
 
-Shared by document pages (``inkbooth.ocr.pages``) and subject images (``inkbooth.dreambooth.train``),
+Shared by document pages (``inkbooth.ocr.documents.pages``) and subject images (``inkbooth.dreambooth.train``),
 so a photo taken sideways or a 16-bit scan is read the same way wherever it enters.
 """
 

@@ -30,13 +30,13 @@ class OCRRun:
     output: str = option(help="prefix (s3:// or folder) for per-document results and the merged results")
     num_shards: int = option(4, "parallel OCR shards (at most one per document)")
     ground_truth: str = option("", "prefix with <document>.txt transcripts, for CER in the report")
-    export: dict[str, Any] = option({}, "export config (inkbooth.ocr.export.ExportConfig fields)")
-    recognize: dict[str, Any] = option({}, "recognition config (inkbooth.ocr.recognize.RecognizeConfig fields)")
+    export: dict[str, Any] = option({}, "export config (inkbooth.ocr.recognition.export.ExportConfig fields)")
+    recognize: dict[str, Any] = option({}, "recognition config (inkbooth.ocr.recognition.recognizer.RecognizeConfig fields)")
 
     def validate(self) -> None:
         from inkbooth import config
-        from inkbooth.ocr.export import ExportConfig
-        from inkbooth.ocr.recognize import RecognizeConfig
+        from inkbooth.ocr.recognition.export import ExportConfig
+        from inkbooth.ocr.recognition.recognizer import RecognizeConfig
 
         # Check nested configs here, before any step starts, with the key that is wrong.
         config.from_dict(ExportConfig, self.export, source="export")
@@ -123,18 +123,19 @@ class OCRTrainRun:
     data: str = option(help="prefix (s3:// or folder) of line images with labels.jsonl or labels.tsv")
     registry: str = option(help="model registry root; the result becomes <registry>/<name>/vN")
     checkpoints: str = option("", "prefix for full-state training checkpoints (empty: beside the trained model)")
-    lines: dict[str, Any] = option({}, "data checks and split (inkbooth.ocr.lines.LinesConfig fields)")
-    finetune: dict[str, Any] = option({}, "fine-tuning (inkbooth.ocr.finetune.FinetuneConfig fields)")
-    export: dict[str, Any] = option({}, "export and parity gate (inkbooth.ocr.export.ExportConfig fields)")
-    evaluate: dict[str, Any] = option({}, "held-out evaluation (inkbooth.ocr.evaluate.EvaluateConfig fields)")
-    register: dict[str, Any] = option({}, "registration (inkbooth.ocr.finetune.RegisterConfig fields: name, ...)")
+    lines: dict[str, Any] = option({}, "data checks and split (inkbooth.ocr.training.lines.LinesConfig fields)")
+    finetune: dict[str, Any] = option({}, "fine-tuning (inkbooth.ocr.training.finetune.FinetuneConfig fields)")
+    export: dict[str, Any] = option({}, "export and parity gate (inkbooth.ocr.recognition.export.ExportConfig fields)")
+    evaluate: dict[str, Any] = option({}, "held-out evaluation (inkbooth.ocr.training.evaluate.EvaluateConfig fields)")
+    register: dict[str, Any] = option({}, "registration (inkbooth.ocr.training.register.RegisterConfig fields: name, ...)")
 
     def validate(self) -> None:
         from inkbooth import config
-        from inkbooth.ocr.evaluate import EvaluateConfig
-        from inkbooth.ocr.export import ExportConfig
-        from inkbooth.ocr.finetune import FinetuneConfig, RegisterConfig
-        from inkbooth.ocr.lines import LinesConfig
+        from inkbooth.ocr.recognition.export import ExportConfig
+        from inkbooth.ocr.training.evaluate import EvaluateConfig
+        from inkbooth.ocr.training.finetune import FinetuneConfig
+        from inkbooth.ocr.training.lines import LinesConfig
+        from inkbooth.ocr.training.register import RegisterConfig
 
         config.from_dict(LinesConfig, self.lines, source="lines")
         config.from_dict(FinetuneConfig, self.finetune, source="finetune")

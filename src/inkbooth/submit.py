@@ -148,8 +148,8 @@ def _training_data(run: runs.DreamBoothRun | runs.OCRTrainRun) -> tuple[str, str
     The hash is computed as training computes it, from recorded checksums (nothing is downloaded).
     """
     if isinstance(run, runs.OCRTrainRun):
-        from inkbooth.ocr.finetune import RegisterConfig
-        from inkbooth.ocr.lines import line_data_hash
+        from inkbooth.ocr.training.lines import line_data_hash
+        from inkbooth.ocr.training.register import RegisterConfig
 
         return "ocr-train", RegisterConfig(**run.register).name, line_data_hash(run.data), "data_hash", "labelled lines"
     from inkbooth.dreambooth.export import ExportCheckpointConfig

@@ -10,7 +10,7 @@ is trained locally on a fixed text. Its output projection is scaled up so that, 
 its next-token choices are clear rather than near-ties; quantisation parity then measures the
 quantiser, not the coin flips of a random network.
 
-The same builder makes the starting point of the small readers that ``inkbooth.ocr.finetune`` trains
+The same builder makes the starting point of the small readers that ``inkbooth.ocr.training.finetune`` trains
 (``READER_SHAPE``): a character-level tokenizer (still RoBERTa's byte-level kind: every byte is a
 token, and each character of the alphabet that takes several UTF-8 bytes is merged into one), an image
 processor that keeps the line's aspect ratio (DETR's: scale to fit the input, which for a line means

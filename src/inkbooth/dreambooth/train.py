@@ -15,93 +15,44 @@ What it does differently from a plain per-step loop:
 * the fused AdamW kernel (CPU and CUDA) and a channels-last UNet;
 * options: gradient checkpointing, min-SNR weighting, offset noise, 8-bit Adam (CUDA + bitsandbytes),
   LoRA (peft); validation images and TensorBoard scalars and images every N steps.
+
+This module is the loop: the loss, train_dreambooth, the launcher and the command line. It imports
+downward only: the settings and run identity from ``inkbooth.dreambooth.settings``, the images from
+``inkbooth.dreambooth.images``, and the checkpoints, validation and publishing from
+``inkbooth.dreambooth.publish``; none of them imports it.
+``train_dreambooth`` is one long function on purpose: its stages share the models, the accelerator
+and the cached latents through local closures, and it reads better whole than split.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import io
 import json
 import logging
-import re
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from inkbooth import artifacts, models, storage
+from inkbooth import artifacts, models
 from inkbooth import checkpoints as ckpt
-from inkbooth.config import option, to_dict
+from inkbooth.config import to_dict
+from inkbooth.dreambooth.images import image_set_hash as image_set_hash
+from inkbooth.dreambooth.images import load_images as load_images
+from inkbooth.dreambooth.images import to_tensor
+from inkbooth.dreambooth.publish import (
+    _save_checkpoint,
+    _save_pipeline,
+    _shared_staging,
+    _tensorboard_or_none,
+    _validate,
+)
+from inkbooth.dreambooth.settings import KIND as KIND
+from inkbooth.dreambooth.settings import TrainConfig as TrainConfig
+from inkbooth.dreambooth.settings import run_identity as run_identity
 
 log = logging.getLogger(__name__)
 
-KIND = "dreambooth-model"
 CHECKPOINT_KIND = "dreambooth-checkpoint"
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
-# Larger subject images are refused: a few-KB file can decode to gigabytes (8192 x 8192 is plenty).
-MAX_IMAGE_PIXELS = 8192 * 8192
-
-
-@dataclasses.dataclass
-class TrainConfig:
-    """A DreamBooth run."""
-
-    instance_prompt: str = option("a photo of sks dog", "prompt of the subject images, with the identifier")
-    identifier: str = option("sks", "the rare token that names the subject; must appear in instance_prompt")
-    class_prompt: str = option("a photo of dog", "prompt of the class images (prior preservation)")
-    with_prior_preservation: bool = option(True, "add the class-image loss")
-    prior_loss_weight: float = option(1.0, "weight of the class-image loss", min=0.0)
-    resolution: int = option(0, "training size in pixels (0: the model's native size)", min=0, max=8192)
-    center_crop: bool = option(True, "center crop (else random crop)")
-    random_flip: bool = option(False, "random horizontal flips of subject images")
-    train_text_encoder: bool = option(False, "train the text encoder too")
-    max_train_steps: int = option(400, "optimizer steps", min=1, max=10_000_000)
-    train_batch_size: int = option(1, "subject images per step and process (as many class images are added)", min=1, max=4096)
-    gradient_accumulation_steps: int = option(1, "micro-batches per optimizer step", min=1, max=4096)
-    learning_rate: float = option(5e-6, "UNet learning rate (1e-4 is typical for LoRA)", min=0.0, max=1.0)
-    text_encoder_lr: float = option(0.0, "text encoder learning rate (0: same as learning_rate)", min=0.0, max=1.0)
-    lr_scheduler: Literal["constant", "constant_with_warmup", "linear", "cosine"] = option("constant", "LR schedule")
-    lr_warmup_steps: int = option(0, "warm-up steps", min=0)
-    adam_beta1: float = option(0.9, "Adam beta1")
-    adam_beta2: float = option(0.999, "Adam beta2")
-    adam_weight_decay: float = option(1e-2, "AdamW weight decay")
-    adam_epsilon: float = option(1e-8, "Adam epsilon")
-    max_grad_norm: float = option(1.0, "gradient clipping norm", min=0.0)
-    use_8bit_adam: bool = option(False, "bitsandbytes 8-bit AdamW (CUDA only)")
-    mixed_precision: Literal["no", "fp16", "bf16"] = option("no", "autocast precision; weights stay fp32")
-    gradient_checkpointing: bool = option(False, "trade compute for memory")
-    channels_last: bool = option(True, "UNet in channels-last memory format (faster convolutions on CPU and GPU)")
-    snr_gamma: float = option(0.0, "min-SNR weighting gamma (0: off; 5.0 is the usual choice)", min=0.0)
-    offset_noise: float = option(0.0, "offset noise strength (0: off; 0.1 is typical)", min=0.0, max=10.0)
-    lora_rank: int = option(0, "LoRA rank (0: full fine-tuning)", min=0, max=4096)
-    cache_latents: bool = option(True, "encode the images once instead of every step")
-    checkpoint_every: int = option(0, "full-state checkpoint every N steps (0: none)", min=0)
-    checkpoints_total_limit: int = option(2, "checkpoints kept (older ones are deleted)", min=0)
-    resume: str = option("", "'latest' or a step number to resume from a checkpoint; empty: start fresh")
-    log_every: int = option(10, "TensorBoard scalars every N steps (the tracker flushes to disk on each)", min=1)
-    validation_every: int = option(0, "validation images every N steps (0: none)", min=0)
-    validation_prompts: list[str] = option(["a photo of sks dog on the beach"], "validation prompts")
-    validation_steps: int = option(20, "sampling steps for validation images", min=1, max=1000)
-    seed: int = option(0, "seed of every random draw")
-    allow_pickle: bool = option(False, "accept pickle-based base weights")
-
-    def validate(self) -> None:
-        from inkbooth.config import check_ranges
-
-        check_ranges(self, "train")
-        if not re.search(rf"(^|\W){re.escape(self.identifier)}(\W|$)", self.instance_prompt):
-            raise ValueError(f"instance_prompt {self.instance_prompt!r} does not contain the identifier "
-                             f"{self.identifier!r}: the model would have no token to learn the subject by")
-        for prompt in self.validation_prompts:
-            if self.identifier not in prompt:
-                log.warning("validation prompt %r does not use the identifier %r", prompt, self.identifier)
-        if self.max_train_steps < 1 or self.train_batch_size < 1 or self.gradient_accumulation_steps < 1:
-            raise ValueError("max_train_steps, train_batch_size and gradient_accumulation_steps must be >= 1")
-        if self.lora_rank and self.train_text_encoder:
-            raise ValueError("lora_rank with train_text_encoder is not supported yet: train the UNet's LoRA only, "
-                             "or fine-tune the text encoder fully (lora_rank: 0)")
-        if self.resume not in ("", "latest") and not self.resume.isdigit():
-            raise ValueError(f"resume must be '', 'latest' or a step number, got {self.resume!r}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -142,119 +93,6 @@ def min_snr_weights(scheduler: Any, timesteps: Any, gamma: float) -> Any:
     if scheduler.config.prediction_type == "v_prediction":
         return clipped / (snr + 1)
     return clipped / snr
-
-
-def image_names(uri: str) -> list[str]:
-    return [k for k in storage.list_files(uri) if k.lower().endswith(IMAGE_SUFFIXES)]
-
-
-def set_hash(digests: set[str]) -> str:
-    """The identity of an image set: its distinct SHA-256 digests, sorted and hashed."""
-    import hashlib
-
-    return hashlib.sha256("".join(sorted(digests)).encode()).hexdigest()
-
-
-def image_set_hash(uri: str) -> str:
-    """The content hash ``load_images`` gives the images under ``uri``, from recorded checksums
-    where objects carry one (nothing is downloaded then)."""
-    import hashlib
-
-    digests = set()
-    for name in image_names(uri):
-        target = storage.join(uri, name)
-        digests.add(storage.stat(target).sha256 or hashlib.sha256(storage.read_bytes(target)).hexdigest())
-    return set_hash(digests)
-
-
-def load_images(uri: str, what: str, *, published: bool = False) -> tuple[list[Any], str]:
-    """RGB images under a prefix (subject or class images), and a content hash of the set.
-
-    ``published``: ``uri`` is an artifact (a class-image set); its images are the ones its manifest
-    lists, each verified, so a missing or replaced file is an error rather than a silent change.
-    """
-    import hashlib
-
-    from PIL import Image, UnidentifiedImageError
-
-    from inkbooth.imaging import to_8bit, upright
-
-    manifest = None
-    if published:
-        try:
-            manifest = artifacts.read_manifest(uri)
-            names = [f.path for f in manifest.files if f.path.lower().endswith(IMAGE_SUFFIXES)]
-        except artifacts.NotPublishedError:
-            raise ValueError(f"{uri}: not a finished {what}-image set (no {artifacts.MANIFEST}); "
-                             "make it with `inkbooth prior`") from None
-    else:
-        names = image_names(uri)
-    if not names:
-        raise ValueError(f"{uri}: no {what} images found ({', '.join(IMAGE_SUFFIXES)})")
-    images, digests, seen = [], [], set()
-    for name in names:
-        if published:
-            try:
-                data = artifacts.read_bytes(uri, name, manifest)
-            except storage.StorageError as e:
-                raise ValueError(f"{uri}: the {what}-image set does not match its manifest ({e}); "
-                                 "regenerate it (`inkbooth prior`) or restore the file") from None
-        else:
-            data = storage.read_bytes(storage.join(uri, name))
-        digest = hashlib.sha256(data).hexdigest()
-        if digest in seen:
-            log.warning("%s: %s is a duplicate of another image; used once", uri, name)
-            continue
-        seen.add(digest)
-        try:
-            img = Image.open(io.BytesIO(data))
-            if img.width * img.height > MAX_IMAGE_PIXELS:
-                raise ValueError(f"{storage.join(uri, name)}: {img.width}x{img.height} pixels, over the limit of "
-                                 f"{MAX_IMAGE_PIXELS}; refused as a possible decompression bomb")
-            img.load()
-        except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as e:
-            raise ValueError(f"{storage.join(uri, name)}: not a readable image: {e}") from None
-        # Turned as a viewer shows it; 16-bit, 32-bit and float pixels by their range, not clipped.
-        img = to_8bit(upright(img), stretch=False)
-        if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
-            bg = Image.new("RGBA", img.size, (255, 255, 255, 255))
-            img = Image.alpha_composite(bg, img.convert("RGBA"))
-        images.append(img.convert("RGB"))
-        digests.append(digest)
-    return images, set_hash(set(digests))
-
-
-def to_tensor(img: Any, size: int, center_crop: bool) -> Any:
-    """Resize the short side to ``size``, crop a square, scale to [-1, 1] (C, H, W)."""
-    import numpy as np
-    import torch
-    from PIL import Image
-
-    w, h = img.size
-    scale = size / min(w, h)
-    img = img.resize((max(size, round(w * scale)), max(size, round(h * scale))), Image.BILINEAR)
-    w, h = img.size
-    if center_crop:
-        left, top = (w - size) // 2, (h - size) // 2
-    else:
-        left = int(torch.randint(0, w - size + 1, (1,)).item())
-        top = int(torch.randint(0, h - size + 1, (1,)).item())
-    arr = np.asarray(img.crop((left, top, left + size, top + size)), dtype=np.float32) / 127.5 - 1.0
-    return torch.from_numpy(arr).permute(2, 0, 1).contiguous()
-
-
-# Config fields that cannot change the training trajectory: a resumed run may differ in these.
-NOT_TRAJECTORY = ("resume", "checkpoint_every", "checkpoints_total_limit", "log_every")
-
-
-def run_identity(config: TrainConfig, *, base_model_hash: str, instance_images_hash: str, class_images_hash: str,
-                 processes: int) -> dict[str, Any]:
-    """What a training run is: its checkpoints resume only into a run with the same identity."""
-    from inkbooth.config import config_hash
-
-    trajectory = {k: v for k, v in to_dict(config).items() if k not in NOT_TRAJECTORY}
-    return {"trainer": KIND, "base_model": base_model_hash, "instance_images": instance_images_hash,
-            "class_images": class_images_hash, "config": config_hash(trajectory), "processes": processes}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -522,15 +360,6 @@ def _progress(accelerator: Any, done: int, total: int) -> Any:
                 mininterval=0.1 if interactive else 30.0, disable=not accelerator.is_main_process)
 
 
-def _tensorboard_or_none() -> str | None:
-    try:
-        import tensorboard  # noqa: F401
-    except ImportError:
-        log.warning("tensorboard is not installed: no training logs (pip install 'inkbooth[train-cpu]')")
-        return None
-    return "tensorboard"
-
-
 def _optimizer(groups: list[dict[str, Any]], config: TrainConfig) -> Any:
     import torch
 
@@ -551,96 +380,6 @@ def _optimizer(groups: list[dict[str, Any]], config: TrainConfig) -> Any:
         return torch.optim.AdamW(groups, fused=True, **kwargs)
     except (RuntimeError, ValueError):
         return torch.optim.AdamW(groups, foreach=True, **kwargs)
-
-
-def _shared_staging(accelerator: Any) -> tuple[Any, Path]:
-    """(owner, path) of a temporary staging folder shared by all processes; only the main one owns it."""
-    from accelerate.utils import broadcast_object_list
-
-    owner = tempfile.TemporaryDirectory(prefix="inkbooth-staging-") if accelerator.is_main_process else None
-    path = [owner.name if owner is not None else None]
-    broadcast_object_list(path)
-    return owner, Path(path[0])
-
-
-def _save_checkpoint(accelerator: Any, run: ckpt.RunCheckpoints, staging_root: Path, step: int,
-                     config: TrainConfig) -> None:
-    """Full state as this run's checkpoint at ``step`` (manifest last), then prune beyond the limit.
-
-    Every process writes its part (RNG states are per process) into one staging folder outside the
-    output that all of them share; the main process publishes it once all are done.
-    """
-    import shutil
-
-    staging = staging_root / ckpt.step_name(step)
-    accelerator.save_state(str(staging))
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        run.save(staging, step, metrics={"processes": accelerator.num_processes}, config=to_dict(config))
-        shutil.rmtree(staging, ignore_errors=True)
-    accelerator.wait_for_everyone()
-
-
-def _inference_pipeline(folder: Path, unet: Any, text_encoder: Any, dtype: Any) -> Any:
-    """The base pipeline with our UNet (and text encoder, when one was trained) swapped in."""
-    from diffusers import StableDiffusionPipeline
-
-    parts = {"unet": unet} if text_encoder is None else {"unet": unet, "text_encoder": text_encoder}
-    pipe = StableDiffusionPipeline.from_pretrained(folder, safety_checker=None, requires_safety_checker=False,
-                                                   local_files_only=True, torch_dtype=dtype, **parts)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
-
-
-def _validate(accelerator: Any, folder: Path, unet: Any, text_encoder: Any, config: TrainConfig, step: int,
-              out: Path, dtype: Any) -> None:
-    """Validation images with their own generator (training's RNG streams are not touched)."""
-    import numpy as np
-    import torch
-
-    pipe = _inference_pipeline(folder, accelerator.unwrap_model(unet),
-                               accelerator.unwrap_model(text_encoder) if config.train_text_encoder else None, dtype)
-    pipe.to(accelerator.device)
-    gen = torch.Generator(device="cpu").manual_seed(config.seed)
-    with torch.no_grad():
-        images = pipe(config.validation_prompts, num_inference_steps=config.validation_steps, generator=gen).images
-    target = out / "validation" / f"step-{step:08d}"
-    target.mkdir(parents=True, exist_ok=True)
-    for i, img in enumerate(images):
-        img.save(target / f"{i:02d}.png")
-    for tracker in accelerator.trackers:
-        if tracker.name == "tensorboard":
-            tracker.writer.add_images("validation", np.stack([np.asarray(im) for im in images]), step,
-                                      dataformats="NHWC")
-
-
-def _save_pipeline(accelerator: Any, folder: Path, unet: Any, text_encoder: Any, config: TrainConfig, work: Path,
-                   out: Path, metrics: dict[str, Any], history: list[dict[str, Any]],
-                   lineage: dict[str, Any]) -> artifacts.Manifest:
-    """The trained pipeline (diffusers folder, safetensors) assembled in ``work`` with the logs, the
-    logged loss history and validation images, and published to ``out`` with its lineage: only what
-    this run wrote."""
-    import torch
-
-    unet = accelerator.unwrap_model(unet)
-    text_encoder = accelerator.unwrap_model(text_encoder)
-    model_dir = work / "model"
-    if config.lora_rank:
-        from diffusers import StableDiffusionPipeline
-        from peft.utils import get_peft_model_state_dict
-
-        StableDiffusionPipeline.save_lora_weights(work / "lora", unet_lora_layers=get_peft_model_state_dict(unet),
-                                                  safe_serialization=True)
-        unet.fuse_lora()  # the full pipeline carries the adapter merged into the weights
-        unet.unload_lora()
-    pipe = _inference_pipeline(folder, unet, text_encoder if config.train_text_encoder else None, torch.float32)
-    pipe.save_pretrained(model_dir, safe_serialization=True)
-    (work / "training.json").write_text(json.dumps({"config": to_dict(config), "metrics": metrics,
-                                                    "lineage": lineage, "history": history}, indent=2))
-    return artifacts.publish(work, str(out), kind=KIND, config=to_dict(config), metrics=metrics, lineage=lineage,
-                             inputs={"base_model": lineage["base_model_hash"],
-                                     "instance_images": lineage["instance_images_hash"],
-                                     "class_images": lineage["class_images_hash"]}, overwrite=True)
 
 
 def launch_training(model: str, instance_images: str, output: str, config: TrainConfig, *,

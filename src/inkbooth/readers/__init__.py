@@ -3,7 +3,7 @@
 Each is a real ``VisionEncoderDecoderModel`` (ViT encoder, TrOCR decoder) with a ``TrOCRProcessor``,
 so it loads like ``microsoft/trocr-base-printed`` through the same code (a folder works wherever a
 hub id does) and exports to ONNX behind the same parity gate. Each is made by
-``inkbooth.ocr.finetune`` from the recipe in its folder:
+``inkbooth.ocr.training.finetune`` from the recipe in its folder:
 
 * ``latin``: printable ASCII, in Pillow's bundled font (the demo documents'): the demo and the tests
   that must read use it;
@@ -83,7 +83,7 @@ def train(name: str, fonts_dir: str | Path = ".inkbooth/fonts", workdir: str | P
     as threads and evaluation settings) is not run again. ``threads`` overrides the recipe's.
     """
     from inkbooth import artifacts, config, tiny
-    from inkbooth.ocr.finetune import FinetuneConfig, finetune_trocr, identity
+    from inkbooth.ocr.training.finetune import FinetuneConfig, finetune_trocr, identity
 
     spec = recipe(name)
     work = Path(workdir) / name
@@ -123,7 +123,8 @@ def install(name: str, stage_outputs: list[str], fonts_dir: str | Path | None = 
     import json
 
     from inkbooth import artifacts, storage
-    from inkbooth.ocr.finetune import KIND, copy_checkpoint
+    from inkbooth.ocr.training.finetune import KIND
+    from inkbooth.ocr.training.register import copy_checkpoint
 
     prefix = str(Path(fonts_dir).absolute()) + "/" if fonts_dir else None
 

@@ -94,7 +94,7 @@ def build(run_output: str, *, samples: str | None = None, export_model: str | No
     """
     if recognize_config is not None and pages_config is None:
         from inkbooth import config
-        from inkbooth.ocr.recognize import RecognizeConfig
+        from inkbooth.ocr.recognition.recognizer import RecognizeConfig
 
         pages_config = config.from_dict(RecognizeConfig, recognize_config, source="recognize config").pages
     kind = _source(run_output).kind

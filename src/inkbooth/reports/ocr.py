@@ -94,7 +94,7 @@ class _Scan:
 
 def _page_images(documents: str, wanted: set[tuple[str, int]], pages_config: Any) -> dict[tuple[str, int], Any]:
     """The pages ``wanted`` ((document, 1-based page)) as loaded by the recognizer, one document at a time."""
-    from inkbooth.ocr import pages
+    from inkbooth.ocr.documents import pages
 
     out: dict[tuple[str, int], Any] = {}
     by_doc: dict[str, set[int]] = {}
@@ -115,7 +115,7 @@ def _page_images(documents: str, wanted: set[tuple[str, int]], pages_config: Any
 
 def add_parity_table(page: Page, manifest: artifacts.Manifest) -> None:
     """The export's parity numbers against the gate's thresholds, and its verdict."""
-    from inkbooth.ocr.export import ExportConfig, check_parity
+    from inkbooth.ocr.recognition.export import ExportConfig, check_parity
 
     m, cfg = manifest.metrics, manifest.config
     try:

@@ -4,9 +4,12 @@ The model is the ONNX file that RapidOCR ships inside its PyPI wheel (``rapidocr
 Apache-2.0, installed by the ``detect`` extra); only the file is used, through the onnxruntime the
 OCR extras already bring, so nothing is downloaded at run time. The network gives a text
 probability map whose blobs are shrunk text lines (DB); the map is thresholded, cut into line
-blobs by the same XY-cut as the ink (:func:`inkbooth.ocr.pages.segment_lines`), each blob grown
+blobs by the same XY-cut as the ink (:func:`inkbooth.ocr.layout.segment.segment_lines`), each blob grown
 back by DB's unclip distance, and the box tightened to the page's ink inside it. Each box is one
 line for TrOCR.
+
+May import ``inkbooth.ocr.documents`` and ``layout.segment``; the layout step (``layout.lines``)
+chooses it, so it never imports that.
 """
 
 from __future__ import annotations
@@ -15,6 +18,9 @@ import functools
 import importlib.util
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from inkbooth.ocr.documents.pages import PagesConfig
+from inkbooth.ocr.layout.segment import segment_lines
 
 if TYPE_CHECKING:
     import numpy as np
@@ -64,15 +70,13 @@ def detect_lines(gray: np.ndarray, ink: np.ndarray, dpi_scale: float = 0.5, thre
     """Line boxes (page pixels) found by the detector, tightened to ``ink``, in reading order."""
     import numpy as np
 
-    from inkbooth.ocr import pages
-
     prob = text_probability(gray, dpi_scale, threads)
     mask = prob > threshold
     sy, sx = gray.shape[0] / mask.shape[0], gray.shape[1] / mask.shape[1]
     # The blobs are whole lines already (words joined): cut them apart at columns and wide gaps.
-    config = pages.PagesConfig(min_line_height=2, segment_gap=4.0)
+    config = PagesConfig(min_line_height=2, segment_gap=4.0)
     boxes = []
-    for x0, y0, x1, y1 in pages.segment_lines(mask, config, rules=False, pictures=False):
+    for x0, y0, x1, y1 in segment_lines(mask, config, rules=False, pictures=False):
         w, h = x1 - x0, y1 - y0
         d = w * h * unclip / (2 * (w + h))  # DB's unclip distance for a rectangle
         gx0, gy0 = max(0, int((x0 - d) * sx)), max(0, int((y0 - d) * sy))

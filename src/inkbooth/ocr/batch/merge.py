@@ -1,56 +1,29 @@
-"""Batch OCR around the recognizer: one plan for all shards, and the merge that closes a run.
+"""The merge that closes a batch run: every planned document's result into one published artifact.
 
-``plan_documents`` lists the documents once, so every shard of a run works from the same snapshot
-even if files arrive meanwhile. ``merge_results`` gathers the per-document results of the plan into
-``<output>/results/`` (``results.jsonl``, ``text/<document>.txt``, ``report.json``), published as a
-new version of that artifact with the pointer (its manifest) moved last: read it through
-``inkbooth.artifacts`` (``read_text(results, "results.jsonl")``, ``fetch``). An output belongs to
-one documents prefix (``owner.json``); a run over other documents into it is refused. A planned
-document with no result becomes an error record: nothing is dropped silently.
+``merge_results`` gathers the per-document results of the plan into ``<output>/results/``
+(``results.jsonl``, ``text/<document>.txt``, ``report.json``), published as a new version of that
+artifact with the pointer (its manifest) moved last: read it through ``inkbooth.artifacts``
+(``read_text(results, "results.jsonl")``, ``fetch``). A planned document with no result becomes an
+error record: nothing is dropped silently.
+
+May import ``inkbooth.ocr.recognition`` and the other batch modules.
 """
 
 from __future__ import annotations
 
-import json
-import time
 from pathlib import Path
 from typing import Any
 
-from inkbooth import artifacts, shards, storage
-from inkbooth.ocr.export import cer, normalise
-from inkbooth.ocr.recognize import (
-    claim_output,
-    error_result,
-    json_line,
-    json_text,
-    read_result,
-    result_uri,
-    scan_documents,
-)
+from inkbooth import artifacts, storage
+from inkbooth.ocr.batch.results import error_result, json_line, json_text, read_result, result_uri
+from inkbooth.ocr.batch.shard import claim_output
+from inkbooth.ocr.recognition.text import cer, normalise
 from inkbooth.reports.metrics import throughput
 
 RESULTS = "results"
+
+
 KIND = "ocr-results"
-
-
-def plan_documents(documents: str, num_shards: int) -> dict[str, Any]:
-    """The documents under ``documents``, the files left out (and why) and the shard specs (``i/n``)."""
-    shards.specs(num_shards)  # validates the count before anything is listed
-    keys, skipped = scan_documents(documents)
-    if not keys:
-        raise ValueError(f"{documents}: no documents found"
-                         + (f" ({len(skipped)} file(s) left out, e.g. {skipped[0]['key']}: {skipped[0]['reason']})"
-                            if skipped else ""))
-    return {"documents": documents, "keys": keys, "skipped": skipped,
-            "shards": shards.specs(min(num_shards, len(keys))), "created": time.time()}
-
-
-def write_plan(plan: dict[str, Any], path: str | Path) -> None:
-    Path(path).write_text(json.dumps(plan, indent=1, ensure_ascii=True), encoding="utf-8")
-
-
-def read_plan(path: str | Path) -> dict[str, Any]:
-    return json.loads(Path(path).read_text(encoding="utf-8"))
 
 
 # Longest path segment reused as a file name (a file system allows 255 bytes; temporary names add some).

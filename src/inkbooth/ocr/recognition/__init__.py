@@ -1,0 +1,7 @@
+"""Line images into text, confidences and token boxes, and the ONNX export that recognition runs.
+
+``exported`` (an export's files and sessions), ``text`` (error rates), ``graphs`` (the decoder
+modules exported to ONNX), ``decoding`` (the ONNX Runtime engine and its searches), ``export`` (the
+export stage and its parity gate), ``recognizer`` (the recogniser), ``localize`` (token boxes).
+May import ``inkbooth.ocr.documents``; never ``layout``, ``training`` or ``batch``.
+"""

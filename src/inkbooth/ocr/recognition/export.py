@@ -1,0 +1,328 @@
+"""export_trocr: a VisionEncoderDecoder checkpoint to ONNX (fp32, INT8, FP16), with parity checks.
+
+Layout of the result::
+
+    fp32/  encoder_model.onnx  decoder_init_model.onnx  decoder_step_model.onnx
+    int8/  the same three, dynamically quantised (ORTQuantizer preset avx2 or avx512_vnni; weight
+           products only, see ``int8_attention``)
+    fp16/  the same three in half precision (for CUDA)
+    parity.json, manifest.json
+
+Each variant folder also holds config, generation config, tokenizer and image processor, so it
+loads on its own. optimum exports the encoder; the decoder is exported as the two graphs of
+``inkbooth.ocr.recognition.decoding`` (cross-attention projection once per line; one step for all beams,
+returning log-probabilities and the cross-attention that token boxes are made from). A model that
+engine cannot decode (not a TrOCR decoder, or a generation config asking for penalties or forced
+tokens) is exported the earlier way instead: optimum's decoder and decoder-with-past, plus
+``decoder_attn_model.onnx`` (logits and cross-attention of a teacher-forced pass), run through
+``transformers.generate``.
+
+Parity is measured on line images (given, or rendered by ``inkbooth.ocr.documents.synthetic``): token exact match
+of ORT fp32 against PyTorch for greedy and beam search, exact match and CER of INT8 against ORT fp32,
+and file sizes. Below the configured thresholds nothing is published and the error names the check.
+Where the lines' true texts are known (rendered lines, or a label file beside the images), each
+variant's own CER is reported too, and ``int8_cer_delta`` (INT8 CER minus fp32 CER) says what
+quantisation costs in reading; it informs, the gate stays on INT8 against fp32.
+
+May import ``inkbooth.ocr.documents`` (parity lines) and the other recognition modules.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import shutil
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Literal
+
+from inkbooth import artifacts, models, runtime, storage
+from inkbooth.config import option, to_dict
+from inkbooth.ocr.documents import labels
+from inkbooth.ocr.documents.synthetic import line_images
+from inkbooth.ocr.recognition import graphs
+from inkbooth.ocr.recognition.decoding import load_ort_decoder
+from inkbooth.ocr.recognition.exported import (
+    DECODER,
+    DECODER_ATTN,
+    DECODER_PAST,
+    KIND,
+    onnx_bytes,
+    onnx_files,
+)
+from inkbooth.ocr.recognition.text import cer, corpus_cer
+
+log = logging.getLogger(__name__)
+
+
+class ParityError(RuntimeError):
+    """An exported model does not reproduce the source model closely enough to be published."""
+
+
+@dataclasses.dataclass
+class ExportConfig:
+    """How a TrOCR checkpoint is exported, quantised and checked."""
+
+    opset: int = option(17, "ONNX opset")
+    variants: list[str] = option(["fp32", "int8", "fp16"], "variants to produce: fp32 (always), int8, fp16")
+    int8_preset: Literal["avx2", "avx512_vnni"] = option("avx512_vnni", "ORTQuantizer preset for INT8")
+    int8_per_channel: bool = option(False, "per-channel INT8 weights (larger, sometimes more accurate)")
+    decoder: Literal["engine", "generate"] = option("engine", "engine: inkbooth.ocr.recognition.decoding's graphs (default); "
+                                                    "generate: optimum's decoders run by transformers.generate")
+    int8_attention: bool = option(False, "also quantise attention's activation x activation products (slower on "
+                                         "CPU: every step re-quantises the cached keys and values; less accurate)")
+    parity_images: int = option(64, "line images in the parity set (rendered when none are given)")
+    parity_num_beams: int = option(4, "beams for the beam-search parity check")
+    parity_max_new_tokens: int = option(48, "token limit during parity decoding")
+    min_fp32_exact: float = option(0.98, "least share of lines where ORT fp32 tokens equal PyTorch's "
+                                         "(greedy and beam search each)")
+    max_int8_cer: float = option(0.05, "largest CER of INT8 text against fp32 text")
+    max_fp16_cer: float = option(0.02, "largest CER of FP16 text against fp32 text (checked on CUDA only)")
+    allow_pickle: bool = option(False, "accept pickle-based source weights (.bin); only for trusted models")
+    threads: int = option(0, "intra-op threads for ONNX Runtime and torch (0: library default)")
+
+    def validate(self) -> None:
+        bad = sorted(set(self.variants) - {"fp32", "int8", "fp16"})
+        if bad:
+            raise ValueError(f"variants: unknown {bad}; choose from fp32, int8, fp16")
+        if "fp32" not in self.variants:
+            self.variants = ["fp32", *self.variants]
+        for name in ("min_fp32_exact", "max_int8_cer", "max_fp16_cer"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be between 0 and 1")
+
+
+def _export_optimum(model_dir: Path, out: Path, opset: int) -> None:
+    from optimum.exporters.onnx import main_export
+
+    # no_post_process: keep decoder and decoder-with-past as two files, no merged duplicate.
+    main_export(str(model_dir), output=out, task="image-to-text-with-past", opset=opset,
+                no_post_process=True, do_validation=False, device="cpu")
+    for extra in out.glob("decoder_model_merged*.onnx"):
+        extra.unlink()
+
+
+def _export_attention_decoder(model: Any, out_file: Path, opset: int) -> None:
+    """The teacher-forced decoder returning logits and cross-attention (see recognize)."""
+    import torch
+
+    wrapper = graphs.make_attention_decoder(model)
+    enc_dim = model.encoder.config.hidden_size
+    ids = torch.tensor([[2, 5, 6, 7]], dtype=torch.long)
+    states = torch.randn(1, 11, enc_dim)
+    with torch.no_grad():
+        torch.onnx.export(
+            wrapper, (ids, states), str(out_file), dynamo=False, opset_version=opset,
+            input_names=["input_ids", "encoder_hidden_states"], output_names=["logits", "cross_attentions"],
+            dynamic_axes={"input_ids": {0: "batch", 1: "target"},
+                          "encoder_hidden_states": {0: "batch", 1: "source"},
+                          "logits": {0: "batch", 1: "target"},
+                          "cross_attentions": {0: "batch", 1: "target", 2: "source"}},
+        )
+
+
+def _copy_support_files(src: Path, dest: Path) -> None:
+    dest.mkdir(parents=True, exist_ok=True)
+    for p in src.iterdir():
+        if p.is_file() and p.suffix != ".onnx" and p.name != artifacts.MANIFEST:
+            shutil.copy2(p, dest / p.name)
+
+
+def _quantize_int8(fp32: Path, out: Path, preset: str, per_channel: bool, attention: bool) -> None:
+    from optimum.onnxruntime import ORTQuantizer
+    from optimum.onnxruntime.configuration import AutoQuantizationConfig
+
+    _copy_support_files(fp32, out)
+    for name in onnx_files(fp32):
+        exclude = [] if attention else graphs.activation_matmuls(fp32 / name)
+        qconfig = getattr(AutoQuantizationConfig, preset)(is_static=False, per_channel=per_channel,
+                                                          nodes_to_exclude=exclude)
+        quantizer = ORTQuantizer.from_pretrained(fp32, file_name=name)
+        with storage.temp_dir() as tmp:
+            produced = quantizer.quantize(quantization_config=qconfig, save_dir=tmp, file_suffix=None)
+            onnx_file = Path(produced) / name if Path(produced).is_dir() else Path(produced)
+            if not onnx_file.exists():
+                onnx_file = next(Path(tmp).glob("*.onnx"))
+            shutil.move(onnx_file, out / name)
+
+
+def _convert_fp16(fp32: Path, out: Path) -> None:
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    _copy_support_files(fp32, out)
+    for name in onnx_files(fp32):
+        model = onnx.load(str(fp32 / name))
+        # Inputs and outputs stay fp32 so the same runtime code feeds every variant.
+        half = convert_float_to_float16(model, keep_io_types=True, disable_shape_infer=True)
+        onnx.save(half, str(out / name))
+
+
+def _parity_set(images_uri: str | None, n: int) -> tuple[list[Any], list[str] | None]:
+    """Line images for the parity checks, and their true texts where known.
+
+    Rendered lines know their texts; a prefix of images knows them when it holds a label file
+    (labels.jsonl or labels.tsv, as fine-tuning data and prepared line sets do).
+    """
+    if images_uri is None:
+        pairs = line_images(n, seed=1234)
+        return [img for img, _ in pairs], [text for _, text in pairs]
+    keys = [k for k in storage.list_files(images_uri) if k.lower().endswith((".png", ".jpg", ".jpeg", ".tif", ".tiff"))]
+    if not keys:
+        raise ValueError(f"{images_uri}: no line images (.png/.jpg/.tif) for the parity check")
+    truth: dict[str, str] = {}
+    try:
+        truth = {e.image: e.text for e in labels.read_labels(images_uri)[1]}
+    except ValueError:
+        pass  # images without labels: parity is measured between variants only
+    chosen = [k for k in keys if k in truth][:n] if truth else keys[:n]
+    images = [labels.decode(storage.read_bytes(storage.join(images_uri, k))) for k in chosen]
+    return images, [truth[k] for k in chosen] if truth else None
+
+
+def _same_tokens(a: Any, b: Any, pad: int) -> list[bool]:
+    """Per row: equal token sequences once trailing padding is ignored."""
+    out = []
+    for x, y in zip(a.tolist(), b.tolist()):
+        while x and x[-1] == pad:
+            x.pop()
+        while y and y[-1] == pad:
+            y.pop()
+        out.append(x == y)
+    return out
+
+
+def measure_parity(source_dir: Path, out: Path, variants: list[str], images: list[Any],
+                   config: ExportConfig, texts: list[str] | None = None) -> dict[str, Any]:
+    """Token exact-match and CER numbers between PyTorch, ORT fp32 and the quantised variants.
+
+    With the images' true ``texts``, each variant's own CER is measured too (``fp32_cer``,
+    ``int8_cer``) and ``int8_cer_delta`` says what quantisation costs in reading.
+    """
+    import torch
+    from transformers import TrOCRProcessor, VisionEncoderDecoderModel
+
+    processor = TrOCRProcessor.from_pretrained(source_dir)
+    model = VisionEncoderDecoderModel.from_pretrained(source_dir, attn_implementation="eager").eval()
+    pad = processor.tokenizer.pad_token_id
+    pixel_values = processor(images=images, return_tensors="pt").pixel_values
+    gen = {"max_new_tokens": config.parity_max_new_tokens}
+    batches = [pixel_values[i:i + 16] for i in range(0, len(pixel_values), 16)]
+
+    def run(m: Any, beams: int) -> Any:
+        seqs = []
+        with torch.no_grad():
+            for pv in batches:
+                s = m.generate(pixel_values=pv, num_beams=beams, **gen)
+                seqs.append(s)
+        width = max(s.shape[1] for s in seqs)
+        return torch.cat([torch.nn.functional.pad(s, (0, width - s.shape[1]), value=pad) for s in seqs])
+
+    metrics: dict[str, Any] = {"parity_images": len(images), "num_beams": config.parity_num_beams}
+    torch_greedy, torch_beam = run(model, 1), run(model, config.parity_num_beams)
+    fp32 = load_ort_decoder(out / "fp32", provider="CPUExecutionProvider", threads=config.threads)
+    ort_greedy, ort_beam = run(fp32, 1), run(fp32, config.parity_num_beams)
+    metrics["fp32_greedy_exact"] = sum(_same_tokens(torch_greedy, ort_greedy, pad)) / len(images)
+    metrics["fp32_beam_exact"] = sum(_same_tokens(torch_beam, ort_beam, pad)) / len(images)
+    ref_text = processor.batch_decode(ort_greedy, skip_special_tokens=True)
+    if texts is not None:
+        metrics["fp32_cer"] = round(corpus_cer(ref_text, texts), 5)
+    for variant in variants:
+        if variant == "fp32":
+            continue
+        provider = "CPUExecutionProvider"
+        if variant == "fp16":
+            import onnxruntime as ort
+
+            if "CUDAExecutionProvider" not in ort.get_available_providers():
+                metrics["fp16_parity"] = "not measured: CUDAExecutionProvider unavailable"
+                continue
+            provider = "CUDAExecutionProvider"
+        m = load_ort_decoder(out / variant, provider=provider, threads=config.threads)
+        greedy = run(m, 1)
+        text = processor.batch_decode(greedy, skip_special_tokens=True)
+        metrics[f"{variant}_greedy_exact"] = sum(_same_tokens(ort_greedy, greedy, pad)) / len(images)
+        total_ref = sum(len(r) for r in ref_text) or 1
+        metrics[f"{variant}_cer_vs_fp32"] = sum(cer(h, r) * len(r) for h, r in zip(text, ref_text)) / total_ref
+        if texts is not None:
+            metrics[f"{variant}_cer"] = round(corpus_cer(text, texts), 5)
+            metrics[f"{variant}_cer_delta"] = round(metrics[f"{variant}_cer"] - metrics["fp32_cer"], 5)
+    return metrics
+
+
+def check_parity(metrics: dict[str, Any], config: ExportConfig) -> list[str]:
+    """The failed checks, each a sentence; empty when the export may be published."""
+    failed = []
+    for key in ("fp32_greedy_exact", "fp32_beam_exact"):
+        if metrics[key] < config.min_fp32_exact:
+            failed.append(f"{key} = {metrics[key]:.3f} is below min_fp32_exact = {config.min_fp32_exact}")
+    if "int8_cer_vs_fp32" in metrics and metrics["int8_cer_vs_fp32"] > config.max_int8_cer:
+        failed.append(f"int8_cer_vs_fp32 = {metrics['int8_cer_vs_fp32']:.4f} exceeds max_int8_cer = {config.max_int8_cer}")
+    if "fp16_cer_vs_fp32" in metrics and metrics["fp16_cer_vs_fp32"] > config.max_fp16_cer:
+        failed.append(f"fp16_cer_vs_fp32 = {metrics['fp16_cer_vs_fp32']:.4f} exceeds max_fp16_cer = {config.max_fp16_cer}")
+    return failed
+
+
+def export_trocr(model: str, output: str, config: ExportConfig | None = None,
+                 parity_images: str | None = None) -> artifacts.Manifest:
+    """Export the TrOCR checkpoint at ``model`` (hub id, folder, s3://) to an ONNX artifact at ``output``.
+
+    ``output`` is a local folder or an ``s3://`` prefix; the artifact appears there only if every
+    parity check passes. A rerun for the same source and config finds the published artifact and
+    returns its manifest without redoing the work.
+    """
+    import torch
+    from transformers import VisionEncoderDecoderModel
+
+    config = config or ExportConfig()
+    config.validate()
+    runtime.limit_torch_threads(config.threads)  # the pod's CPU quota, OMP_THREAD_LIMIT
+    source_dir = models.resolve(model, allow_pickle=config.allow_pickle)
+    source_hash = models.folder_hash(source_dir)
+    if artifacts.is_published(output):
+        existing = artifacts.read_manifest(output)
+        if existing.inputs.get("model") == source_hash and existing.config == to_dict(config):
+            log.info("%s: already exported from this model and config; reusing it", output)
+            return existing
+
+    started = time.perf_counter()
+    # Tracing warns about every shape check in the modelling code; the parity checks below are the real test.
+    warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+    with storage.temp_dir("inkbooth-export-") as tmp:
+        work = Path(tmp)
+        fp32 = work / "fp32"
+        _export_optimum(source_dir, fp32, config.opset)
+        hf_model = VisionEncoderDecoderModel.from_pretrained(source_dir, attn_implementation="eager").eval()
+        why_not = graphs.engine_supports(hf_model) or ", ".join(graphs.unsupported_generation(
+            hf_model.generation_config))
+        if config.decoder == "generate" or why_not:
+            if why_not:
+                log.info("%s: decoded by transformers.generate (the engine does not support: %s)", model, why_not)
+            _export_attention_decoder(hf_model, fp32 / DECODER_ATTN, config.opset)
+        else:
+            graphs.export_engine(hf_model, fp32, config.opset)
+            for name in (DECODER, DECODER_PAST):  # optimum's decoders: the engine's graphs replace them
+                (fp32 / name).unlink(missing_ok=True)
+        if "int8" in config.variants:
+            _quantize_int8(fp32, work / "int8", config.int8_preset, config.int8_per_channel, config.int8_attention)
+        if "fp16" in config.variants:
+            _convert_fp16(fp32, work / "fp16")
+        export_seconds = time.perf_counter() - started
+
+        images, texts = _parity_set(parity_images, config.parity_images)
+        metrics = measure_parity(source_dir, work, config.variants, images, config, texts)
+        metrics["export_seconds"] = round(export_seconds, 2)
+        for variant in config.variants:
+            metrics[f"{variant}_bytes"] = onnx_bytes(work / variant)
+        if "int8" in config.variants:
+            metrics["int8_size_ratio"] = metrics["int8_bytes"] / metrics["fp32_bytes"]
+        failed = check_parity(metrics, config)
+        (work / "parity.json").write_text(json.dumps({"metrics": metrics, "failed": failed}, indent=2))
+        if failed:
+            raise ParityError(f"{model}: export not published; parity check failed: " + "; ".join(failed))
+        # A new version of the output: files of an earlier export there are never part of it.
+        return artifacts.publish(work, output, kind=KIND, inputs={"model": source_hash},
+                                 config=to_dict(config), metrics=metrics,
+                                 lineage={"source": model, "variants": config.variants}, overwrite=True)

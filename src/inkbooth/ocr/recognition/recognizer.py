@@ -1,0 +1,247 @@
+"""The recogniser: batches of line images to text, confidences, tokens and their attention.
+
+One code path for both backends. Per batch of line crops: the encoder runs once; ``generate``
+(greedy or beam search) reuses its output; then one teacher-forced decoder pass over the chosen
+tokens returns their log-probabilities (the line confidence is their mean) and the cross-attention
+that token boxes come from. With ONNX Runtime's decoding engine (``decoding``) the search itself
+carries both, so no extra pass runs; with an earlier export that pass is
+``decoder_attn_model.onnx``; with PyTorch it is the very module that file was exported from.
+
+May import ``inkbooth.ocr.documents`` and the other recognition modules.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+from typing import Any, Literal
+
+from inkbooth import artifacts
+from inkbooth.config import option
+from inkbooth.ocr.documents import pages
+from inkbooth.ocr.recognition import localize
+from inkbooth.ocr.recognition.decoding import OrtEngine
+from inkbooth.ocr.recognition.exported import (
+    DECODER_ATTN,
+    _ort_device,
+    _providers,
+    _session_options,
+    choose_variant,
+    has_engine,
+    load_ort_model,
+)
+from inkbooth.ocr.recognition.graphs import make_attention_decoder
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class RecognizeConfig:
+    """How lines are read."""
+
+    backend: Literal["onnx", "torch"] = option("onnx", "onnx (ONNX Runtime, default) or torch")
+    variant: Literal["auto", "fp32", "int8", "fp16"] = option(
+        "auto", "which exported variant ONNX Runtime runs; auto: the fastest where it runs (fp16 on CUDA, "
+                "INT8 on CPU, fp32 when the export lacks it; see bench/ocr.py)")
+    device: Literal["auto", "cpu", "cuda"] = option("auto", "cuda when available (auto), or force one")
+    num_beams: int = option(4, "beam search width (1 = greedy)", min=1, max=64)
+    max_new_tokens: int = option(128, "longest line in tokens (the library default of 20 truncates lines)",
+                                 min=1, max=4096)
+    batch_size: int = option(8, "line crops per forward pass", min=1, max=4096)
+    threads: int = option(0, "intra-op threads (0: as many as the CPU quota allows, see inkbooth.runtime)",
+                          min=0, max=1024)
+    token_boxes: bool = option(True, "token and word boxes from cross-attention")
+    box_threshold: float = option(0.5, "attention share of the peak that still belongs to a token's box",
+                                  min=0.0, max=1.0)
+    pages: pages.PagesConfig = option(None, "how pages are read and cut into lines")
+    skip_done: bool = option(True, "skip documents whose result already exists for the same input, model and config")
+
+    def __post_init__(self) -> None:
+        if self.pages is None:
+            self.pages = pages.PagesConfig()
+        elif isinstance(self.pages, dict):  # built in Python with a plain mapping: same checks as a file
+            from inkbooth.config import from_dict
+
+            self.pages = from_dict(pages.PagesConfig, self.pages, source="pages")
+
+    def validate(self) -> None:
+        from inkbooth.config import check_ranges
+
+        check_ranges(self, "recognize")  # the pages config too
+        self.pages.validate()
+        if self.backend == "torch" and self.variant != "fp32":
+            self.variant = "fp32"
+
+
+@dataclasses.dataclass
+class LineResult:
+    text: str
+    confidence: float  # mean log-probability of the tokens (EOS included)
+    tokens: list[str]
+    token_logprobs: list[float]
+    attention: Any  # tokens x encoder positions (numpy), or None
+
+
+class Recognizer:
+    """Reads batches of line images with the ONNX or PyTorch backend."""
+
+    def __init__(self, model_dir: str | Path, config: RecognizeConfig | None = None) -> None:
+        import torch
+        from transformers import GenerationConfig, TrOCRProcessor
+
+        from inkbooth import runtime
+
+        self.config = config or RecognizeConfig()
+        self.engine: Any = None
+        self.dir = Path(model_dir)
+        runtime.limit_torch_threads(self.config.threads)
+        if (self.dir / artifacts.MANIFEST).is_file():  # an export published here: its current version's files
+            self.dir = Path(artifacts.read_manifest(str(self.dir)).location(str(self.dir)))
+        if self.config.backend == "onnx" and self.config.variant == "auto":
+            present = {v for v in ("fp32", "int8", "fp16") if (self.dir / v).is_dir()}
+            self.config = dataclasses.replace(self.config, variant=choose_variant("auto", present,
+                                                                                  _ort_device(self.config.device)))
+        root = self.dir / self.config.variant if (self.dir / self.config.variant).is_dir() else self.dir
+        self.root = root
+        self.processor = TrOCRProcessor.from_pretrained(root)
+        self.tokenizer = self.processor.tokenizer
+        gen = GenerationConfig.from_pretrained(root)
+        self.pad_id = gen.pad_token_id if gen.pad_token_id is not None else self.tokenizer.pad_token_id
+        self.eos_id = gen.eos_token_id if gen.eos_token_id is not None else self.tokenizer.eos_token_id
+        if self.config.backend == "torch":
+            from transformers import VisionEncoderDecoderModel
+
+            self.model = VisionEncoderDecoderModel.from_pretrained(root, attn_implementation="eager").eval()
+            self.device = "cuda" if self.config.device != "cpu" and torch.cuda.is_available() else "cpu"
+            if self.config.device == "cuda" and self.device != "cuda":
+                raise RuntimeError("device=cuda, but torch sees no CUDA device")
+            self.model.to(self.device)
+            self.attn_decoder = make_attention_decoder(self.model)
+            enc_cfg = self.model.config.encoder
+        else:
+            import onnxruntime as ort
+            from transformers import AutoConfig
+
+            providers = _providers(self.config.device)
+            self.device = _ort_device(self.config.device)
+            if has_engine(root):
+                self.engine = OrtEngine(root, providers, _session_options(self.config.threads))
+            else:  # an export from before the engine: optimum's decoders under generate
+                self.model = load_ort_model(root, provider=providers[0], threads=self.config.threads)
+                self.attn_session = ort.InferenceSession(str(root / DECODER_ATTN),
+                                                         _session_options(self.config.threads), providers=providers)
+            enc_cfg = AutoConfig.from_pretrained(root).encoder
+        self.grid = localize.patch_grid(enc_cfg)
+        self.max_new_tokens = self._token_limit()
+        # trocr-base-printed (and models trained like it) emit <s> right after the start token: not text.
+        self.bos_id = self.tokenizer.bos_token_id
+
+    def content_box(self, crop_size: tuple[int, int]) -> tuple[tuple[int, int, int, int], tuple[int, int]]:
+        """Where a crop of this size lands in the encoder input (see ``localize.content_box``)."""
+        return localize.content_box(self.processor.image_processor, crop_size)
+
+    def _token_limit(self) -> int:
+        from transformers import AutoConfig
+
+        positions = AutoConfig.from_pretrained(self.root).decoder.max_position_embeddings
+        # Learned positions cap the sequence; the start token takes one of them.
+        return max(1, min(self.config.max_new_tokens, positions - 2))
+
+    def read(self, images: list[Any], *, min_new_tokens: int = 0) -> list[LineResult]:
+        """Text, confidence, tokens and attention for each line image.
+
+        ``min_new_tokens`` forces that many decoding steps (benchmarks compare equal work with it).
+        """
+        import numpy as np
+        import torch
+
+        if not images:
+            return []
+        pixel_values = self.processor(images=images, return_tensors="pt").pixel_values
+        min_new_tokens = min(min_new_tokens, self.max_new_tokens)
+        if self.engine is not None:
+            decoded = self.engine.decode(pixel_values.numpy(), num_beams=self.config.num_beams,
+                                         max_new_tokens=self.max_new_tokens, min_new_tokens=min_new_tokens)
+            return self._results(decoded.sequences, decoded.token_logprobs, decoded.attention)
+        gen_kwargs = {"num_beams": self.config.num_beams, "max_new_tokens": self.max_new_tokens,
+                      "early_stopping": self.config.num_beams > 1}
+        if min_new_tokens:
+            gen_kwargs["min_new_tokens"] = min_new_tokens
+        with torch.inference_mode():
+            if self.config.backend == "torch":
+                pixel_values = pixel_values.to(self.device)
+                encoder_outputs = self.model.encoder(pixel_values=pixel_values)
+                # Taken before generate: with beams it replaces last_hidden_state by a copy per beam.
+                states = encoder_outputs.last_hidden_state
+                sequences = self.model.generate(pixel_values=pixel_values, encoder_outputs=encoder_outputs, **gen_kwargs)
+                logits, cross = self.attn_decoder(sequences[:, :-1], states)
+                logits, cross, sequences = logits.float().cpu().numpy(), cross.float().cpu().numpy(), sequences.cpu()
+            else:
+                encoder_outputs = self.model.encoder(pixel_values=pixel_values)
+                states = encoder_outputs.last_hidden_state
+                sequences = self.model.generate(pixel_values=pixel_values, encoder_outputs=encoder_outputs, **gen_kwargs)
+                logits, cross = self.attn_session.run(None, {
+                    "input_ids": sequences[:, :-1].cpu().numpy().astype(np.int64),
+                    "encoder_hidden_states": states.float().cpu().numpy(),
+                })
+        seqs = sequences.numpy()
+        logits = logits.astype(np.float64)
+        logprobs = logits - logits.max(-1, keepdims=True)
+        logprobs -= np.log(np.exp(logprobs).sum(-1, keepdims=True))
+        token_logprobs = np.take_along_axis(logprobs, seqs[:, 1:, None], axis=-1)[..., 0]
+        return self._results(seqs, token_logprobs, cross)
+
+    def _results(self, seqs: Any, token_logprobs: Any, attention: Any) -> list[LineResult]:
+        """Line results from sequences (start token first), their token log-probabilities and attention."""
+        import numpy as np
+
+        results = []
+        for b in range(len(seqs)):
+            targets = seqs[b, 1:]
+            n = len(targets)
+            eos = np.flatnonzero(targets == self.eos_id)
+            if len(eos):
+                n = int(eos[0]) + 1
+            else:
+                pads = np.flatnonzero(targets == self.pad_id)
+                n = int(pads[0]) if len(pads) else n
+            ids = targets[:n]
+            lp = token_logprobs[b, :n].astype(np.float64)
+            visible = [i for i, t in enumerate(ids) if t != self.eos_id and not (i == 0 and t == self.bos_id)]
+            tokens = self.tokenizer.convert_ids_to_tokens([int(ids[i]) for i in visible])
+            text = self.tokenizer.decode([int(ids[i]) for i in visible], skip_special_tokens=True).strip()
+            results.append(LineResult(
+                text=text, confidence=float(lp.mean()) if n else float("-inf"), tokens=tokens,
+                token_logprobs=[float(lp[i]) for i in visible],
+                attention=attention[b, visible] if self.config.token_boxes else None,
+            ))
+        return results
+
+
+def resolve_model(model: str, config: RecognizeConfig) -> tuple[Path, str]:
+    """The local folder and content hash of the model a backend reads.
+
+    ONNX Runtime reads an export artifact (see ``inkbooth.ocr.recognition.export``); PyTorch reads the source
+    checkpoint (hub id, folder or s3://).
+    """
+    if config.backend == "torch":
+        from inkbooth import models
+
+        folder = models.resolve(model)
+        return folder, models.folder_hash(folder)
+    if not artifacts.is_published(model):
+        raise ValueError(f"{model}: not an exported model (no {artifacts.MANIFEST}); run export-trocr first, "
+                         "or use backend=torch with a PyTorch checkpoint")
+    manifest = artifacts.read_manifest(model)
+    if manifest.kind != "trocr-onnx":
+        raise ValueError(f"{model}: is a {manifest.kind!r} artifact, not a trocr-onnx export")
+    # Only the variant this worker runs is fetched (an export holds three); "auto" is settled here,
+    # so the settings a result is keyed by name the variant that made it. A variant the export lacks
+    # fails the run here, before any document.
+    present = {e.path.split("/", 1)[0] for e in manifest.files if "/" in e.path}
+    try:
+        config.variant = choose_variant(config.variant, present, _ort_device(config.device))
+    except ValueError as e:
+        raise ValueError(f"{model}: {e}; choose one of those, or export it (export config 'variants')") from None
+    return artifacts.fetch(model, only=config.variant), manifest.content_hash
