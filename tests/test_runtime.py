@@ -147,3 +147,156 @@ def test_a_unet_backward_under_omp_thread_limit_finishes():
         pytest.fail("a UNet backward pass under OMP_THREAD_LIMIT=1 hung (torch threads above the limit)")
     assert done.returncode == 0, done.stderr[-2000:]
     assert "threads 1" in done.stdout
+
+
+# GPUs given to the pod but unusable (issue 17: fail fast on hardware) -------------------------------
+
+OLD_DRIVER = ("NVRM version: NVIDIA UNIX x86_64 Kernel Module  535.104.05  Sat Aug 19 01:15:15 UTC 2023\n"
+              "GCC version:  gcc version 12.2.0 (Debian 12.2.0-14)\n")
+
+
+@pytest.fixture
+def node(tmp_path, monkeypatch):
+    """A fake node: an empty /dev, no driver file, no nvidia-smi, no NVIDIA or CUDA variables."""
+    dev, proc = tmp_path / "dev", tmp_path / "proc-driver-nvidia-version"
+    dev.mkdir()
+    monkeypatch.setattr(runtime, "DEV", dev)
+    monkeypatch.setattr(runtime, "NVIDIA_DRIVER_VERSION", proc)
+    monkeypatch.setattr(runtime.shutil, "which", lambda name: None)
+    for name in ("NVIDIA_VISIBLE_DEVICES", "CUDA_VISIBLE_DEVICES"):
+        monkeypatch.delenv(name, raising=False)
+
+    def give(gpus: int, *, files: bool = True, driver: str | None = None) -> None:
+        monkeypatch.setenv("NVIDIA_VISIBLE_DEVICES", ",".join(f"GPU-{i:08x}-0000" for i in range(gpus)))
+        for name in ["nvidiactl", "nvidia-uvm", *(f"nvidia{i}" for i in range(gpus))] if files else []:
+            (dev / name).touch()
+        if driver:
+            proc.write_text(driver)
+    return give
+
+
+def fake_torch(monkeypatch, *, available: bool, count: int = 0, cuda: str | None = "13.0") -> None:
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: available)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: count)
+    monkeypatch.setattr(torch.version, "cuda", cuda)
+
+
+def test_a_driver_too_old_for_the_images_cuda_is_named_with_the_minimum(node, monkeypatch):
+    node(1, driver=OLD_DRIVER)
+    fake_torch(monkeypatch, available=False, cuda="13.0")
+    with pytest.raises(runtime.HardwareError) as err:
+        runtime.require_usable_gpus("auto")
+    message = str(err.value)
+    assert "535.104.05" in message and "580" in message and "CUDA 13.0" in message, message
+    assert "NVIDIA_VISIBLE_DEVICES=GPU-" in message and "\n" not in message
+    # nvidia-smi answers where the kernel module's file is not readable
+    runtime.NVIDIA_DRIVER_VERSION.unlink()
+    monkeypatch.setattr(runtime.shutil, "which", lambda name: "/usr/bin/nvidia-smi")
+    monkeypatch.setattr(runtime.subprocess, "run", lambda *a, **k: subprocess.CompletedProcess(a, 0, "535.104.05\n"))
+    assert runtime.nvidia_driver_version() == "535.104.05"
+    with pytest.raises(runtime.HardwareError, match=r"535\.104\.05 is older than 580"):
+        runtime.require_usable_gpus("cuda")
+
+
+def test_driver_versions_are_read_from_either_kernel_module(node):
+    runtime.NVIDIA_DRIVER_VERSION.write_text(
+        "NVRM version: NVIDIA UNIX Open Kernel Module for aarch64  580.65.06  Release Build  "
+        "(dvs-builder@U16-I3-B03-4-3)  Tue Jul 15 2025\nGCC version:  gcc version 13.3.0\n")
+    assert runtime.nvidia_driver_version() == "580.65.06"
+    runtime.NVIDIA_DRIVER_VERSION.write_text(OLD_DRIVER)
+    assert runtime.nvidia_driver_version() == "535.104.05"
+
+
+def test_gpus_given_without_device_files_were_not_injected(node, monkeypatch):
+    node(2, files=False, driver=OLD_DRIVER)
+    fake_torch(monkeypatch, available=False, cuda="13.0")
+    with pytest.raises(runtime.HardwareError, match=r"no /dev/nvidiaN device files.*runtimeClassName: nvidia"):
+        runtime.require_usable_gpus("auto")
+
+
+def test_a_cpu_only_torch_in_a_pod_given_gpus(node, monkeypatch):
+    node(1, driver=OLD_DRIVER.replace("535.104.05", "580.82.07"))
+    fake_torch(monkeypatch, available=False, cuda=None)
+    with pytest.raises(runtime.HardwareError, match=r"CPU-only build; run the step in a CUDA image"):
+        runtime.require_usable_gpus("auto")
+
+
+def test_torch_seeing_fewer_gpus_than_the_pod_was_given(node, monkeypatch):
+    node(4)
+    fake_torch(monkeypatch, available=True, count=2)
+    with pytest.raises(runtime.HardwareError, match=r"4 GPU\(s\) given .* sees only 2 of them"):
+        runtime.require_usable_gpus("auto")
+    fake_torch(monkeypatch, available=True, count=4)
+    runtime.require_usable_gpus("auto")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")  # the process chose two of them itself
+    fake_torch(monkeypatch, available=True, count=2)
+    runtime.require_usable_gpus("auto")
+
+
+def test_device_files_alone_count_as_given_and_mig_as_one(node, monkeypatch):
+    """Under CDI the toolkit sets NVIDIA_VISIBLE_DEVICES=void: only /dev/nvidiaN says GPUs are there."""
+    node(0)
+    for name in ("nvidia0", "nvidia1", "nvidiactl"):
+        (runtime.DEV / name).touch()
+    monkeypatch.setenv("NVIDIA_VISIBLE_DEVICES", "void")
+    assert runtime.gpus_given() == (2, "/dev/nvidia0,/dev/nvidia1")
+    monkeypatch.setenv("NVIDIA_VISIBLE_DEVICES", "MIG-1a2b3c4d-0000-0000-0000-000000000000")
+    assert runtime.gpus_given()[0] == 1
+
+
+def test_device_cpu_never_checks_and_nothing_given_does_nothing(node, monkeypatch):
+    node(2, driver=OLD_DRIVER)
+    fake_torch(monkeypatch, available=False)
+    runtime.require_usable_gpus("cpu")
+    runtime.require_usable_gpus("cpu", "onnxruntime")
+    monkeypatch.delenv("NVIDIA_VISIBLE_DEVICES")
+    for f in runtime.DEV.iterdir():
+        f.unlink()
+    assert runtime.gpus_given() == (0, "")
+    runtime.require_usable_gpus("auto")
+    runtime.require_usable_gpus("auto", "onnxruntime")
+    with pytest.raises(runtime.HardwareError, match=r"device=cuda but no GPU given.*request nvidia.com/gpu"):
+        runtime.require_usable_gpus("cuda")
+
+
+def test_nothing_given_returns_without_importing_torch(tmp_path):
+    code = ("import sys, pathlib; from inkbooth import runtime; runtime.DEV = pathlib.Path(sys.argv[1]); "
+            "runtime.require_usable_gpus('auto'); print('torch' in sys.modules)")
+    env = {k: v for k, v in os.environ.items() if k not in ("NVIDIA_VISIBLE_DEVICES", "CUDA_VISIBLE_DEVICES")}
+    done = subprocess.run([sys.executable, "-c", code, str(tmp_path)], env=env, capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "False"
+
+
+def test_onnxruntime_without_its_cuda_provider_in_a_pod_given_gpus(node, monkeypatch):
+    import onnxruntime
+
+    node(1)
+    monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: ["CPUExecutionProvider"])
+    with pytest.raises(runtime.HardwareError, match=r"no CUDAExecutionProvider.*onnxruntime-gpu"):
+        runtime.require_usable_gpus("auto", "onnxruntime")
+
+
+def test_a_stage_fails_within_seconds_before_loading_the_model(node, monkeypatch, tmp_path):
+    """finetune_trocr in a pod given a GPU on a node whose driver is too old: the step fails with
+    the reason at once instead of training for hours on the CPU."""
+    import time
+
+    from inkbooth.ocr.training import finetune
+
+    node(1, driver=OLD_DRIVER)
+    fake_torch(monkeypatch, available=False, cuda="13.0")
+
+    def no_load(*args, **kwargs):
+        raise AssertionError("the model was loaded before the GPU check")
+
+    monkeypatch.setattr(finetune.models, "resolve", no_load)
+    started = time.perf_counter()
+    with pytest.raises(runtime.HardwareError, match=r"driver 535\.104\.05 is older than 580"):
+        finetune.finetune_trocr(str(tmp_path / "base"), str(tmp_path / "out"),
+                                finetune.FinetuneConfig(max_steps=1, threads=1), data=str(tmp_path / "lines"))
+    assert time.perf_counter() - started < 10
+    assert not (tmp_path / "out").exists()

@@ -108,6 +108,9 @@ def image_name(index: int) -> str:
 def pick_device(device: str, dtype: str) -> tuple[str, Any]:
     import torch
 
+    from inkbooth import runtime
+
+    runtime.require_usable_gpus(device)  # GPUs given but unusable: fail now, not hours later on the CPU
     dev = "cuda" if device == "cuda" or (device == "auto" and torch.cuda.is_available()) else "cpu"
     if device == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("device=cuda, but torch sees no CUDA device")

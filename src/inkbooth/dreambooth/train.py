@@ -123,6 +123,7 @@ def train_dreambooth(model: str, instance_images: str, output: str, config: Trai
     config.validate()
     runtime.limit_torch_threads()
     runtime.keep_freed_memory()  # every step allocates the same large tensors: reuse them (see runtime)
+    runtime.require_usable_gpus("auto")  # GPUs given but unusable: fail now, not hours later on the CPU
     if config.with_prior_preservation and not class_images:
         raise ValueError("with_prior_preservation needs class_images (a generate_prior_images output)")
     if config.mixed_precision == "fp16" and not torch.cuda.is_available():
@@ -397,6 +398,9 @@ def launch_training(model: str, instance_images: str, output: str, config: Train
 
     import torch
 
+    from inkbooth import runtime
+
+    runtime.require_usable_gpus("auto")  # before counting: an unusable GPU would count as none
     count = processes if processes is not None else torch.cuda.device_count()
     if count <= 1 or "WORLD_SIZE" in os.environ:
         return train_dreambooth(model, instance_images, output, config, class_images=class_images,

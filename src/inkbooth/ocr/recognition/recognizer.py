@@ -96,6 +96,7 @@ class Recognizer:
         self.engine: Any = None
         self.dir = Path(model_dir)
         runtime.limit_torch_threads(self.config.threads)
+        runtime.require_usable_gpus(self.config.device, "onnxruntime" if self.config.backend == "onnx" else "torch")
         if (self.dir / artifacts.MANIFEST).is_file():  # an export published here: its current version's files
             self.dir = Path(artifacts.read_manifest(str(self.dir)).location(str(self.dir)))
         if self.config.backend == "onnx" and self.config.variant == "auto":

@@ -238,6 +238,7 @@ def _read_state(folder: Path, model: Any, optimizer: Any, head: Any) -> dict[str
 def _device(config: FinetuneConfig) -> str:
     import torch
 
+    runtime.require_usable_gpus(config.device)  # GPUs given but unusable: fail now, not hours later on the CPU
     if config.device == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("device=cuda, but torch sees no CUDA device")
     return "cuda" if config.device != "cpu" and torch.cuda.is_available() else "cpu"
