@@ -124,6 +124,49 @@ def test_concurrent_registrations_get_distinct_versions(bucket, tmp_path):
     assert json.loads(artifacts.read_manifest(reg.uri("race", "v1")).to_json())["version"] == "v1"
 
 
+def test_registrations_stay_distinct_on_a_store_that_ignores_if_none_match(bucket, tmp_path, monkeypatch):
+    """Some S3-compatibles drop ``If-None-Match: *`` and overwrite silently: both racers' claims of v1
+    "succeed". Each also leaves a token of its own in the version's folder and keeps the number only
+    where the folder holds no one else's, so at most one of them publishes there."""
+    client = storage.s3_client()
+    real_put = client.put_object
+    both_claim_v1 = threading.Barrier(2, timeout=30)
+    ignored: list[str] = []
+
+    def put_ignoring_if_none_match(**kw):
+        if kw.pop("IfNoneMatch", None):
+            ignored.append(kw["Key"])
+        if kw["Key"].endswith(f"/v1/{artifacts.CLAIM}"):
+            both_claim_v1.wait()  # neither claims v1 before both have chosen it
+        return real_put(**kw)
+
+    monkeypatch.setattr(client, "put_object", put_ignoring_if_none_match)
+    reg = artifacts.Registry(f"{bucket}/models")
+    dirs = [make_dir(tmp_path / f"d{i}", {"w.bin": f"weights {i}".encode()}) for i in range(2)]
+    got: dict[str, str] = {}
+    errors: list[BaseException] = []
+
+    def work(i):
+        try:
+            got[reg.register("race", dirs[i], kind="model", alias=None)[0]] = f"weights {i}"
+        except BaseException as e:  # noqa: BLE001
+            errors.append(e)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert ignored.count(f"models/race/v1/{artifacts.CLAIM}") == 2, "both conditional claims of v1 went through"
+    assert len(got) == 2, f"two registrations, two versions: {got}"
+    assert reg.versions("race") == sorted(got, key=lambda v: int(v[1:]))
+    for v, text in got.items():
+        m = reg.manifest("race", v)
+        assert storage.read_text(storage.join(reg.uri("race", v), "w.bin")) == text
+        assert [f.path for f in m.files] == ["w.bin"]
+
+
 # ---- republishing: a new version beside the old one, the pointer moved last ------------------------
 
 

@@ -23,7 +23,8 @@ from inkbooth.config import option
 
 GPU_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
 S3_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
-S3_OPTIONAL = ("AWS_ENDPOINT_URL_S3", "AWS_DEFAULT_REGION")
+S3_OPTIONAL = ("AWS_ENDPOINT_URL_S3", "AWS_DEFAULT_REGION", "AWS_REQUEST_CHECKSUM_CALCULATION",
+               "AWS_RESPONSE_CHECKSUM_VALIDATION", "INKBOOTH_S3_ADDRESSING_STYLE")
 # The library reads an encrypted PDF's password from this variable (never from a parameter, so it
 # stays out of the IR, the run's parameters and its logs); the Secret named by the pipeline's
 # pdf_secret parameter holds it under the key "pdf_password".

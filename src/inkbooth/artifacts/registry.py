@@ -1,6 +1,22 @@
 """The model registry: ``Registry`` keeps ``<root>/<name>/<version>/`` (versions ``v1``, ``v2``,
 ...) and movable aliases such as ``latest`` under ``<root>/<name>/aliases/``.
 
+Claiming a version number. ``register`` claims ``vN`` before it uploads anything there, in two steps:
+
+1. a conditional write of ``vN/.claim`` (``If-None-Match: *`` on S3, ``O_EXCL`` locally): where the store
+   honours it, of two writers exactly one gets past this, the other takes the next number;
+2. a token of this writer's own, ``vN/.claim-<uuid>``, then a listing of ``vN/``: the number is kept only
+   where the folder holds nothing but ``.claim`` and this token; otherwise the token is deleted and the
+   writer takes the next number.
+
+Step 2 is for S3-compatibles that ignore ``If-None-Match`` and overwrite silently (both writers "win"
+step 1). Reading ``.claim`` back would not do: the loser's overwrite may land after the winner has read
+its own token. Tokens are never overwritten (unique names) and a winner's token stays until its files
+are there, so of two writers that both kept ``vN`` the later one's listing would have shown the earlier
+one's token: at most one keeps it (with a store whose listings show every completed write, as S3,
+GCS and SeaweedFS do). Under contention on such a store both may give a number up: it stays claimed and
+unused, like one of a writer that died. After publishing, the winner deletes its token.
+
 The top of the package: imports ``inkbooth.storage`` and, of this package, ``manifests``,
 ``reading`` and ``publishing``.
 """
@@ -9,6 +25,7 @@ from __future__ import annotations
 
 import json
 import re
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -90,8 +107,8 @@ class Registry:
         """Publish ``local_dir`` as the next version of ``name`` and move ``alias`` to it.
 
         Identical content to an existing version is not published twice: that version is returned.
-        Two writers racing for one version number cannot both win (the manifest write is
-        conditional), the loser takes the next number.
+        Two writers racing for one version number cannot both win (see the module docstring, also
+        for stores that ignore conditional writes), the loser takes the next number.
         """
         if alias:
             self.check_alias(alias)  # before anything is published
@@ -108,14 +125,29 @@ class Registry:
         number = self._highest_number(name) + 1
         for _ in range(50):
             version = f"v{number}"
-            try:
-                storage.write_text(storage.join(self.uri(name, version), CLAIM), "", if_absent=True)
-            except storage.AlreadyExistsError:
+            token = self._claim(self.uri(name, version))
+            if token is None:
                 number += 1
                 continue
             m = publish(local_dir, self.uri(name, version), kind=kind, name=name, version=version,
                         **manifest_fields)
+            storage.delete(storage.join(self.uri(name, version), token))  # its files hold the number now
             if alias:
                 self.set_alias(name, alias, version)
             return version, m
         raise storage.StorageError(f"model {name}: could not claim a new version number")
+
+    @staticmethod
+    def _claim(version_uri: str) -> str | None:
+        """Claim the version folder ``version_uri`` (see the module docstring): this writer's token
+        file name, or None where another writer has the number."""
+        token = f"{CLAIM}-{uuid.uuid4().hex}"
+        try:
+            storage.write_text(storage.join(version_uri, CLAIM), token + "\n", if_absent=True)
+        except storage.AlreadyExistsError:
+            return None
+        storage.write_text(storage.join(version_uri, token), "")
+        if any(rel not in (CLAIM, token) for rel in storage.list_files(version_uri)):
+            storage.delete(storage.join(version_uri, token))
+            return None
+        return token

@@ -1,7 +1,23 @@
 """One set of calls for local paths and ``s3://`` URIs.
 
-* The S3 endpoint, region and credentials come from the environment through boto3 (for example
-  ``AWS_ENDPOINT_URL_S3``); nothing here names an endpoint.
+* The S3 endpoint, region and credentials come from the environment through boto3; nothing here
+  names an endpoint or a region. The settings (in a cluster: keys of the S3 Secret, see
+  ``inkbooth.cluster.S3_KEYS`` and ``S3_OPTIONAL``):
+
+  - ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY`` (``AWS_SESSION_TOKEN``, ``AWS_PROFILE``): credentials;
+  - ``AWS_ENDPOINT_URL_S3`` (or ``AWS_ENDPOINT_URL``): the store, for anything but AWS itself (GCS:
+    ``https://storage.googleapis.com``, with HMAC keys as the credentials);
+  - ``AWS_REGION`` or ``AWS_DEFAULT_REGION``: the region (unset: boto3's, from the profile, else
+    us-east-1 for S3). boto3 reads ``AWS_DEFAULT_REGION`` only; inkbooth passes ``AWS_REGION`` on;
+  - ``AWS_REQUEST_CHECKSUM_CALCULATION``, ``AWS_RESPONSE_CHECKSUM_VALIDATION`` (``when_supported``, the
+    default, or ``when_required``), read by boto3: by default it adds a CRC32 to every upload (over
+    HTTPS as an ``aws-chunked`` body with an ``x-amz-trailer``) and asks for checksums on reads. Google
+    Cloud Storage's S3 API and some other S3-compatibles refuse such uploads: set both to
+    ``when_required`` there. Every object still carries its SHA-256, verified on read (below);
+  - ``INKBOOTH_S3_ADDRESSING_STYLE``: ``path`` (``https://host/bucket/key``), ``virtual``
+    (``https://bucket.host/key``) or ``auto``; unset: ``path`` with a custom endpoint, else ``auto``.
+    boto3 has no environment variable for it (only ``~/.aws/config``), so inkbooth reads this one;
+    any other value is an error naming the variable.
 * Every object written through this module carries its SHA-256 in its metadata (``x-amz-meta-sha256``)
   and every read verifies it, so corruption at rest or on the wire is an error, never data.
 * Transient failures (throttling, 5xx, dropped connections) are retried with capped exponential

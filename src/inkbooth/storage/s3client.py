@@ -1,6 +1,7 @@
-"""The S3 client: ``s3_client`` (boto3, configured from the environment and the retry policy, cached per
-environment in ``_clients``, the only cache of clients), the transfer configuration of multipart copies,
-``get_object`` / ``head_object`` with a missing key as ``NotFoundError``, and not-found detection.
+"""The S3 client: ``s3_client`` (boto3, configured from the environment variables listed in the package
+docstring and the retry policy, cached per environment in ``_clients``, the only cache of clients), the
+transfer configuration of multipart copies, ``get_object`` / ``head_object`` with a missing key as
+``NotFoundError``, and not-found detection.
 
 May import ``errors``, ``locations``, ``retries`` and ``localfiles`` (for ``CHUNK``) of this package. boto3
 and botocore are imported inside the functions that need them: importing this module does not load them.
@@ -19,8 +20,13 @@ from inkbooth.storage.locations import Location
 
 _clients: dict[tuple, Any] = {}
 _clients_lock = threading.Lock()
+# The environment variables the client depends on (the package docstring says what each does): a
+# client is made anew when any of them changes. boto3 reads all but AWS_REGION and ADDRESSING_ENV itself.
+ADDRESSING_ENV = "INKBOOTH_S3_ADDRESSING_STYLE"
+ADDRESSING_STYLES = ("path", "virtual", "auto")
 _ENV_KEYS = ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
-             "AWS_SESSION_TOKEN", "AWS_DEFAULT_REGION", "AWS_REGION", "AWS_PROFILE")
+             "AWS_SESSION_TOKEN", "AWS_DEFAULT_REGION", "AWS_REGION", "AWS_PROFILE",
+             "AWS_REQUEST_CHECKSUM_CALCULATION", "AWS_RESPONSE_CHECKSUM_VALIDATION", ADDRESSING_ENV)
 
 
 def s3_client() -> Any:
@@ -33,20 +39,38 @@ def s3_client() -> Any:
         if client is None:
             import boto3
             from botocore.config import Config
+            from botocore.exceptions import InvalidChecksumConfigError
 
-            custom_endpoint = bool(os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL"))
             config = Config(
                 retries={"max_attempts": policy.request_attempts, "mode": "standard"},
                 connect_timeout=policy.connect_timeout,
                 read_timeout=policy.read_timeout,
                 max_pool_connections=32,
-                # S3-compatible stores on a plain host:port need path-style addressing.
-                s3={"addressing_style": "path" if custom_endpoint else "auto"},
+                s3={"addressing_style": _addressing_style()},
             )
-            region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
-            client = boto3.session.Session().client("s3", config=config, region_name=region)
+            # No region set: boto3's own (AWS_DEFAULT_REGION, the profile's, else us-east-1 for S3).
+            region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or None
+            try:
+                client = boto3.session.Session().client("s3", config=config, region_name=region)
+            except InvalidChecksumConfigError as e:  # a typo in the Secret: say which variable
+                raise ValueError(f"AWS_REQUEST_CHECKSUM_CALCULATION / AWS_RESPONSE_CHECKSUM_VALIDATION: "
+                                 f"{e}") from None
             _clients[key] = client
         return client
+
+
+def _addressing_style() -> str:
+    """``path`` (``http://host/bucket/key``), ``virtual`` (``http://bucket.host/key``) or ``auto``, from
+    ``INKBOOTH_S3_ADDRESSING_STYLE``; unset: path for a custom endpoint (S3-compatible stores on a
+    plain host:port need it), else auto."""
+    value = os.environ.get(ADDRESSING_ENV, "").strip().lower()
+    if not value:
+        custom_endpoint = bool(os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL"))
+        return "path" if custom_endpoint else "auto"
+    if value not in ADDRESSING_STYLES:
+        raise ValueError(f"{ADDRESSING_ENV}={os.environ[ADDRESSING_ENV]!r}: expected one of "
+                         f"{', '.join(ADDRESSING_STYLES)}")
+    return value
 
 
 def _transfer_config() -> Any:
