@@ -191,10 +191,14 @@ def test_every_task_runs_inside_an_exit_handler(name, tmp_path):
 
 def test_run_ttl_and_deadline(tmp_path):
     _, platform = parse(runs.compile_pipeline("ocr", tmp_path / "a.yaml"))
-    assert platform["pipelineConfig"] == {"activeDeadlineSeconds": 2 * 86400, "resourceTtlOnCompletion": 3 * 86400}
+    # After success and failure too: KFP 2.17's stock Argo defaults set those to an hour, and they win.
+    ttl = 3 * 86400
+    assert platform["pipelineConfig"] == {"activeDeadlineSeconds": 2 * 86400, "resourceTtlOnCompletion": ttl,
+                                          "resourceTtlOnSuccess": ttl, "resourceTtlOnFailure": ttl}
     settings = from_dict(cluster.ClusterConfig, {"ttl_seconds": 3600, "deadline_seconds": 0})
     _, platform = parse(runs.compile_pipeline("dreambooth", tmp_path / "b.yaml", settings))
-    assert platform["pipelineConfig"] == {"resourceTtlOnCompletion": 3600}
+    assert platform["pipelineConfig"] == {"resourceTtlOnCompletion": 3600, "resourceTtlOnSuccess": 3600,
+                                          "resourceTtlOnFailure": 3600}
 
 
 def test_training_resumes_into_the_run_root(tmp_path):
@@ -225,10 +229,16 @@ def test_keyless_credentials_put_no_keys_in_any_pod(tmp_path):
             assert not envs & set(cluster.S3_KEYS + cluster.S3_OPTIONAL), executor
 
 
-def test_minimum_backend_follows_the_features_used():
-    assert cluster.ClusterConfig().minimum_backend()[0] == (2, 17, 0)
-    version, why = from_dict(cluster.ClusterConfig, {"ttl_seconds": 0, "deadline_seconds": 0}).minimum_backend()
-    assert version == (2, 16, 0) and any("securityContext" in w for w in why)
+def test_the_cluster_file_names_the_backend_and_the_compile_follows_it(tmp_path):
+    settings = from_dict(cluster.ClusterConfig, {"kfp": {"backend": "2.16"}})
+    settings.validate()
+    assert not settings.honours("pipeline_config") and settings.honours("security_context")
+    assert settings.pipeline_config() is None
+    with pytest.raises(ValueError, match="kfp.backend: KFP backend 2.3: older than 2.5"):
+        from_dict(cluster.ClusterConfig, {"kfp": {"backend": "2.3"}}).validate()
+    assert cli.main(["compile", "ocr", "--backend", "2.15", "--out-dir", str(tmp_path)]) == 0
+    _, k8s = compiled("ocr", tmp_path, settings.for_backend("2.15"))
+    assert not any("securityContext" in e for e in k8s.values())
 
 
 def test_no_credentials_end_up_in_compiled_pipelines(tmp_path, monkeypatch):

@@ -97,39 +97,48 @@ def test_submit_command(kfp_api, tmp_path, capsys, monkeypatch):
     assert "Bearer token-from-env" in auth
 
 
-@pytest.mark.parametrize("version", ["2.15.0", "2.16.1", "1.8.5"])
-def test_an_older_backend_is_refused_before_anything_is_sent(version):
+@pytest.mark.parametrize("version", ["2.4.0", "1.8.5"])
+def test_a_backend_older_than_any_contract_is_refused_before_anything_is_sent(version):
     with KFPStandIn(version=version) as api:
-        with pytest.raises(submit.BackendTooOldError, match=rf"runs KFP {version}; these pipelines need KFP 2.17.0"):
+        with pytest.raises(submit.BackendTooOldError, match=rf"KFP backend {version}: older than 2.5"):
             submit.submit("ocr", ocr_run(), submit.Endpoint(host=api.url))
-        with pytest.raises(submit.BackendTooOldError, match="pipeline TTL and deadline"):
+        with pytest.raises(submit.BackendTooOldError, match="older than 2.5"):
             submit.schedule("ocr", ocr_run(), submit.Endpoint(host=api.url), job_name="n", cron="0 0 3 * * *")
         assert not api.posted("/runs") and not api.posted("/recurringruns") and not api.posted("/experiments")
 
 
-def test_the_needed_backend_follows_the_cluster_settings(tmp_path):
-    settings = tmp_path / "no-ttl.yaml"
-    settings.write_text("ttl_seconds: 0\ndeadline_seconds: 0\n")
-    with KFPStandIn(version="2.16.0") as api:
-        submit.submit("ocr", ocr_run(), submit.Endpoint(host=api.url, cluster=str(settings)))
-        assert len(api.posted("/runs")) == 1
-    with KFPStandIn(version="2.15.2") as api, pytest.raises(submit.BackendTooOldError, match="securityContext"):
-        submit.submit("ocr", ocr_run(), submit.Endpoint(host=api.url, cluster=str(settings)))
+def _platform(posted: dict) -> dict:
+    """The Kubernetes platform spec of a posted run (what the server would parse)."""
+    return posted.get("platform_spec") or posted["pipeline_spec"].get("platform_spec") or {}
+
+
+@pytest.mark.parametrize("version, has_config, has_security", [
+    ("2.17.0", True, True), ("2.16.1", False, True), ("2.15.2", False, False), ("2.5.0", False, False)])
+def test_a_run_is_compiled_for_the_backend_the_server_reports(version, has_config, has_security, caplog):
+    with KFPStandIn(version=version) as api:
+        submit.submit("ocr", ocr_run(), submit.Endpoint(host=api.url))
+        (posted,) = api.posted("/runs")
+    k8s = _platform(posted)["platforms"]["kubernetes"]
+    assert ("pipelineConfig" in k8s) == has_config
+    executors = k8s["deploymentSpec"]["executors"].values()
+    assert all(("securityContext" in e) == has_security for e in executors)
+    if version != "2.17.0":
+        assert f"runs KFP {version}: compiling for" in caplog.text and "left out:" in caplog.text
 
 
 def test_an_unknown_backend_version_is_warned_about(caplog):
     with KFPStandIn(version="unknown") as api:
         submit.submit("ocr", ocr_run(), submit.Endpoint(host=api.url))
         assert len(api.posted("/runs")) == 1
-    assert "cannot be compared; these pipelines need 2.17.0 or newer" in caplog.text
+    assert "KFP backend version 'unknown' unknown; compiling for 2.17" in caplog.text
 
 
 def test_submit_command_says_the_backend_is_too_old(tmp_path, capsys):
     run_file = tmp_path / "run.yaml"
     run_file.write_text("model: microsoft/trocr-base-printed\ndocuments: s3://a/b\noutput: s3://c/d\n")
-    with KFPStandIn(version="2.14.0") as api:
+    with KFPStandIn(version="2.2.0") as api:
         assert cli.main(["submit", "ocr", "--run", str(run_file), "--host", api.url]) == 1
-    assert "runs KFP 2.14.0; these pipelines need KFP 2.17.0 or newer" in capsys.readouterr().err
+    assert "KFP backend 2.2.0: older than 2.5, the oldest inkbooth compiles for" in capsys.readouterr().err
 
 
 def test_keyless_runs_need_and_use_a_service_account(tmp_path):

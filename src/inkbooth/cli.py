@@ -138,6 +138,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("pipeline", nargs="?", default="all", help="pipeline name, or all")
     p.add_argument("--out-dir", help="where to write (default: beside the pipeline modules)")
     p.add_argument("--cluster", help="YAML ClusterConfig: per-stage resources, GPUs, node selectors, tolerations")
+    p.add_argument("--backend", help="KFP backend version to compile for (2.5, 2.14, 2.15, 2.16, 2.17): only what it "
+                                     "honours goes in (default: kfp.backend of the cluster file, else 2.17)")
 
     p = sub.add_parser("store", help="the embedded SeaweedFS object store")
     p.add_argument("action", choices=["start"], help="start: run in the foreground and print its environment")
@@ -353,9 +355,12 @@ def _compile(args: argparse.Namespace) -> int:
     from inkbooth import cluster, runs
 
     names = sorted(runs.PIPELINES) if args.pipeline == "all" else [args.pipeline]
-    if args.cluster and not args.out_dir:
-        raise ValueError("--cluster needs --out-dir: the YAML kept in the repository uses the default settings")
+    if (args.cluster or args.backend) and not args.out_dir:
+        raise ValueError("--cluster and --backend need --out-dir: the YAML kept in the repository uses the defaults")
     settings = cluster.load(args.cluster)
+    if args.backend:
+        settings = settings.for_backend(args.backend)
+    settings.validate()
     for name in names:
         target = Path(args.out_dir) / runs.get(name).yaml if args.out_dir else runs.packaged_yaml(name)
         runs.compile_pipeline(name, target, settings)

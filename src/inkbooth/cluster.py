@@ -3,9 +3,13 @@
 One typed ``ClusterConfig`` (YAML, see ``examples/cluster-*.yaml``) says per stage: CPU and memory,
 GPU count and resource, node selector, tolerations, a memory-backed ``/dev/shm``, the size of the
 ``/tmp`` scratch volume, a timeout, retries, caching, how many of its pods may run at once, and
-whether Karpenter may disrupt it; and for the whole run: a TTL, a deadline and where S3
-credentials come from. ``inkbooth compile --cluster FILE`` bakes it into the IR. A file sets only
-what differs: every field it leaves out keeps that stage's default. Nothing here is read from the
+whether Karpenter may disrupt it; and for the whole run: a TTL, a deadline, where S3
+credentials come from, which KFP backend the runs go to (``kfp``: its version, standalone or
+multi-user, the namespace runs execute in), the object store's settings (``storage``: pipeline root,
+endpoint, region, addressing style, checksum mode) and the image registry. ``inkbooth compile
+--cluster FILE`` bakes it into the IR, emitting only what that backend honours
+(``inkbooth.backends``); the same file renders the Kubernetes manifests. A file sets only what
+differs: every field it leaves out keeps that stage's default. Nothing here is read from the
 environment.
 
 Caching follows content or is off (``CACHE_KEYS``): a stage may cache only when every input that
@@ -16,9 +20,10 @@ names.
 from __future__ import annotations
 
 import dataclasses
+import re
 from typing import Any, Literal
 
-from inkbooth import _image
+from inkbooth import _image, backends
 from inkbooth.config import option
 
 GPU_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
@@ -43,12 +48,13 @@ CACHE_KEYS = {
 # Stages run inside a ParallelFor: they take a bound on concurrent pods.
 LOOP_STAGES = ("recognize", "prior")
 
-# Oldest KFP backend that understands each feature the compiled IR may use.
-BACKEND_FEATURES = (
-    ((2, 15, 0), "optional Secret-backed environment variables (AWS_ENDPOINT_URL_S3, the PDF password)"),
-    ((2, 16, 0), "a per-task securityContext (runAsUser/runAsNonRoot)"),
-    ((2, 17, 0), "pipeline TTL and deadline (dsl.PipelineConfig)"),
-)
+# Argo's retryStrategy.backoff.maxDuration is one window from the first attempt's start, and a retried
+# pod is killed at its end (argo-workflows v4.0.5 workflow/controller/operator.go:1024-1096): the window
+# must hold every attempt at its full timeout, the waits between them, and time to be scheduled.
+BACKOFF_SECONDS, BACKOFF_FACTOR = 30, 2  # Argo parses the factor as an integer (util/intstr/parametrizable.go)
+SCHEDULING_SLACK = 1800  # per attempt: a GPU node scaled up from zero, an image pulled
+NO_TIMEOUT_WINDOW = 7 * 86400  # the retry window of a stage without a timeout
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 
 
 @dataclasses.dataclass
@@ -84,6 +90,57 @@ class StageResources:
 
 def _stage(**kw: Any) -> Any:
     return dataclasses.field(default_factory=lambda: StageResources(**kw))
+
+
+@dataclasses.dataclass
+class KfpSettings:
+    """The Kubeflow Pipelines the runs go to."""
+
+    backend: str = option(backends.DEFAULT, "KFP backend version to compile for (2.5, 2.14, 2.15, 2.16, 2.17; a "
+                                            "newer patch or minor runs under the nearest older one); inkbooth submit "
+                                            "asks the server and compiles for its version")
+    mode: Literal["standalone", "multi-user"] = option(
+        "standalone", "standalone: KFP runs every workflow in its own namespace, whatever is asked; multi-user "
+                      "(Kubeflow): in the profile namespace of the run's experiment")
+    namespace: str = option("kubeflow", "where the runs execute: KFP's namespace (standalone) or your profile "
+                                        "namespace (multi-user); the runner account, launcher settings and Secrets "
+                                        "must be there")
+
+
+@dataclasses.dataclass
+class StorageSettings:
+    """The S3-compatible store the steps and KFP's launcher use; the keys stay in the Secret (or the identity)."""
+
+    pipeline_root: str = option("s3://inkbooth-pipelines/v2/artifacts", "where KFP keeps the artifacts passed "
+                                                                        "between steps (the launcher's default root)")
+    endpoint: str = option("", "S3 endpoint URL ('' for AWS S3), e.g. https://storage.googleapis.com or "
+                               "http://seaweedfs.inkbooth.svc.cluster.local:8333")
+    region: str = option("", "region requests are signed for ('' for the SDK's default: AWS S3 needs the "
+                             "bucket's region; GCS takes auto)")
+    addressing_style: Literal["auto", "path", "virtual"] = option(
+        "auto", "bucket in the path or in the host name (auto: path with a custom endpoint)")
+    checksums: Literal["when_supported", "when_required"] = option(
+        "when_supported", "when boto3 adds CRC checksums to requests: when_required for stores that reject "
+                          "aws-chunked uploads (GCS); objects keep their SHA-256, checked on every read")
+
+    def env(self) -> dict[str, str]:
+        """The settings as the environment the steps read (through boto3; ``inkbooth.storage``), defaults left out."""
+        env = {}
+        if self.endpoint:
+            env["AWS_ENDPOINT_URL_S3"] = self.endpoint
+        if self.region:
+            env["AWS_DEFAULT_REGION"] = self.region
+        if self.checksums != "when_supported":
+            env["AWS_REQUEST_CHECKSUM_CALCULATION"] = env["AWS_RESPONSE_CHECKSUM_VALIDATION"] = self.checksums
+        if self.addressing_style != "auto":
+            env["INKBOOTH_S3_ADDRESSING_STYLE"] = self.addressing_style
+        return env
+
+    def validate(self) -> None:
+        if not self.pipeline_root.startswith("s3://") or len(self.pipeline_root) <= len("s3://"):
+            raise ValueError(f"storage.pipeline_root: {self.pipeline_root!r} is not an s3:// URI")
+        if self.endpoint and not re.match(r"^https?://[^/\s]+/?$", self.endpoint):
+            raise ValueError(f"storage.endpoint: {self.endpoint!r} is not http(s)://host[:port]")
 
 
 @dataclasses.dataclass
@@ -126,6 +183,16 @@ class ClusterConfig:
     deadline_seconds: int = option(2 * 86400, "seconds a run may take in all before it is stopped (0: none)")
     images: dict[str, str] = option({}, "image variant -> digest (sha256:...) or repository@sha256:...; the "
                                         "components then name their image by digest (make push-images writes these)")
+    registry: str = option(_image.REGISTRY, "registry the images are pulled from: the components name "
+                                            "<registry>/inkbooth-<variant>:<version> (make push-images REGISTRY=...)")
+    kfp: KfpSettings = option(None, "which KFP the runs go to: backend version, mode, namespace")
+    storage: StorageSettings = option(None, "the object store's settings (not its keys)")
+
+    def __post_init__(self) -> None:
+        if self.kfp is None:
+            self.kfp = KfpSettings()
+        if self.storage is None:
+            self.storage = StorageSettings()
 
     def stage(self, name: str) -> StageResources:
         return getattr(self, name)
@@ -151,7 +218,33 @@ class ClusterConfig:
         if self.ttl_seconds < 0 or self.deadline_seconds < 0:
             raise ValueError("ttl_seconds and deadline_seconds must not be negative")
         for variant, pin in self.images.items():
-            _image.by_digest(variant, pin)
+            _image.by_digest(variant, pin, self.registry)
+        if not re.match(r"^[a-z0-9.-]+(:[0-9]+)?(/[a-z0-9._-]+)*$", self.registry):
+            raise ValueError(f"registry: {self.registry!r} is not a registry host with an optional path")
+        try:
+            backends.contract(self.kfp.backend)
+        except ValueError as e:
+            raise ValueError(f"kfp.backend: {e}") from None
+        if not _DNS_LABEL.match(self.kfp.namespace):
+            raise ValueError(f"kfp.namespace: {self.kfp.namespace!r} is not a Kubernetes namespace name")
+        self.storage.validate()
+
+    def honours(self, feature: str) -> bool:
+        """Whether the backend these settings compile for honours ``feature`` (``inkbooth.backends.FEATURES``)."""
+        return backends.honours(self.kfp.backend, feature)
+
+    def for_backend(self, version: str) -> ClusterConfig:
+        """The same settings compiled for the backend ``version`` (e.g. the one a server reports)."""
+        backends.contract(version)
+        return dataclasses.replace(self, kfp=dataclasses.replace(self.kfp, backend=backends.name(version)))
+
+    def retry_window(self, stage: str) -> int:
+        """Seconds from a stage's first attempt in which Argo may still retry it: every attempt at its full
+        timeout, the backoff waits between them and scheduling time (Argo kills an attempt at the window's end)."""
+        r = self.stage(stage)
+        attempt = (r.timeout or NO_TIMEOUT_WINDOW) + SCHEDULING_SLACK
+        waits = sum(BACKOFF_SECONDS * BACKOFF_FACTOR ** i for i in range(r.retries))
+        return (r.retries + 1) * attempt + waits
 
     def without_retries(self) -> ClusterConfig:
         """The same settings with no stage retried (local runs)."""
@@ -159,18 +252,17 @@ class ClusterConfig:
                                             for name in self.stages()})
 
     def pipeline_config(self) -> Any:
-        """Run-wide settings for ``dsl.pipeline(pipeline_config=...)``."""
+        """Run-wide settings for ``dsl.pipeline(pipeline_config=...)``; None where the backend would drop
+        the whole platform spec over them (``backends.FEATURES["pipeline_config"]``)."""
         from kfp import dsl
 
-        return dsl.PipelineConfig(ttl_seconds_after_finished=self.ttl_seconds or None,
-                                  active_deadline_seconds=self.deadline_seconds or None)
-
-    def minimum_backend(self) -> tuple[tuple[int, int, int], list[str]]:
-        """The oldest KFP backend that runs pipelines compiled with these settings, and why."""
-        used = [BACKEND_FEATURES[0], BACKEND_FEATURES[1]]
-        if self.ttl_seconds or self.deadline_seconds:
-            used.append(BACKEND_FEATURES[2])
-        return max(v for v, _ in used), [f"{'.'.join(map(str, v))}: {what}" for v, what in used]
+        if not self.honours("pipeline_config") or not (self.ttl_seconds or self.deadline_seconds):
+            return None
+        # After success and after failure too: KFP 2.17's stock Argo config sets both to an hour, and
+        # Argo checks them before the one for completion (gccontroller/gc_controller.go:262-274).
+        ttl = self.ttl_seconds or None
+        return dsl.PipelineConfig(ttl_seconds_after_finished=ttl, ttl_seconds_after_success=ttl,
+                                  ttl_seconds_after_failure=ttl, active_deadline_seconds=self.deadline_seconds or None)
 
     def apply(self, task: Any, stage: str, s3_secret: Any) -> Any:
         """Set ``stage``'s resources, placement, volumes, timeout, retries, caching and credentials on a task."""
@@ -179,9 +271,9 @@ class ClusterConfig:
         r = self.stage(stage)
         variant = r.image or _image.variant_of(task.container_spec.image)
         if variant in self.images:
-            task.set_container_image(_image.by_digest(variant, self.images[variant]))
-        elif r.image:
-            task.set_container_image(_image.image(r.image))
+            task.set_container_image(_image.by_digest(variant, self.images[variant], self.registry))
+        elif r.image or (variant and self.registry != _image.REGISTRY):
+            task.set_container_image(_image.image(variant, self.registry))
         task.set_cpu_request(r.cpu).set_memory_request(r.memory)
         if r.cpu_limit:
             task.set_cpu_limit(r.cpu_limit)
@@ -205,28 +297,36 @@ class ClusterConfig:
         # (HOME, XDG_CACHE_HOME, HF_HOME, INKBOOTH_CACHE) under it. The size limit is what KFP's IR
         # can say about local disk (it has no ephemeral-storage request): above it the kubelet evicts.
         kubernetes.empty_dir_mount(task, volume_name="tmp", mount_path="/tmp", size_limit=r.scratch or None)
-        kubernetes.set_security_context(task, run_as_user=IMAGE_UID, run_as_group=IMAGE_UID, run_as_non_root=True)
+        if self.honours("security_context"):
+            kubernetes.set_security_context(task, run_as_user=IMAGE_UID, run_as_group=IMAGE_UID,
+                                            run_as_non_root=True)
         if r.timeout:
             kubernetes.set_timeout(task, r.timeout)
         if r.do_not_disrupt:
             kubernetes.add_pod_annotation(task, annotation_key=DO_NOT_DISRUPT, annotation_value="true")
         if r.retries:
-            task.set_retry(num_retries=r.retries, backoff_duration="30s", backoff_factor=2.0,
-                           backoff_max_duration="600s")
+            task.set_retry(num_retries=r.retries, backoff_duration=f"{BACKOFF_SECONDS}s",
+                           backoff_factor=float(BACKOFF_FACTOR), backoff_max_duration=f"{self.retry_window(stage)}s")
         task.set_caching_options(r.caching)
+        storage_env = self.storage.env()
+        for key, value in sorted(storage_env.items()):  # settings, not secrets: plain env on every backend
+            task.set_env_variable(key, value)
         if self.credentials == "secret":
             # Credentials reach the step as environment variables from a Secret, never as parameters.
             kubernetes.use_secret_as_env(task, secret_name=s3_secret, secret_key_to_env={k: k for k in S3_KEYS})
-            kubernetes.use_secret_as_env(task, secret_name=s3_secret, secret_key_to_env={k: k for k in S3_OPTIONAL},
-                                         optional=True)
+            optional = [k for k in S3_OPTIONAL if k not in storage_env]
+            if optional and self.honours("optional_secret_env"):
+                kubernetes.use_secret_as_env(task, secret_name=s3_secret, secret_key_to_env={k: k for k in optional},
+                                             optional=True)
         return task
 
     def use_pdf_secret(self, task: Any, pdf_secret: Any) -> Any:
         """The PDF password, if the Secret named by ``pdf_secret`` exists, as ``INKBOOTH_PDF_PASSWORD``."""
         from kfp import kubernetes
 
-        kubernetes.use_secret_as_env(task, secret_name=pdf_secret, secret_key_to_env={PDF_PASSWORD_KEY: PDF_PASSWORD_ENV},
-                                     optional=True)
+        if self.honours("optional_secret_env"):  # else encrypted PDFs become records naming the missing password
+            kubernetes.use_secret_as_env(task, secret_name=pdf_secret,
+                                         secret_key_to_env={PDF_PASSWORD_KEY: PDF_PASSWORD_ENV}, optional=True)
         return task
 
 

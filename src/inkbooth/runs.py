@@ -188,6 +188,14 @@ def compile_pipeline(name: str, path: str | Path, cluster: Any = None) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     compiler.Compiler().compile(get(name).load(cluster), str(path))
+    if cluster is not None and not cluster.honours("optional_secret_env"):
+        import yaml
+
+        from inkbooth import backends
+
+        spec, platform = yaml.safe_load_all(path.read_text())
+        platform = backends.fit_platform_spec(platform, cluster.kfp.backend)
+        path.write_text(yaml.safe_dump_all([spec, platform], sort_keys=True))
     return path
 
 

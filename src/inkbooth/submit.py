@@ -1,8 +1,8 @@
 """Runs on a Kubeflow Pipelines cluster: submit one, schedule recurring ones, retrain when the data changes.
 
-The pipeline is compiled here (with the cluster settings, ``inkbooth.cluster``) and sent with the
-kfp client to a KFP v2 endpoint, after checking that the endpoint's KFP backend is recent enough
-for what the compiled pipeline uses. The S3 credentials never travel with it: the steps read them
+The pipeline is compiled here (with the cluster settings, ``inkbooth.cluster``) for the backend the
+endpoint reports (``inkbooth.backends``: only what that version honours goes in the IR) and sent
+with the kfp client to a KFP v2 endpoint; a backend older than inkbooth supports is refused. The S3 credentials never travel with it: the steps read them
 from the Kubernetes Secret named by ``s3_secret``, or (keyless) from the run's service account.
 """
 
@@ -11,11 +11,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import re
 from pathlib import Path
 from typing import Any
 
-from inkbooth import cluster, runs, storage
+from inkbooth import backends, cluster, runs, storage
 from inkbooth.config import option
 
 log = logging.getLogger(__name__)
@@ -36,7 +35,7 @@ class Endpoint:
 
 
 class BackendTooOldError(RuntimeError):
-    """The KFP backend behind an endpoint cannot run what the compiled pipelines use."""
+    """The KFP backend behind an endpoint is older than any inkbooth compiles for."""
 
 
 def _client(endpoint: Endpoint) -> Any:
@@ -46,27 +45,38 @@ def _client(endpoint: Endpoint) -> Any:
                       existing_token=endpoint.token or None)
 
 
+def _namespace(endpoint: Endpoint, settings: cluster.ClusterConfig) -> str | None:
+    """The profile namespace runs are filed under (multi-user); None for standalone KFP."""
+    if endpoint.namespace:
+        return endpoint.namespace
+    return settings.kfp.namespace if settings.kfp.mode == "multi-user" else None
+
+
 def backend_version(client: Any) -> str:
     """The KFP backend's version (``tag_name`` of its healthz; the generated client drops that field)."""
     response = client._healthz_api.healthz_service_get_healthz(_preload_content=False)
     return str(json.loads(response.data or b"{}").get("tag_name") or "unknown")
 
 
-def check_backend(client: Any, settings: cluster.ClusterConfig, host: str) -> str:
-    """Refuse a backend older than the compiled pipelines need; returns its version."""
+def check_backend(client: Any, settings: cluster.ClusterConfig, host: str) -> cluster.ClusterConfig:
+    """The settings compiled for the backend ``host`` runs (refused when older than inkbooth supports)."""
     version = backend_version(client)
-    needed, why = settings.minimum_backend()
-    found = re.match(r"^v?(\d+)\.(\d+)\.(\d+)", version)
-    if not found:
-        log.warning("%s: KFP backend version %r cannot be compared; these pipelines need %s or newer",
-                    host, version, ".".join(map(str, needed)))
-        return version
-    if tuple(int(x) for x in found.groups()) < needed:
-        raise BackendTooOldError(
-            f"{host} runs KFP {version}; these pipelines need KFP {'.'.join(map(str, needed))} or newer for: "
-            + "; ".join(why) + ". Upgrade the KFP backend (or compile with ttl_seconds: 0 and "
-            "deadline_seconds: 0 to need 2.16)")
-    return version
+    try:
+        backends.parse(version)
+    except ValueError:
+        log.warning("%s: KFP backend version %r unknown; compiling for %s (kfp.backend of the cluster file)",
+                    host, version, settings.kfp.backend)
+        return settings
+    try:
+        contract = backends.name(version)
+    except ValueError as e:
+        raise BackendTooOldError(f"{host}: {e}. Upgrade the KFP backend") from None
+    if contract != backends.name(settings.kfp.backend):
+        left_out = [f.what for key, f in backends.FEATURES.items()
+                    if settings.honours(key) and not backends.honours(version, key)]
+        log.warning("%s runs KFP %s: compiling for %s instead of %s%s", host, version, contract,
+                    settings.kfp.backend, f" (left out: {'; '.join(left_out)})" if left_out else "")
+    return settings.for_backend(version)
 
 
 def _settings(endpoint: Endpoint) -> cluster.ClusterConfig:
@@ -102,11 +112,11 @@ def submit(name: str, run: Any, endpoint: Endpoint, run_name: str | None = None)
     settings = _settings(endpoint)
     arguments = _arguments(run, endpoint)
     client = _client(endpoint)
-    check_backend(client, settings, endpoint.host)
+    settings = check_backend(client, settings, endpoint.host)
     with storage.temp_dir("inkbooth-submit-") as tmp:
         result = client.create_run_from_pipeline_package(
             _package(name, settings, tmp), arguments=arguments, run_name=run_name,
-            experiment_name=endpoint.experiment, namespace=endpoint.namespace or None,
+            experiment_name=endpoint.experiment, namespace=_namespace(endpoint, settings),
             pipeline_root=endpoint.pipeline_root or None, service_account=_service_account(endpoint, settings),
         )
     log.info("submitted %s run %s to %s", name, result.run_id, endpoint.host)
@@ -121,8 +131,8 @@ def schedule(name: str, run: Any, endpoint: Endpoint, *, job_name: str, cron: st
     settings = _settings(endpoint)
     arguments = _arguments(run, endpoint)
     client = _client(endpoint)
-    check_backend(client, settings, endpoint.host)
-    experiment = _experiment_id(client, endpoint)
+    settings = check_backend(client, settings, endpoint.host)
+    experiment = _experiment_id(client, endpoint, settings)
     with storage.temp_dir("inkbooth-schedule-") as tmp:
         recurring = client.create_recurring_run(
             experiment_id=experiment, job_name=job_name, cron_expression=cron, max_concurrency=max_concurrency,
@@ -134,8 +144,8 @@ def schedule(name: str, run: Any, endpoint: Endpoint, *, job_name: str, cron: st
     return recurring.recurring_run_id
 
 
-def _experiment_id(client: Any, endpoint: Endpoint) -> str:
-    namespace = endpoint.namespace or None
+def _experiment_id(client: Any, endpoint: Endpoint, settings: cluster.ClusterConfig) -> str:
+    namespace = _namespace(endpoint, settings)
     try:
         return client.get_experiment(experiment_name=endpoint.experiment, namespace=namespace).experiment_id
     except ValueError:
