@@ -94,12 +94,21 @@ test-images: setup ## build ocr-cpu and train-cuda, then run every step of every
 	$(MAKE) images VARIANTS="ocr-cpu train-cuda" BASE="$$(bash scripts/image-base.sh)"
 	$(BIN)/pytest -q -s -m images tests/test_images.py
 
-KUSTOMIZATIONS = $(wildcard k8s/overlays/* k8s/trainer/overlays/* k8s/cluster/*)
+CLUSTER_FILES = $(wildcard examples/cluster-*.yaml)
 
-manifests: setup ## render every k8s overlay, opt-in Trainer overlay and cluster-wide set into build/k8s/, validated
+manifests: setup ## write the overlay of every example cluster file (and with the Trainer runtime) into build/k8s/, render and validate each, and k8s/cluster/*
 	@mkdir -p build/k8s
-	@for k in $(KUSTOMIZATIONS); do \
-	  out=build/k8s/$$(echo $$k | sed 's#^k8s/##; s#overlays/##; s#/#-#g').yaml; \
+	@for f in $(CLUSTER_FILES); do \
+	  name=$$(basename $$f .yaml | sed 's/^cluster-//'); \
+	  for variant in "" "-trainer"; do \
+	    $(BIN)/inkbooth manifests --cluster $$f --out build/k8s/$$name$$variant $${variant:+--trainer} > /dev/null || exit 1; \
+	    kubectl kustomize build/k8s/$$name$$variant > build/k8s/$$name$$variant.yaml || exit 1; \
+	    $(BIN)/kubernetes-validate --strict --quiet -k 1.32.0 build/k8s/$$name$$variant.yaml || exit 1; \
+	    echo "build/k8s/$$name$$variant.yaml"; \
+	  done; \
+	done
+	@for k in $(wildcard k8s/cluster/*); do \
+	  out=build/k8s/cluster-$$(basename $$k).yaml; \
 	  kubectl kustomize $$k > $$out || exit 1; \
 	  $(BIN)/kubernetes-validate --strict --quiet -k 1.32.0 $$out || exit 1; \
 	  echo "$$out"; \

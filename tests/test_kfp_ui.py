@@ -87,44 +87,73 @@ def test_ocr_results_are_an_output_artifact():
     assert output_types(ir, "export-trocr")["parity"] == "system.Markdown"
 
 
-# ---- the KFP UI's access to the reports on the s3:// pipeline root (k8s/kfp-ui) -----------------
+# ---- the KFP UI's access to the reports on the s3:// pipeline root (inkbooth manifests: ui/) -------
 
 REPO = Path(__file__).resolve().parent.parent
+EXAMPLES = sorted((REPO / "examples").glob("cluster-*.yaml"))
 
 
-def _launcher_credentials():
-    launcher = yaml.safe_load((REPO / "k8s" / "base" / "kfp-launcher.yaml").read_text())
-    return yaml.safe_load(launcher["data"]["providers"])["s3"]["default"]["credentials"]["secretRef"]
+def _ui(path, tmp_path):
+    from inkbooth import cluster, manifests
+
+    settings = cluster.load(str(path))
+    out = tmp_path / path.stem
+    manifests.overlay(settings, out, k8s=REPO / "k8s")
+    launcher = yaml.safe_load((out / "launcher.yaml").read_text())
+    provider = yaml.safe_load(launcher["data"]["providers"])["s3"]["default"]
+    return settings, out / "ui", provider
 
 
-def test_kfp_ui_may_read_exactly_the_secret_the_launcher_names():
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.stem)
+def test_kfp_ui_may_read_exactly_the_secret_the_launcher_names(path, tmp_path):
     import shutil
     import subprocess
 
     if not shutil.which("kubectl"):
         pytest.skip("kubectl not installed")
-    rendered = subprocess.run(["kubectl", "kustomize", str(REPO / "k8s" / "kfp-ui")], capture_output=True,
-                              text=True, check=True, timeout=120).stdout
-    docs = {d["kind"]: d for d in yaml.safe_load_all(rendered)}
+    settings, ui, provider = _ui(path, tmp_path)
+    rendered = subprocess.run(["kubectl", "kustomize", str(ui)], capture_output=True, text=True, check=True,
+                              timeout=120).stdout
+    docs = {d["kind"]: d for d in yaml.safe_load_all(rendered) if d}
+    if settings.credentials != "secret":
+        assert docs == {}, "keyless: no Secret to read"
+        return
     assert set(docs) == {"Role", "RoleBinding"}, "no Secret, nothing else"
     [rule] = docs["Role"]["rules"]
-    assert rule == {"apiGroups": [""], "resources": ["secrets"], "resourceNames": [_launcher_credentials()["secretName"]],
-                    "verbs": ["get"]}
+    assert rule == {"apiGroups": [""], "resources": ["secrets"],
+                    "resourceNames": [provider["credentials"]["secretRef"]["secretName"]], "verbs": ["get"]}
     binding = docs["RoleBinding"]
-    assert binding["metadata"]["namespace"] == docs["Role"]["metadata"]["namespace"] == "inkbooth"
-    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "ml-pipeline-ui", "namespace": "kubeflow"}]
+    assert binding["metadata"]["namespace"] == docs["Role"]["metadata"]["namespace"] == settings.kfp.namespace
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "ml-pipeline-ui",
+                                    "namespace": settings.kfp.system_namespace}]
     assert binding["roleRef"]["name"] == docs["Role"]["metadata"]["name"]
 
 
-@pytest.mark.parametrize("patch, container, secret", [("ui-patch.yaml", "ml-pipeline-ui", "inkbooth-s3-read"),
-                                                      ("ui-artifact-patch.yaml", "ml-pipeline-ui-artifact", None)])
-def test_kfp_ui_patches_give_the_artifact_server_s3_keys(patch, container, secret):
-    ref = _launcher_credentials()
-    doc = yaml.safe_load((REPO / "k8s" / "kfp-ui" / patch).read_text())
-    [c] = doc["spec"]["template"]["spec"]["containers"]
-    assert c["name"] == container
-    env = {e["name"]: e for e in c["env"]}
-    for name, key in (("AWS_ACCESS_KEY_ID", ref["accessKeyKey"]), ("AWS_SECRET_ACCESS_KEY", ref["secretKeyKey"])):
-        source = env[name]["valueFrom"]["secretKeyRef"]
-        assert source["key"] == key and source["name"] == (secret or ref["secretName"])
-    assert "value" not in env["AWS_ACCESS_KEY_ID"], "keys only from a Secret"
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.stem)
+def test_kfp_ui_patches_give_the_artifact_servers_the_store(path, tmp_path):
+    from tests.test_manifests import restricted_violations
+
+    settings, ui, provider = _ui(path, tmp_path)
+    patches = {"ml-pipeline-ui": "inkbooth-s3-read"}
+    if settings.kfp.mode == "multi-user":
+        patches["ml-pipeline-ui-artifact"] = provider["credentials"]["secretRef"]["secretName"]
+    assert {p.name for p in ui.glob("*.patch.yaml")} == {f"{n}.patch.yaml" for n in patches}
+    for container, secret in patches.items():
+        doc = yaml.safe_load((ui / f"{container}.patch.yaml").read_text())
+        spec = doc["spec"]["template"]["spec"]
+        [c] = spec["containers"]
+        assert c["name"] == container
+        env = {e["name"]: e for e in c["env"]}
+        if settings.credentials == "secret":
+            for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+                assert env[name]["valueFrom"]["secretKeyRef"] == {"name": secret, "key": name}, "keys only from a Secret"
+        else:
+            assert "AWS_ACCESS_KEY_ID" not in env
+        # The UI's S3 settings are the store's (a host name: the UI has no port setting; with a port the
+        # launcher's provider info, recorded with each artifact, is what it reads with).
+        if ":" not in provider["endpoint"] and provider["endpoint"] != "s3.amazonaws.com":
+            assert env["AWS_S3_ENDPOINT"]["value"] == provider["endpoint"]
+            assert env["AWS_SSL"]["value"] == str(not provider["disableSSL"]).lower()
+        assert env.get("AWS_REGION", {}).get("value", "") == provider.get("region", "")
+        if container == "ml-pipeline-ui-artifact":
+            assert restricted_violations(spec) == [], "the profile namespace may enforce restricted"

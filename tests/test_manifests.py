@@ -1,7 +1,9 @@
-"""k8s/: every overlay builds with kustomize and validates against the Kubernetes schemas; what the
-schemas cannot check is checked here: no Secret and no TrainJob in what `kubectl apply -k` applies,
-the opt-in Trainer objects against the pinned Trainer's API, the restricted pod security profile,
-one set of bucket names, the kfp-launcher wiring, and the in-cluster SeaweedFS run for real."""
+"""k8s/: the overlay `inkbooth manifests` writes for every example cluster file (with and without the
+Trainer runtime) builds with kustomize and validates against the Kubernetes schemas; what the schemas
+cannot check is checked here: no Secret, TrainJob or Namespace in what `kubectl apply -k` applies,
+nothing hard-coded that the cluster file sets (namespace, region, endpoint, registry), the opt-in
+Trainer objects against the pinned Trainer's API, the restricted pod security profile, one set of
+bucket names, the kfp-launcher wiring, and the in-cluster SeaweedFS run for real."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import tempfile
 import tomllib
 import typing
 from pathlib import Path
@@ -18,12 +21,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from inkbooth import __version__
+from inkbooth import __version__, cluster, manifests
 from tests.conftest import REPO
 
 K8S = REPO / "k8s"
-OVERLAYS = sorted(p.name for p in (K8S / "overlays").iterdir() if p.is_dir())
-TRAINER_OVERLAYS = sorted(p.name for p in (K8S / "trainer" / "overlays").iterdir() if p.is_dir())
+EXAMPLES = {p.stem.removeprefix("cluster-"): p for p in sorted((REPO / "examples").glob("cluster-*.yaml"))}
 KUBE_VERSION = "1.32.0"
 TRAINER_VERSION = (K8S / "trainer" / "VERSION").read_text().strip()
 
@@ -47,12 +49,26 @@ def _docs(text: str) -> list[dict]:
     return [d for d in yaml.safe_load_all(text) if d]
 
 
-@pytest.fixture(scope="module", params=[f"overlays/{o}" for o in OVERLAYS]
-                + [f"trainer/overlays/{o}" for o in TRAINER_OVERLAYS])
+def settings_of(name: str) -> cluster.ClusterConfig:
+    return cluster.load(str(EXAMPLES[name]))
+
+
+def render(name: str, tmp: Path, *, trainer: bool = False, settings: cluster.ClusterConfig | None = None) -> list[dict]:
+    """The manifests of example cluster file ``name`` as `inkbooth manifests` writes and kustomize builds them."""
+    folder = tmp / (name + ("-trainer" if trainer else ""))
+    manifests.overlay(settings or settings_of(name), folder, k8s=K8S, trainer=trainer, source=str(EXAMPLES[name]))
+    return _docs(_build(folder))
+
+
+@pytest.fixture(scope="module", params=[(n, t) for n in EXAMPLES for t in (False, True)],
+                ids=lambda p: p[0] + ("-trainer" if p[1] else ""))
 def rendered(request, tmp_path_factory) -> tuple[str, Path, list[dict]]:
-    out = tmp_path_factory.mktemp("k8s") / f"{request.param.replace('/', '-')}.yaml"
-    out.write_text(_build(K8S / request.param))
-    return request.param, out, _docs(out.read_text())
+    name, trainer = request.param
+    tmp = tmp_path_factory.mktemp("k8s")
+    docs = render(name, tmp, trainer=trainer)
+    out = tmp / f"{name}.yaml"
+    out.write_text(yaml.safe_dump_all(docs))
+    return name + ("-trainer" if trainer else ""), out, docs
 
 
 def of_kind(docs: list[dict], kind: str) -> list[dict]:
@@ -76,20 +92,22 @@ def test_schemas_accept_every_object(rendered):
                             timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "ERROR" not in result.stdout and "FAIL" not in result.stdout.upper().replace("FAILURE", "")
-    assert {"Namespace", "ServiceAccount", "ConfigMap", "Role", "RoleBinding"} <= {d["kind"] for d in docs}
+    assert {"ServiceAccount", "ConfigMap", "Role", "RoleBinding"} <= {d["kind"] for d in docs}
 
 
 def test_an_apply_never_overwrites_keys_nor_starts_a_training(rendered):
-    """No Secret (you create it; keyless overlays need none) and no TrainJob (a TrainJob is one run)."""
+    """No Secret (you create it; keyless overlays need none), no TrainJob (a TrainJob is one run) and no
+    Namespace (KFP decides where runs execute: its own namespace, or the profile's)."""
     name, _, docs = rendered
     assert not of_kind(docs, "Secret"), f"{name}: Secrets are created outside the manifests"
     assert not of_kind(docs, "TrainJob"), f"{name}: a TrainJob is started on purpose, not by an apply"
-    assert bool(of_kind(docs, "TrainingRuntime")) == name.startswith("trainer/"), "the Trainer runtime is opt-in"
+    assert not of_kind(docs, "Namespace"), f"{name}: the runs' namespace is KFP's or the profile's"
+    assert bool(of_kind(docs, "TrainingRuntime")) == name.endswith("-trainer"), "the Trainer runtime is opt-in"
     assert "REPLACE_WITH_SECRET" not in yaml.safe_dump_all(docs)
 
 
 # ------------------------------------------------------------------------------------------------
-# Pod security: the namespace enforces "restricted"; every pod spec here passes it.
+# Pod security: every pod spec here passes "restricted" (a namespace may enforce it).
 # ------------------------------------------------------------------------------------------------
 
 RESTRICTED_VOLUMES = {"configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim",
@@ -135,12 +153,8 @@ def restricted_violations(spec: dict) -> list[str]:
     return bad
 
 
-def test_the_namespace_enforces_restricted_and_every_pod_passes_it(rendered):
+def test_every_pod_passes_restricted(rendered):
     _, _, docs = rendered
-    (ns,) = of_kind(docs, "Namespace")
-    labels = ns["metadata"]["labels"]
-    assert labels["pod-security.kubernetes.io/enforce"] == "restricted"
-    assert labels["pod-security.kubernetes.io/enforce-version"] == f"v{KUBE_VERSION.rsplit('.', 1)[0]}"
     for where, spec in pod_specs(docs):
         assert restricted_violations(spec) == [], where
         for c in spec["containers"]:
@@ -238,10 +252,10 @@ def test_the_pinned_trainer_is_the_api_the_tests_know():
     assert TRAINER_VERSION in (REPO / "README.md").read_text(), "the README says which Trainer to install"
 
 
-def test_the_trainer_runtime_and_the_example_job_match_the_pinned_schema():
-    for cloud in TRAINER_OVERLAYS:
-        (runtime,) = of_kind(_docs(_build(K8S / "trainer" / "overlays" / cloud)), "TrainingRuntime")
-        assert check_trainer_object(runtime) == [], cloud
+def test_the_trainer_runtime_and_the_example_job_match_the_pinned_schema(tmp_path):
+    for name in EXAMPLES:
+        (runtime,) = of_kind(render(name, tmp_path, trainer=True), "TrainingRuntime")
+        assert check_trainer_object(runtime) == [], name
     (job,) = _docs((K8S / "trainer" / "trainjob.yaml").read_text())
     assert check_trainer_object(job) == []
 
@@ -283,8 +297,8 @@ def test_the_example_trainjob_runs_our_entry_points_and_keeps_its_work():
     assert all(e["valueFrom"]["secretKeyRef"]["optional"] is True for e in secret_env), "keyless works too"
 
 
-def test_training_pods_hold_their_node_and_reach_the_store():
-    (runtime,) = of_kind(_docs(_build(K8S / "trainer" / "overlays" / "onprem")), "TrainingRuntime")
+def test_training_pods_hold_their_node_and_reach_the_store(tmp_path):
+    (runtime,) = of_kind(render("aks", tmp_path, trainer=True), "TrainingRuntime")
     pod = runtime["spec"]["template"]["spec"]["replicatedJobs"][0]["template"]["spec"]["template"]
     assert pod["metadata"]["annotations"]["karpenter.sh/do-not-disrupt"] == "true"
     assert pod["metadata"]["labels"]["inkbooth.io/s3-client"] == "true", "the store's NetworkPolicy admits it"
@@ -292,13 +306,40 @@ def test_training_pods_hold_their_node_and_reach_the_store():
     volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
     mounts = {m["mountPath"]: m["name"] for m in pod["spec"]["containers"][0]["volumeMounts"]}
     assert volumes[mounts["/dev/shm"]]["emptyDir"]["medium"] == "Memory"
-    eks = of_kind(_docs(_build(K8S / "trainer" / "overlays" / "eks")), "TrainingRuntime")[0]
+    # Placed as the pipeline's training stage is, on each cloud (its node selector and extra taints).
+    for name in EXAMPLES:
+        train = settings_of(name).train
+        runtime = of_kind(render(name, tmp_path, trainer=True), "TrainingRuntime")[0]
+        spec = runtime["spec"]["template"]["spec"]["replicatedJobs"][0]["template"]["spec"]["template"]["spec"]
+        assert spec.get("nodeSelector", {}) == train.node_selector, name
+        for t in train.tolerations:
+            assert any(x["key"] == t.key and x.get("value", "") == t.value for x in spec["tolerations"]), (name, t)
     pools = _docs(_build(K8S / "cluster" / "eks-karpenter"))
-    (pool,) = of_kind(pools, "NodePool")
-    spec = eks["spec"]["template"]["spec"]["replicatedJobs"][0]["template"]["spec"]["template"]["spec"]
-    assert spec["nodeSelector"] == {"karpenter.sh/nodepool": pool["metadata"]["name"]}
-    assert any(t["key"] == "nvidia.com/gpu" and t["effect"] == "NoSchedule" for t in pool["spec"]["template"]["spec"]["taints"])
+    gpu = next(p for p in of_kind(pools, "NodePool") if p["metadata"]["name"] == "inkbooth-gpu")
+    assert any(t["key"] == "nvidia.com/gpu" and t["effect"] == "NoSchedule" for t in gpu["spec"]["template"]["spec"]["taints"])
     assert all("namespace" not in d["metadata"] for d in pools), "cluster-scoped objects take no namespace"
+
+
+def test_every_example_stage_has_a_node_pool_that_takes_it():
+    """EKS: a stage without a GPU must not need the GPU pool's taint; one that names a NodePool names one
+    that exists, and one that asks for spot capacity lands on a pool that offers it."""
+    pools = {p["metadata"]["name"]: p for p in of_kind(_docs(_build(K8S / "cluster" / "eks-karpenter")), "NodePool")}
+    eks = settings_of("eks")
+    for stage in eks.stages():
+        r = eks.stage(stage)
+        if r.gpus:
+            candidates = [pools["inkbooth-gpu"]]
+        else:
+            candidates = [p for p in pools.values() if not p["spec"]["template"]["spec"].get("taints")]
+        named = r.node_selector.get("karpenter.sh/nodepool")
+        if named:
+            candidates = [p for p in candidates if p["metadata"]["name"] == named]
+        capacity = r.node_selector.get("karpenter.sh/capacity-type")
+        if capacity:
+            candidates = [p for p in candidates if any(
+                req["key"] == "karpenter.sh/capacity-type" and capacity in req["values"]
+                for req in p["spec"]["template"]["spec"]["requirements"])]
+        assert candidates, f"{stage}: no NodePool schedules it"
 
 
 # ------------------------------------------------------------------------------------------------
@@ -307,15 +348,19 @@ def test_training_pods_hold_their_node_and_reach_the_store():
 
 def launcher_provider(docs: list[dict]) -> dict:
     (launcher,) = [d for d in of_kind(docs, "ConfigMap") if d["metadata"]["name"] == "kfp-launcher"]
-    assert launcher["data"]["defaultPipelineRoot"].startswith("s3://")
     return yaml.safe_load(launcher["data"]["providers"])["s3"]["default"]
 
 
 def test_kfp_launcher_credentials_are_valid_for_kfp(rendered):
     """As KFP's driver reads them: fromEnv, or a secretRef naming the Secret and both keys."""
     name, _, docs = rendered
+    settings = settings_of(name.removesuffix("-trainer"))
     creds = launcher_provider(docs)["credentials"]
-    if name.endswith("eks"):
+    (launcher,) = [d for d in of_kind(docs, "ConfigMap") if d["metadata"]["name"] == "kfp-launcher"]
+    # Standalone KFP keeps its own default root (inkbooth submit passes the file's); a profile gets ours.
+    assert launcher["data"].get("defaultPipelineRoot") == (
+        settings.storage.pipeline_root if settings.kfp.mode == "multi-user" else None)
+    if settings.credentials == "workload-identity":
         assert creds == {"fromEnv": True}, "EKS is keyless: the launcher uses the pod's IAM role"
         (sa,) = of_kind(docs, "ServiceAccount")
         assert sa["metadata"]["annotations"]["eks.amazonaws.com/role-arn"].startswith("arn:aws:iam::")
@@ -323,19 +368,49 @@ def test_kfp_launcher_credentials_are_valid_for_kfp(rendered):
         assert creds["fromEnv"] is False
         assert set(creds["secretRef"]) == {"secretName", "accessKeyKey", "secretKeyKey"}
         assert creds["secretRef"]["secretName"] == "inkbooth-s3"
-    assert all(d["metadata"].get("namespace") == "inkbooth" for d in docs if d["kind"] != "Namespace"), \
-        "every namespaced object lands in the inkbooth namespace"
+    ns = settings.kfp.namespace
+    assert all(d["metadata"].get("namespace") == ns for d in docs if d["kind"] not in ("Namespace",)), \
+        "every namespaced object lands where the runs execute"
     (binding,) = of_kind(docs, "RoleBinding")
-    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "inkbooth-runner", "namespace": "inkbooth"}]
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "inkbooth-runner", "namespace": ns}]
+    # The launcher's store is the steps' store: one endpoint, one region, from the one file.
+    provider = launcher_provider(docs)
+    endpoint = settings.s3_endpoint()
+    assert provider["endpoint"] == (endpoint.split("://", 1)[1] if endpoint else "s3.amazonaws.com")
+    assert provider.get("region", "") == settings.storage.region
+    (role,) = of_kind(docs, "Role")
+    secrets = [r for r in role["rules"] if "secrets" in r["resources"]]
+    assert all(r.get("resourceNames") == ["inkbooth-s3"] for r in secrets), "the runner reads only its Secret"
 
 
-def test_the_keyless_example_matches_the_keyless_overlay():
-    from inkbooth import cluster
-
-    eks = cluster.load(str(REPO / "examples" / "cluster-eks.yaml"))
-    docs = _docs(_build(K8S / "overlays" / "eks"))
+def test_the_keyless_example_binds_the_runner_to_its_identity(tmp_path):
+    eks = settings_of("eks")
+    docs = render("eks", tmp_path)
     assert eks.credentials == "workload-identity"
-    assert eks.service_account in {sa["metadata"]["name"] for sa in of_kind(docs, "ServiceAccount")}
+    (sa,) = [s for s in of_kind(docs, "ServiceAccount") if s["metadata"]["name"] == eks.service_account]
+    assert sa["metadata"]["annotations"] == eks.runner_annotations
+
+
+def test_one_cluster_file_sets_namespace_registry_and_store(tmp_path):
+    """Nothing the cluster file sets is hard-coded in k8s/: rename the namespace, the registry and the
+    store in the file, and every object follows."""
+    settings = cluster.load(str(EXAMPLES["kubeflow"]))
+    settings.kfp.namespace, settings.kfp.system_namespace = "team-vision", "kfp-system"
+    settings.registry = "registry.example.com/ml"
+    docs = render("kubeflow", tmp_path, trainer=True, settings=settings)
+    assert {d["metadata"].get("namespace") for d in docs} == {"team-vision"}
+    images = [c["image"] for _, spec in pod_specs(docs) for c in spec["containers"] if "inkbooth-" in c["image"]]
+    assert images and all(i.startswith("registry.example.com/ml/inkbooth-") for i in images), images
+    provider = launcher_provider(docs)
+    assert provider["endpoint"] == "inkbooth-store.team-vision.svc.cluster.local:8333"
+    (policy,) = of_kind(docs, "NetworkPolicy")
+    namespaces = [f["namespaceSelector"]["matchLabels"] for f in policy["spec"]["ingress"][0]["from"]
+                  if "namespaceSelector" in f]
+    assert namespaces == [{"kubernetes.io/metadata.name": "kfp-system"}]
+    text = "\n".join(p.read_text() for folder in ("base", "object-store", "trainer/runtime")
+                     for p in (K8S / folder).glob("*.yaml"))
+    for literal in (".svc.cluster.local", "us-east-1", "amazonaws.com", "googleapis.com", "namespace: inkbooth"):
+        assert literal not in text, f"{literal!r} is hard-coded in k8s/; the cluster file sets it"
 
 
 def bucket_names(text: str) -> set[str]:
@@ -347,14 +422,14 @@ def test_one_set_of_bucket_names_everywhere():
 
     policy = json.loads((K8S / "iam" / "inkbooth-s3-policy.json").read_text())
     iam = {r.split(":::")[1].split("/")[0] for s in policy["Statement"] for r in s["Resource"]}
-    job = of_kind(_docs(_build(K8S / "overlays" / "onprem")), "Job")[0]
+    job = of_kind(render("aks", Path(tempfile.mkdtemp())), "Job")[0]
     created = set(re.findall(r'"(inkbooth-[a-z]+)"', job["spec"]["template"]["spec"]["containers"][0]["args"][0]))
     assert created == iam == {"inkbooth-pipelines", "inkbooth-models", "inkbooth-data"}
     texts = {str(p.relative_to(REPO)): p.read_text() for p in
              [*K8S.rglob("*.yaml"), *(REPO / "examples").glob("*.yaml"), K8S / "iam" / "README.md"]}
     for where, text in texts.items():
         assert bucket_names(text) <= iam, f"{where}: buckets {sorted(bucket_names(text) - iam)} are not in the IAM policy"
-    assert "inkbooth-pipelines" in bucket_names(texts["k8s/base/kfp-launcher.yaml"])
+    assert {"inkbooth-pipelines"} == bucket_names(cluster.StorageSettings().pipeline_root)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -362,15 +437,15 @@ def test_one_set_of_bucket_names_everywhere():
 # ------------------------------------------------------------------------------------------------
 
 def seaweedfs(docs: list[dict]) -> tuple[dict, dict, dict, dict]:
-    (deploy,) = [d for d in of_kind(docs, "Deployment") if d["metadata"]["name"] == "seaweedfs"]
+    (deploy,) = [d for d in of_kind(docs, "Deployment") if d["metadata"]["name"] == "inkbooth-store"]
     (svc,) = of_kind(docs, "Service")
     (policy,) = of_kind(docs, "NetworkPolicy")
     (job,) = of_kind(docs, "Job")
     return deploy, svc, policy, job
 
 
-def test_seaweedfs_is_the_tested_version_hardened_and_fenced():
-    docs = _docs(_build(K8S / "overlays" / "onprem"))
+def test_seaweedfs_is_the_tested_version_hardened_and_fenced(tmp_path):
+    docs = render("aks", tmp_path)
     deploy, svc, policy, job = seaweedfs(docs)
     pod = deploy["spec"]["template"]["spec"]
     (c,) = pod["containers"]
@@ -391,9 +466,11 @@ def test_seaweedfs_is_the_tested_version_hardened_and_fenced():
     assert {"pipelines.kubeflow.org/v2_component": "true"} in froms and {"inkbooth.io/s3-client": "true"} in froms
     assert job["spec"]["template"]["metadata"]["labels"] == {"inkbooth.io/s3-client": "true"}
     provider = launcher_provider(docs)
-    assert provider["endpoint"] == f"{svc['metadata']['name']}.inkbooth.svc.cluster.local:8333"
+    ns = settings_of("aks").kfp.namespace
+    assert provider["endpoint"] == f"{svc['metadata']['name']}.{ns}.svc.cluster.local:8333"
+    assert svc["metadata"]["name"] != "seaweedfs", "KFP 2.16+ runs a SeaweedFS of that name in its namespace"
     endpoint = {e["name"]: e.get("value") for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
-    assert endpoint["AWS_ENDPOINT_URL_S3"] == f"http://{provider['endpoint']}"
+    assert endpoint["AWS_ENDPOINT_URL_S3"] == f"http://{svc['metadata']['name']}:8333", "the Service beside it"
 
 
 def _free_port() -> int:
@@ -413,7 +490,7 @@ def test_the_seaweedfs_deployment_runs_and_the_bucket_job_creates_the_buckets(tm
 
     from inkbooth import objectstore
 
-    deploy, _, _, job = seaweedfs(_docs(_build(K8S / "overlays" / "onprem")))
+    deploy, _, _, job = seaweedfs(render("aks", tmp_path))
     (c,) = deploy["spec"]["template"]["spec"]["containers"]
     ports = {flag: _free_port() for flag in ("s3.port", "s3.port.grpc", "s3.port.iceberg", "s3.port.lance",
                                              "master.port", "master.port.grpc", "volume.port", "volume.port.grpc",
@@ -479,4 +556,5 @@ def test_make_manifests_renders_and_validates():
     out = subprocess.run(["make", "-s", "-C", str(REPO), "-n", "manifests"], capture_output=True, text=True,
                          timeout=60)
     assert "kustomize" in out.stdout and "kubernetes-validate" in out.stdout, shlex.join(out.args)
-    assert "trainer/overlays" in out.stdout, "the opt-in Trainer overlays are rendered and validated too"
+    assert "inkbooth manifests --cluster" in out.stdout and "--trainer" in out.stdout, \
+        "every example's overlay, and with the opt-in Trainer runtime, is written, rendered and validated"

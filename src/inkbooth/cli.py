@@ -134,12 +134,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pipeline", choices=["dreambooth", "ocr-train"], default="dreambooth",
                    help="which training pipeline (default: dreambooth)")
 
+    p = sub.add_parser("doctor", help="check a live cluster before the first run (exit 1 if a check fails)",
+                       description="Preflight: KFP version and mode, where runs execute, the launcher settings, "
+                                   "credentials, rights, Pod Security, the UI's reports, GPU drivers. Reads the "
+                                   "cluster with kubectl; writes nothing.")
+    p.add_argument("--cluster", required=True, metavar="FILE", help="the cluster file the runs compile with")
+    p.add_argument("--host", help="KFP API endpoint (default: ml-pipeline through the API server's service proxy)")
+    p.add_argument("--token", default="", help="bearer token for the KFP API (default: $INKBOOTH_KFP_TOKEN)")
+    p.add_argument("--s3-secret", default="inkbooth-s3", help="the Secret the runs take S3 keys from")
+    p.add_argument("--context", help="kubectl context (default: the current one)")
+    p.add_argument("--check-bucket", action="store_true", help="also head_bucket the pipeline root's bucket from "
+                                                               "here, with the local credentials")
+
     p = sub.add_parser("compile", help="compile pipelines to KFP v2 IR YAML")
     p.add_argument("pipeline", nargs="?", default="all", help="pipeline name, or all")
     p.add_argument("--out-dir", help="where to write (default: beside the pipeline modules)")
     p.add_argument("--cluster", help="YAML ClusterConfig: per-stage resources, GPUs, node selectors, tolerations")
     p.add_argument("--backend", help="KFP backend version to compile for (2.5, 2.14, 2.15, 2.16, 2.17): only what it "
                                      "honours goes in (default: kfp.backend of the cluster file, else 2.17)")
+
+    p = sub.add_parser("manifests", help="write the Kubernetes manifests (a kustomize overlay) of a cluster file")
+    p.add_argument("--cluster", required=True, help="the cluster file: namespace, store, registry, identity")
+    p.add_argument("--out", required=True, help="folder for the overlay (then: kubectl apply -k OUT)")
+    p.add_argument("--k8s", default="k8s", help="inkbooth's k8s/ folder (default: ./k8s)")
+    p.add_argument("--trainer", action="store_true", help="add the Kubeflow Trainer runtime (multi-node training)")
 
     p = sub.add_parser("store", help="the embedded SeaweedFS object store")
     p.add_argument("action", choices=["start"], help="start: run in the foreground and print its environment")
@@ -368,6 +386,14 @@ def _compile(args: argparse.Namespace) -> int:
     return 0
 
 
+def _manifests(args: argparse.Namespace) -> int:
+    from inkbooth import cluster, manifests
+
+    print(manifests.overlay(cluster.load(args.cluster), args.out, k8s=args.k8s, trainer=args.trainer,
+                            source=args.cluster))
+    return 0
+
+
 def _store(args: argparse.Namespace) -> int:
     import signal
     import threading
@@ -459,6 +485,16 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _doctor(args: argparse.Namespace) -> int:
+    from inkbooth import cluster, doctor
+
+    findings = doctor.diagnose(cluster.load(args.cluster), doctor.Api(context=args.context), s3_secret=args.s3_secret,
+                               kfp_host=args.host, token=args.token or os.environ.get("INKBOOTH_KFP_TOKEN", ""),
+                               check_bucket=args.check_bucket)
+    print(doctor.render(findings))
+    return 1 if any(f.status == "FAIL" for f in findings) else 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     from inkbooth.demo import run_demo
 
@@ -469,8 +505,8 @@ def _demo(args: argparse.Namespace) -> int:
 
 COMMANDS = {"submit": _submit, "schedule": _schedule, "retrain": _retrain, "export-trocr": _export,
             "finetune-trocr": _finetune, "ocr": _ocr, "prior": _prior, "train": _train, "export-model": _export_model,
-            "sample": _sample, "pages": _pages, "run": _run, "compile": _compile, "store": _store, "reader": _reader,
-            "tiny": _tiny, "demo": _demo, "report": _report}
+            "sample": _sample, "pages": _pages, "run": _run, "compile": _compile, "manifests": _manifests, "store": _store, "reader": _reader,
+            "tiny": _tiny, "demo": _demo, "report": _report, "doctor": _doctor}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -54,6 +54,7 @@ LOOP_STAGES = ("recognize", "prior")
 BACKOFF_SECONDS, BACKOFF_FACTOR = 30, 2  # Argo parses the factor as an integer (util/intstr/parametrizable.go)
 SCHEDULING_SLACK = 1800  # per attempt: a GPU node scaled up from zero, an image pulled
 NO_TIMEOUT_WINDOW = 7 * 86400  # the retry window of a stage without a timeout
+STORE_SERVICE, STORE_PORT = "inkbooth-store", 8333  # k8s/object-store
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 
 
@@ -104,7 +105,8 @@ class KfpSettings:
                       "(Kubeflow): in the profile namespace of the run's experiment")
     namespace: str = option("kubeflow", "where the runs execute: KFP's namespace (standalone) or your profile "
                                         "namespace (multi-user); the runner account, launcher settings and Secrets "
-                                        "must be there")
+                                        "must be there (inkbooth manifests puts them there)")
+    system_namespace: str = option("kubeflow", "where KFP itself runs (its API server and UI read the store)")
 
 
 @dataclasses.dataclass
@@ -114,7 +116,7 @@ class StorageSettings:
     pipeline_root: str = option("s3://inkbooth-pipelines/v2/artifacts", "where KFP keeps the artifacts passed "
                                                                         "between steps (the launcher's default root)")
     endpoint: str = option("", "S3 endpoint URL ('' for AWS S3), e.g. https://storage.googleapis.com or "
-                               "http://seaweedfs.inkbooth.svc.cluster.local:8333")
+                               "http://inkbooth-store.team-ml.svc.cluster.local:8333; with in_cluster, the in-cluster store's")
     region: str = option("", "region requests are signed for ('' for the SDK's default: AWS S3 needs the "
                              "bucket's region; GCS takes auto)")
     addressing_style: Literal["auto", "path", "virtual"] = option(
@@ -122,12 +124,16 @@ class StorageSettings:
     checksums: Literal["when_supported", "when_required"] = option(
         "when_supported", "when boto3 adds CRC checksums to requests: when_required for stores that reject "
                           "aws-chunked uploads (GCS); objects keep their SHA-256, checked on every read")
+    in_cluster: bool = option(False, "run the in-cluster SeaweedFS (k8s/object-store) in the runs' namespace as the "
+                                     "store (clusters without S3, e.g. AKS, on-prem); endpoint then defaults to it")
 
-    def env(self) -> dict[str, str]:
-        """The settings as the environment the steps read (through boto3; ``inkbooth.storage``), defaults left out."""
+    def env(self, endpoint: str | None = None) -> dict[str, str]:
+        """The settings as the environment the steps read (through boto3; ``inkbooth.storage``), defaults left
+        out; ``endpoint`` where it is not the configured one (the in-cluster store's)."""
         env = {}
-        if self.endpoint:
-            env["AWS_ENDPOINT_URL_S3"] = self.endpoint
+        endpoint = self.endpoint if endpoint is None else endpoint
+        if endpoint:
+            env["AWS_ENDPOINT_URL_S3"] = endpoint
         if self.region:
             env["AWS_DEFAULT_REGION"] = self.region
         if self.checksums != "when_supported":
@@ -183,6 +189,8 @@ class ClusterConfig:
     deadline_seconds: int = option(2 * 86400, "seconds a run may take in all before it is stopped (0: none)")
     images: dict[str, str] = option({}, "image variant -> digest (sha256:...) or repository@sha256:...; the "
                                         "components then name their image by digest (make push-images writes these)")
+    runner_annotations: dict[str, str] = option({}, "annotations of the runner service account that bind it to a "
+                                                    "cloud identity, e.g. eks.amazonaws.com/role-arn (keyless)")
     registry: str = option(_image.REGISTRY, "registry the images are pulled from: the components name "
                                             "<registry>/inkbooth-<variant>:<version> (make push-images REGISTRY=...)")
     kfp: KfpSettings = option(None, "which KFP the runs go to: backend version, mode, namespace")
@@ -225,9 +233,16 @@ class ClusterConfig:
             backends.contract(self.kfp.backend)
         except ValueError as e:
             raise ValueError(f"kfp.backend: {e}") from None
-        if not _DNS_LABEL.match(self.kfp.namespace):
-            raise ValueError(f"kfp.namespace: {self.kfp.namespace!r} is not a Kubernetes namespace name")
+        for key in ("namespace", "system_namespace"):
+            if not _DNS_LABEL.match(getattr(self.kfp, key)):
+                raise ValueError(f"kfp.{key}: {getattr(self.kfp, key)!r} is not a Kubernetes namespace name")
         self.storage.validate()
+
+    def s3_endpoint(self) -> str:
+        """The endpoint the steps and KFP's launcher reach the store at ('' for AWS S3)."""
+        if self.storage.endpoint or not self.storage.in_cluster:
+            return self.storage.endpoint
+        return f"http://{STORE_SERVICE}.{self.kfp.namespace}.svc.cluster.local:{STORE_PORT}"
 
     def honours(self, feature: str) -> bool:
         """Whether the backend these settings compile for honours ``feature`` (``inkbooth.backends.FEATURES``)."""
@@ -308,7 +323,7 @@ class ClusterConfig:
             task.set_retry(num_retries=r.retries, backoff_duration=f"{BACKOFF_SECONDS}s",
                            backoff_factor=float(BACKOFF_FACTOR), backoff_max_duration=f"{self.retry_window(stage)}s")
         task.set_caching_options(r.caching)
-        storage_env = self.storage.env()
+        storage_env = self.storage.env(self.s3_endpoint())
         for key, value in sorted(storage_env.items()):  # settings, not secrets: plain env on every backend
             task.set_env_variable(key, value)
         if self.credentials == "secret":

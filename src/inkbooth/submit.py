@@ -30,7 +30,7 @@ class Endpoint:
     cluster: str = option("", "ClusterConfig YAML (per-stage resources, GPUs, node selectors); '' for defaults")
     s3_secret: str = option("inkbooth-s3", "Kubernetes Secret with the AWS_* keys the steps read")
     service_account: str = option("", "service account the run's pods use ('' for KFP's default)")
-    pipeline_root: str = option("", "s3:// pipeline root ('' for the kfp-launcher ConfigMap's default)")
+    pipeline_root: str = option("", "s3:// pipeline root ('' for storage.pipeline_root of the cluster file)")
     token: str = option("", "bearer token for the KFP API ('' for none)")
 
 
@@ -84,7 +84,7 @@ def _settings(endpoint: Endpoint) -> cluster.ClusterConfig:
     if settings.credentials == "workload-identity" and not (endpoint.service_account or settings.service_account):
         raise ValueError("credentials: workload-identity needs the run's service account bound to a cloud identity "
                          "(--service-account, or service_account in the cluster file), e.g. inkbooth-runner "
-                         "from k8s/overlays/eks")
+                         "from examples/cluster-eks.yaml (inkbooth manifests binds it to the IAM role)")
     return settings
 
 
@@ -117,7 +117,7 @@ def submit(name: str, run: Any, endpoint: Endpoint, run_name: str | None = None)
         result = client.create_run_from_pipeline_package(
             _package(name, settings, tmp), arguments=arguments, run_name=run_name,
             experiment_name=endpoint.experiment, namespace=_namespace(endpoint, settings),
-            pipeline_root=endpoint.pipeline_root or None, service_account=_service_account(endpoint, settings),
+            pipeline_root=endpoint.pipeline_root or settings.storage.pipeline_root, service_account=_service_account(endpoint, settings),
         )
     log.info("submitted %s run %s to %s", name, result.run_id, endpoint.host)
     return result.run_id
@@ -137,7 +137,7 @@ def schedule(name: str, run: Any, endpoint: Endpoint, *, job_name: str, cron: st
         recurring = client.create_recurring_run(
             experiment_id=experiment, job_name=job_name, cron_expression=cron, max_concurrency=max_concurrency,
             params=arguments, pipeline_package_path=_package(name, settings, tmp),
-            pipeline_root=endpoint.pipeline_root or None, service_account=_service_account(endpoint, settings),
+            pipeline_root=endpoint.pipeline_root or settings.storage.pipeline_root, service_account=_service_account(endpoint, settings),
             no_catchup=True,
         )
     log.info("scheduled %s as %s (%s)", name, job_name, cron)
