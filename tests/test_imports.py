@@ -29,10 +29,11 @@ OCR_MAY_IMPORT = {
 }
 # What the stages (ocr, dreambooth) and the base below them never import: the layers above.
 ABOVE_STAGES = ("inkbooth.cli", "inkbooth.demo", "inkbooth.runs", "inkbooth.submit", "inkbooth.cluster",
-                "inkbooth.lifecycle", "inkbooth.readers", "inkbooth.components", "inkbooth.pipelines")
+                "inkbooth.lifecycle", "inkbooth.readers", "inkbooth.components", "inkbooth.pipelines",
+                "inkbooth.manifests", "inkbooth.doctor", "inkbooth.doctor_checks", "inkbooth.doctor_cluster")
 BASE = ("inkbooth.storage", "inkbooth.artifacts", "inkbooth.config", "inkbooth.runtime", "inkbooth.objectstore",
         "inkbooth.imaging", "inkbooth.shards", "inkbooth.lineage", "inkbooth.checkpoints", "inkbooth.models",
-        "inkbooth.tiny", "inkbooth._image")
+        "inkbooth.tiny", "inkbooth._image", "inkbooth.backends")
 
 
 def modules() -> dict[str, Path]:

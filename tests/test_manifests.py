@@ -558,3 +558,11 @@ def test_make_manifests_renders_and_validates():
     assert "kustomize" in out.stdout and "kubernetes-validate" in out.stdout, shlex.join(out.args)
     assert "inkbooth manifests --cluster" in out.stdout and "--trainer" in out.stdout, \
         "every example's overlay, and with the opt-in Trainer runtime, is written, rendered and validated"
+
+
+def test_the_launcher_is_never_left_without_a_region(tmp_path):
+    """aws-sdk-go-v2, which KFP's launcher uses, sends nothing to S3 without a region."""
+    settings = settings_of("aks")
+    settings.storage.region = ""
+    with pytest.raises(ValueError, match="storage.region: KFP's launcher signs every request with a region"):
+        manifests.overlay(settings, tmp_path / "aks", k8s=K8S)

@@ -176,6 +176,10 @@ def overlay(settings: ClusterConfig, out: str | Path, *, k8s: str | Path = "k8s"
             source: str = "") -> Path:
     """Write the overlay of ``settings`` into ``out`` (kustomization.yaml and its patches); returns it."""
     settings.validate()
+    if not settings.storage.region:
+        raise ValueError("storage.region: KFP's launcher signs every request with a region (aws-sdk-go-v2 sends "
+                         "nothing without one): the bucket's region on AWS, auto on GCS, any (e.g. us-east-1) for "
+                         "SeaweedFS or MinIO")
     out, k8s = Path(out), Path(k8s)
     if not (k8s / "base" / "kustomization.yaml").is_file():
         raise ValueError(f"{k8s}: not inkbooth's k8s folder (no base/kustomization.yaml); pass --k8s")
