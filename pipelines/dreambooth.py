@@ -8,7 +8,6 @@ from inkbooth.components.db_plan.component import plan_prior
 from inkbooth.components.db_prior.component import generate_prior
 from inkbooth.components.db_sample.component import sample_model
 from inkbooth.components.db_train.component import train
-from inkbooth.lifecycle import IN_CLUSTER_KFP_API
 from inkbooth.pipelines._steps import exit_task, imported_dataset, pinned_model
 
 
@@ -31,7 +30,7 @@ def build(cluster: ClusterConfig | None = None):
         export_config: dict = {},  # noqa: B006
         sample_config: dict = {},  # noqa: B006
         s3_secret: str = "inkbooth-s3",
-        kfp_api: str = IN_CLUSTER_KFP_API,
+        kfp_api: str = cluster.kfp_api(),
     ):
         finish = exit_task(cluster, kfp_api=kfp_api, checkpoints=checkpoints, clean_checkpoints=True,
                            s3_secret=s3_secret)

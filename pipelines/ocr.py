@@ -7,7 +7,6 @@ from inkbooth.components.ocr_export.component import export_trocr
 from inkbooth.components.ocr_merge.component import merge_ocr
 from inkbooth.components.ocr_plan.component import plan_ocr
 from inkbooth.components.ocr_recognize.component import recognize_shard
-from inkbooth.lifecycle import IN_CLUSTER_KFP_API
 from inkbooth.pipelines._steps import exit_task, pinned_model
 
 
@@ -28,7 +27,7 @@ def build(cluster: ClusterConfig | None = None):
         recognize_config: dict = {},  # noqa: B006
         s3_secret: str = "inkbooth-s3",
         pdf_secret: str = "inkbooth-pdf",
-        kfp_api: str = IN_CLUSTER_KFP_API,
+        kfp_api: str = cluster.kfp_api(),
     ):
         finish = exit_task(cluster, kfp_api=kfp_api, checkpoints="", clean_checkpoints=False, s3_secret=s3_secret)
         with dsl.ExitHandler(finish, name="ocr-run"):

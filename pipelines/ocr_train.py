@@ -8,7 +8,6 @@ from inkbooth.components.ocr_export.component import export_trocr
 from inkbooth.components.ocr_finetune.component import finetune
 from inkbooth.components.ocr_lines.component import prepare_lines
 from inkbooth.components.ocr_register.component import register
-from inkbooth.lifecycle import IN_CLUSTER_KFP_API
 from inkbooth.pipelines._steps import exit_task, imported_dataset, pinned_model
 
 
@@ -31,7 +30,7 @@ def build(cluster: ClusterConfig | None = None):
         evaluate_config: dict = {},  # noqa: B006
         register_config: dict = {},  # noqa: B006
         s3_secret: str = "inkbooth-s3",
-        kfp_api: str = IN_CLUSTER_KFP_API,
+        kfp_api: str = cluster.kfp_api(),
     ):
         finish = exit_task(cluster, kfp_api=kfp_api, checkpoints=checkpoints, clean_checkpoints=True,
                            s3_secret=s3_secret)

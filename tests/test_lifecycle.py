@@ -144,3 +144,17 @@ def test_a_failed_local_run_still_runs_its_exit_task(tmp_path):
         runs.run_local("ocr", run, tmp_path / "root")
     (outcome,) = (tmp_path / "root").glob("inkbooth-ocr-*/finish-run/outcome")
     assert json.loads(outcome.read_text())["state"] == "FAILED"
+
+
+def test_the_exit_task_asks_with_the_pipelines_token_where_one_is_mounted(tmp_path, monkeypatch):
+    """Multi-user KFP answers only with a token of the pipelines audience (the profile's PodDefault
+    mounts it; the kfp client does not look for it once it is given a host)."""
+    token = tmp_path / "token"
+    token.write_text("projected-sa-token")
+    monkeypatch.setenv("KF_PIPELINES_SA_TOKEN_PATH", str(token))
+    with KFPStandIn() as api:
+        api.runs[RUN_ID] = _failed_run()
+        assert lifecycle.failed_tasks(api.url, RUN_ID)[0]["task"] == "fine-tune"
+        (asked,) = [r for r in api.requests if RUN_ID in r["path"]]
+    auth = asked["headers"].get("authorization") or asked["headers"].get("Authorization")
+    assert auth == "Bearer projected-sa-token"

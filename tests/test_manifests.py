@@ -566,3 +566,21 @@ def test_the_launcher_is_never_left_without_a_region(tmp_path):
     settings.storage.region = ""
     with pytest.raises(ValueError, match="storage.region: KFP's launcher signs every request with a region"):
         manifests.overlay(settings, tmp_path / "aks", k8s=K8S)
+
+
+def test_multi_user_exit_tasks_get_a_token_kfp_accepts(tmp_path):
+    """The exit task asks KFP's API which tasks failed; in a profile that needs a token of the pipelines
+    audience: the compile labels the exit task, and the overlay's PodDefault selects that label."""
+    from inkbooth import runs
+
+    settings = settings_of("kubeflow")
+    docs = render("kubeflow", tmp_path)
+    (pod_default,) = of_kind(docs, "PodDefault")
+    (source,) = pod_default["spec"]["volumes"][0]["projected"]["sources"]
+    assert source["serviceAccountToken"]["audience"] == "pipelines.kubeflow.org"
+    _, platform = yaml.safe_load_all(runs.compile_pipeline("ocr", tmp_path / "ocr.yaml", settings).read_text())
+    labels = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]["exec-finish-run"]["podMetadata"]["labels"]
+    assert pod_default["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    binding = next(b for b in of_kind(docs, "RoleBinding") if b["roleRef"]["kind"] == "ClusterRole")
+    assert binding["subjects"][0]["name"] == settings.service_account
+    assert not of_kind(render("eks", tmp_path), "PodDefault"), "standalone KFP needs no token"

@@ -55,6 +55,8 @@ BACKOFF_SECONDS, BACKOFF_FACTOR = 30, 2  # Argo parses the factor as an integer 
 SCHEDULING_SLACK = 1800  # per attempt: a GPU node scaled up from zero, an image pulled
 NO_TIMEOUT_WINDOW = 7 * 86400  # the retry window of a stage without a timeout
 STORE_SERVICE, STORE_PORT = "inkbooth-store", 8333  # k8s/object-store
+# Kubeflow's convention for pods that talk to KFP's API from a profile (a PodDefault selects them).
+PIPELINES_ACCESS_LABEL = "access-ml-pipeline"
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 
 
@@ -244,6 +246,10 @@ class ClusterConfig:
             return self.storage.endpoint
         return f"http://{STORE_SERVICE}.{self.kfp.namespace}.svc.cluster.local:{STORE_PORT}"
 
+    def kfp_api(self) -> str:
+        """KFP's API inside the cluster: the exit task asks it which tasks failed."""
+        return f"http://ml-pipeline.{self.kfp.system_namespace}.svc.cluster.local:8888"
+
     def honours(self, feature: str) -> bool:
         """Whether the backend these settings compile for honours ``feature`` (``inkbooth.backends.FEATURES``)."""
         return backends.honours(self.kfp.backend, feature)
@@ -312,6 +318,9 @@ class ClusterConfig:
         # (HOME, XDG_CACHE_HOME, HF_HOME, INKBOOTH_CACHE) under it. The size limit is what KFP's IR
         # can say about local disk (it has no ephemeral-storage request): above it the kubelet evicts.
         kubernetes.empty_dir_mount(task, volume_name="tmp", mount_path="/tmp", size_limit=r.scratch or None)
+        if stage == "finish_run" and self.kfp.mode == "multi-user":
+            # The profile's PodDefault (inkbooth manifests) mounts a token KFP's API accepts.
+            kubernetes.add_pod_label(task, label_key=PIPELINES_ACCESS_LABEL, label_value="true")
         if self.honours("security_context"):
             kubernetes.set_security_context(task, run_as_user=IMAGE_UID, run_as_group=IMAGE_UID,
                                             run_as_non_root=True)

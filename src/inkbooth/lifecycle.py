@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -26,7 +27,7 @@ log = logging.getLogger(__name__)
 
 SUCCEEDED = "SUCCEEDED"
 # In-cluster address of the KFP API (standalone and Kubeflow installs alike).
-IN_CLUSTER_KFP_API = "http://ml-pipeline.kubeflow.svc.cluster.local:8888"
+KFP_TOKEN_PATH = "/var/run/secrets/kubeflow/pipelines/token"  # the kfp client's default (set_volume_credentials)
 # Checkpoints are <prefix>/<run key>/step-NNNNNNNN/, manifest last (inkbooth.checkpoints).
 _STEP_DIR = re.compile(r"^(.*?(?:^|/)step-\d+)/")
 
@@ -63,8 +64,13 @@ def resumable(train_config: Mapping[str, Any]) -> dict[str, Any]:
 def failed_tasks(kfp_api: str, run_id: str) -> list[dict[str, str]]:
     """The run's tasks that failed themselves (not the groups above them), with their error messages."""
     import kfp
+    from kfp.client.set_volume_credentials import ServiceAccountTokenVolumeCredentials
 
-    run = kfp.Client(host=kfp_api).get_run(run_id)
+    # Multi-user KFP answers only with a token of the pipelines audience, which the kfp client does not
+    # look for when given a host; the profile's PodDefault mounts it (inkbooth manifests, multi-user).
+    token = os.environ.get("KF_PIPELINES_SA_TOKEN_PATH", KFP_TOKEN_PATH)
+    credentials = ServiceAccountTokenVolumeCredentials(token) if os.path.isfile(token) else None
+    run = kfp.Client(host=kfp_api, credentials=credentials).get_run(run_id)
     tasks = (run.run_details.task_details if run.run_details else None) or []
     failed = []
     for t in tasks:

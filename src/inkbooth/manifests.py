@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from inkbooth import __version__, _image
-from inkbooth.cluster import ClusterConfig
+from inkbooth.cluster import PIPELINES_ACCESS_LABEL, ClusterConfig
 
 S3_SECRET = "inkbooth-s3"
 RUNNER = "inkbooth-runner"
@@ -86,6 +86,28 @@ def images(settings: ClusterConfig) -> list[dict[str, str]]:
             entry.update(newName=f"{settings.registry}/inkbooth-{variant}", newTag=__version__)
         out.append(entry)
     return out
+
+
+def pipelines_access() -> list[dict[str, Any]]:
+    """Multi-user: what lets the exit task ask KFP's API which tasks failed. A PodDefault (Kubeflow's
+    admission webhook) mounts a token of the pipelines audience into pods labelled access-ml-pipeline,
+    where the kfp client reads it; the runner may view the profile's runs (KFP's aggregated
+    kubeflow-pipelines-view role, 2.17.0 manifests/kustomize/base/installs/multi-user/view-edit-cluster-roles.yaml)."""
+    folder = "/var/run/secrets/kubeflow/pipelines"
+    pod_default = {
+        "apiVersion": "kubeflow.org/v1alpha1", "kind": "PodDefault", "metadata": {"name": PIPELINES_ACCESS_LABEL},
+        "spec": {"desc": "Allow access to Kubeflow Pipelines",
+                 "selector": {"matchLabels": {PIPELINES_ACCESS_LABEL: "true"}},
+                 "volumes": [{"name": "volume-kf-pipeline-token", "projected": {"sources": [{"serviceAccountToken": {
+                     "path": "token", "expirationSeconds": 7200, "audience": "pipelines.kubeflow.org"}}]}}],
+                 "volumeMounts": [{"mountPath": folder, "name": "volume-kf-pipeline-token", "readOnly": True}],
+                 "env": [{"name": "KF_PIPELINES_SA_TOKEN_PATH", "value": f"{folder}/token"}]}}
+    binding = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+               "metadata": {"name": "inkbooth-runner-pipelines-view"},
+               "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                           "name": "kubeflow-pipelines-view"},
+               "subjects": [{"kind": "ServiceAccount", "name": RUNNER}]}
+    return [pod_default, binding]
 
 
 def _trainer_patch(settings: ClusterConfig) -> list[dict[str, Any]]:
@@ -200,6 +222,9 @@ def overlay(settings: ClusterConfig, out: str | Path, *, k8s: str | Path = "k8s"
                                                 "metadata": {"name": RUNNER,
                                                              "annotations": dict(settings.runner_annotations)}}))
         kustomization["patches"].append({"path": "runner.yaml"})
+    if settings.kfp.mode == "multi-user":
+        (out / "pipelines-access.yaml").write_text("---\n".join(_yaml(d) for d in pipelines_access()))
+        kustomization["resources"].append("pipelines-access.yaml")
     if settings.storage.in_cluster:
         kustomization["components"].append(str(rel / "object-store"))
         # KFP's API server and UI read artifacts from the store: admit them from KFP's own namespace.
