@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import logging
 
@@ -68,5 +69,16 @@ def test_iam_policy_is_least_privilege():
             assert not action.startswith(("s3:PutBucket", "s3:DeleteBucket", "iam:")), action
         for resource in statement["Resource"]:
             assert resource.startswith("arn:aws:s3:::inkbooth-") and resource != "*"
-    deletes = [s for s in policy["Statement"] if "s3:DeleteObject" in s["Action"]]
-    assert all("models/*" not in r for s in deletes for r in s["Resource"]), "registry versions cannot be deleted"
+    deletes = [r.removeprefix("arn:aws:s3:::") for s in policy["Statement"] if "s3:DeleteObject" in s["Action"]
+               for r in s["Resource"]]
+    # IAM's * matches across "/", as fnmatch's does: no delete pattern reaches a registry version's files.
+    version_files = ["inkbooth-models/models/my-dog/v3/manifest.json",
+                     "inkbooth-models/models/my-dog/v3/unet/diffusion_pytorch_model.safetensors",
+                     "inkbooth-models/models/my-dog/v3/.inkbooth-versions/20261205T1-ab/model.safetensors",
+                     "inkbooth-models/models/my-dog/aliases/latest.json", "inkbooth-models/base/sd15/model.safetensors"]
+    assert not [(r, f) for r in deletes for f in version_files if fnmatch.fnmatchcase(f, r)], \
+        "registry versions and base models cannot be deleted"
+    # What the runs do delete: their claim tokens, replaced result versions, checkpoints.
+    for deleted in ("inkbooth-models/models/my-dog/v3/.claim-0123abcd", "inkbooth-data/ocr/out/results/"
+                    ".inkbooth-versions/20261205T1-ab/results.jsonl", "inkbooth-models/checkpoints/my-dog/x/step-2/a"):
+        assert any(fnmatch.fnmatchcase(deleted, r) for r in deletes), deleted
