@@ -88,6 +88,12 @@ def test_ocr_pipeline_end_to_end_on_s3(s3_server, bucket, tmp_path, capfd, monke
         "text/statement.pdf.txt"]
     assert artifacts.read_text(results, "text/scan.tiff.txt").count("\f") == 1
     assert artifacts.read_manifest(results).kind == "ocr-results"
+    # The export reaches the shards as a pointer: on a cluster KFP's launcher copies every input artifact
+    # into each pod's unbounded scratch, so each shard would get every variant; it fetches one instead.
+    (pointer,) = (tmp_path / "root").glob("inkbooth-ocr-*/export-trocr/onnx_model")
+    assert pointer.is_file() and pointer.stat().st_size < 4096
+    target = json.loads(pointer.read_text())["uri"]
+    assert target == f"{pointer}-export" and artifacts.read_manifest(target).kind == "trocr-onnx"
 
 
 @pytest.mark.parametrize("path", sorted((runs.Path(__file__).parent.parent / "examples").glob("*-run.yaml")))

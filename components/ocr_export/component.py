@@ -11,7 +11,8 @@ def export_trocr(model_key: str, config: dict, onnx_model: dsl.Output[dsl.Model]
                  parity_lines: dsl.Input[dsl.Dataset] = None):
     """Export `model` (hub id, folder or s3://), or the checkpoint `trained` made in this run, to ONNX.
 
-    Fails, publishing nothing, below the parity thresholds. `metrics` holds the parity numbers, sizes
+    Fails, publishing nothing, below the parity thresholds. `onnx_model` points to the export, published
+    beside it (a reader fetches only the variant it runs). `metrics` holds the parity numbers, sizes
     and the gate's verdict, `parity` the parity table. `parity_lines` (line images with a label file,
     as a prepared line set) replaces the rendered parity set.
 
@@ -30,8 +31,10 @@ def export_trocr(model_key: str, config: dict, onnx_model: dsl.Output[dsl.Model]
     if not source:
         raise ValueError("export_trocr: give `model` (hub id, folder or s3://) or a `trained` checkpoint artifact")
     require_fingerprint(source, model_key)
-    manifest = stage(source, onnx_model.path, cfg.from_dict(ExportConfig, config, source="export config"),
+    export = lineage.beside(onnx_model, "export")
+    manifest = stage(source, export, cfg.from_dict(ExportConfig, config, source="export config"),
                      parity_images=lineage.location(parity_lines) if parity_lines is not None else None)
-    onnx_model.metadata.update({"content_hash": manifest.content_hash, "model_key": model_key, **manifest.metrics})
+    lineage.point(onnx_model, export, content_hash=manifest.content_hash, model_key=model_key)
+    onnx_model.metadata.update(manifest.metrics)
     stage_metrics.log(metrics, stage_metrics.export_metrics(manifest.metrics))
-    reports.write_outputs(export_report(onnx_model.path), markdown=parity.path)
+    reports.write_outputs(export_report(export), markdown=parity.path)

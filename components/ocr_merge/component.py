@@ -33,13 +33,14 @@ def merge_ocr(
     for s in summaries:
         with open(s.path) as f:
             shard_summaries.append(json.load(f))
+    export = lineage.target(onnx_model)
     manifest = merge_results(
         read_plan(plan.path), output, ground_truth or None, shard_summaries,
-        model_hash=artifacts.read_manifest(onnx_model.path).content_hash,
+        model_hash=artifacts.read_manifest(export).content_hash,
     )
     uri = storage.join(output, RESULTS)
     stage_metrics.log(metrics, stage_metrics.merge_metrics(manifest.metrics))
     lineage.point(results, uri, content_hash=manifest.content_hash)
-    reports.for_run(uri, html=report.path, markdown=report_md.path, export_model=onnx_model.path,
+    reports.for_run(uri, html=report.path, markdown=report_md.path, export_model=export,
                     recognize_config=recognize_config)
     return uri

@@ -18,12 +18,13 @@ def recognize_shard(
     import json
 
     from inkbooth import config as cfg
+    from inkbooth import lineage
     from inkbooth.ocr.batch import read_plan
     from inkbooth.ocr.recognize import RecognizeConfig, recognize_documents
 
     planned = read_plan(plan.path)
     result = recognize_documents(
-        planned["documents"], onnx_model.path, output,
+        planned["documents"], lineage.target(onnx_model), output,
         cfg.from_dict(RecognizeConfig, config, source="recognize config"), shard=shard, keys=planned["keys"],
     )
     with open(summary.path, "w") as f:

@@ -18,6 +18,6 @@ def register(trained: dsl.Input[dsl.Model], onnx_model: dsl.Input[dsl.Model], ev
 
     uri, manifest = register_trocr(trained.path, registry, cfg.from_dict(RegisterConfig, config,
                                                                          source="register config"),
-                                   onnx_model=onnx_model.path, evaluation=evaluation.path)
+                                   onnx_model=lineage.target(onnx_model), evaluation=evaluation.path)
     lineage.point(model, uri, name=manifest.name, version=manifest.version, content_hash=manifest.content_hash)
     return uri

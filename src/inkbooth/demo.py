@@ -112,7 +112,7 @@ def run_ocr_demo(workdir: Path, num_shards: int) -> dict[str, Any]:
     read = artifacts.read_text(results_uri, "text/letter.png.txt").splitlines()
     truth = (local / "ground-truth" / "letter.png.txt").read_text(encoding="utf-8").splitlines()
     summary["sample"] = list(zip(read, truth))[:SAMPLE_LINES]
-    onnx_model = _latest(workdir / "kfp-local", "inkbooth-ocr-*/export-trocr/onnx_model")
+    onnx_model = _latest(workdir / "kfp-local", "inkbooth-ocr-*/export-trocr/onnx_model-export")  # lineage.beside
     summary["export"] = artifacts.read_manifest(onnx_model).metrics if onnx_model else {}
     summary["seconds"] = round(time.perf_counter() - started, 1)
     return summary

@@ -12,6 +12,12 @@ Two kinds of KFP artifacts carry our data between stages:
   location in its metadata (``uri``), with its content hash. The artifact's own URI is not
   rewritten to the target, because KFP's launcher (2.x with ML Metadata) uploads every output
   artifact and refuses a URI outside the run's pipeline root.
+
+A large output that many steps read (the ONNX export: every OCR shard, the merge, evaluation and
+registration) is a pointer too, to files published :func:`beside` the artifact: the launcher would
+otherwise copy all of it (every variant) into each reader's pod, into an emptyDir it creates without
+a size limit (KFP 2.17.0 ``backend/src/v2/compiler/argocompiler/container.go:472-508``), and a
+reader fetches only what it reads.
 """
 
 from __future__ import annotations
@@ -38,6 +44,11 @@ def point(artifact: Any, uri: str, **metadata: Any) -> None:
     Path(artifact.path).parent.mkdir(parents=True, exist_ok=True)
     Path(artifact.path).write_text(json.dumps(record, indent=1, sort_keys=True) + "\n", encoding="utf-8")
     artifact.metadata.update(record)
+
+
+def beside(artifact: Any, suffix: str) -> str:
+    """A location next to the output ``artifact`` in the run's pipeline root, for files it points to."""
+    return f"{artifact.uri.rstrip('/')}-{suffix}"
 
 
 def target(artifact: Any) -> str:
