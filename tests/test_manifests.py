@@ -371,14 +371,14 @@ def test_kfp_launcher_credentials_are_valid_for_kfp(rendered):
     ns = settings.kfp.namespace
     assert all(d["metadata"].get("namespace") == ns for d in docs if d["kind"] not in ("Namespace",)), \
         "every namespaced object lands where the runs execute"
-    (binding,) = of_kind(docs, "RoleBinding")
-    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "inkbooth-runner", "namespace": ns}]
+    for binding in of_kind(docs, "RoleBinding"):
+        assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "inkbooth-runner", "namespace": ns}]
     # The launcher's store is the steps' store: one endpoint, one region, from the one file.
     provider = launcher_provider(docs)
     endpoint = settings.s3_endpoint()
     assert provider["endpoint"] == (endpoint.split("://", 1)[1] if endpoint else "s3.amazonaws.com")
     assert provider.get("region", "") == settings.storage.region
-    (role,) = of_kind(docs, "Role")
+    (role,) = [r for r in of_kind(docs, "Role") if r["metadata"]["name"] == "inkbooth-runner"]
     secrets = [r for r in role["rules"] if "secrets" in r["resources"]]
     assert all(r.get("resourceNames") == ["inkbooth-s3"] for r in secrets), "the runner reads only its Secret"
 
@@ -584,3 +584,12 @@ def test_multi_user_exit_tasks_get_a_token_kfp_accepts(tmp_path):
     binding = next(b for b in of_kind(docs, "RoleBinding") if b["roleRef"]["kind"] == "ClusterRole")
     assert binding["subjects"][0]["name"] == settings.service_account
     assert not of_kind(render("eks", tmp_path), "PodDefault"), "standalone KFP needs no token"
+
+
+def test_the_runner_may_do_what_kfp_and_argo_call_and_nothing_else(tmp_path):
+    """KFP's driver and launcher (2.5-2.17) get the launcher ConfigMap, its Secret and their own pod;
+    Argo's executor (3.4+) writes workflowtaskresults. No list, watch or patch of pods or workflows."""
+    (role,) = [r for r in of_kind(render("gke", tmp_path), "Role") if r["metadata"]["name"] == "inkbooth-runner"]
+    granted = {(res, verb) for rule in role["rules"] for res in rule["resources"] for verb in rule["verbs"]}
+    assert granted == {("configmaps", "get"), ("secrets", "get"), ("pods", "get"),
+                       ("workflowtaskresults", "create"), ("workflowtaskresults", "patch")}
