@@ -149,7 +149,7 @@ def test_bad_entries_are_recorded_and_the_rest_trained(base, tmp_path, caplog):
         f.write('{"image": "../escape.png", "text": "x"}\n')
     with caplog.at_level(logging.WARNING):
         manifest = lines.prepare_lines(str(data), str(tmp_path / "prepared"))
-    problems = [json.loads(x) for x in artifacts.read_text(str(tmp_path / "prepared"), "problems.jsonl").splitlines()]
+    problems = [json.loads(x) for x in artifacts.read_text(str(tmp_path / "prepared"), "problems.jsonl").split("\n") if x]
     errors = " | ".join(p["error"] for p in problems)
     assert len(problems) == 6, errors
     assert "crops/0001.png: cannot be decoded" in errors and "crops/0002.png" in errors
@@ -220,6 +220,29 @@ def test_checkpoints_resume_only_their_own_run_and_skip_damaged_ones(base, label
     for c in checkpoints.list_checkpoints(ckpts):
         names = {f.path for f in artifacts.read_manifest(c.uri).files}
         assert names == {"model.safetensors", "optimizer.safetensors", "state.json"}, "no pickles"
+
+
+def test_a_resumed_run_reports_the_losses_of_the_whole_run(base, labelled, tmp_path):
+    """first_loss, last_loss and the loss curve cover every step, also when the run was resumed inside a
+    logging window (before: the first window of the resumed run held only the steps after the checkpoint)."""
+    cfg = dict(FAST, max_steps=4, log_every=4, checkpoint_every=2)
+    full = finetune.finetune_trocr(str(base), str(tmp_path / "full"), finetune.FinetuneConfig(**cfg),
+                                   data=str(labelled))
+
+    def kill(step):
+        if step == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        finetune.finetune_trocr(str(base), str(tmp_path / "out"), finetune.FinetuneConfig(**cfg),
+                                data=str(labelled), _on_step=kill)
+    resumed = finetune.finetune_trocr(str(base), str(tmp_path / "out"), finetune.FinetuneConfig(**cfg, resume="latest"),
+                                      data=str(labelled))
+    assert resumed.metrics["resumed_from_step"] == 2
+    assert resumed.metrics["first_loss"] == full.metrics["first_loss"]
+    assert resumed.metrics["last_loss"] == full.metrics["last_loss"]
+    curves = [json.loads(artifacts.read_text(str(tmp_path / name), "training.json"))["loss_curve"] for name in ("full", "out")]
+    assert curves[0] == curves[1] and [step for step, _ in curves[0]] == [4]
 
 
 def test_synthetic_lines_mixed_into_batches_with_per_font_and_per_kind_figures(base, labelled, tmp_path):

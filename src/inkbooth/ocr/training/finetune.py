@@ -45,7 +45,7 @@ from typing import Any, Literal
 from inkbooth import artifacts, models, runtime, storage
 from inkbooth import checkpoints as ckpt
 from inkbooth.config import config_hash, option, to_dict
-from inkbooth.ocr.documents.labels import decode
+from inkbooth.ocr.documents.labels import UnreadableImage, decode
 from inkbooth.ocr.recognition import localize
 from inkbooth.ocr.training import lines as linedata
 from inkbooth.ocr.training.objectives import ctc_loss, encode_labels, seq2seq_loss
@@ -152,12 +152,30 @@ def _rng(*parts: Any) -> random.Random:
     return random.Random("/".join(map(str, parts)))
 
 
+def _decoded(lineset: linedata.LineSet, blob: bytes, index: int, warned: set[int], what: str) -> Any:
+    """Line image ``blob`` decoded, or None (with a warning naming it, once) when it cannot be.
+
+    ``prepare_lines`` checked every image, with the same pixel limit; one that fails here (a set made
+    by an older version, or damaged since) is left out rather than ending the run."""
+    try:
+        return decode(blob, name=lineset.name_of(blob), max_pixels=lineset.max_pixels)
+    except UnreadableImage as e:
+        if index not in warned:
+            warned.add(index)
+            log.warning("%s: %s; left out of %s", lineset.uri, e, what)
+        return None
+
+
 class Batches:
-    """Training batches and held-out sets; batch ``s`` is a pure function of (seed, s)."""
+    """Training batches and held-out sets; batch ``s`` is a pure function of (seed, s).
+
+    A labelled line whose image cannot be decoded is left out of every batch that draws it (so a
+    batch may be short by it); the loop counts those draws (``skipped_unreadable``)."""
 
     def __init__(self, lineset: linedata.LineSet | None, synth: LineSynth | None, config: FinetuneConfig) -> None:
         self.lineset, self.synth, self.config = lineset, synth, config
         self.train = lineset.train if lineset else []
+        self.unreadable: set[int] = set()  # indices into train that failed to decode (warned once each)
         self._perm: dict[int, list[int]] = {}
         share = config.synthetic_share if self.train else 1.0
         self.n_synth = round(config.batch_size * share) if synth else 0
@@ -175,8 +193,12 @@ class Batches:
         out = []
         n = len(self.train)
         for k in range(step * self.n_lab, (step + 1) * self.n_lab):
-            blob, text = self.train[self._permutation(k // n)[k % n]]
-            out.append((decode(blob), text))
+            index = self._permutation(k // n)[k % n]
+            blob, text = self.train[index]
+            assert self.lineset is not None
+            image = _decoded(self.lineset, blob, index, self.unreadable, "training")
+            if image is not None:
+                out.append((image, text))
         rng = _rng(self.config.seed, "synthetic", step)
         out.extend(self.synth.draw(rng) for _ in range(self.n_synth))
         return out
@@ -187,7 +209,11 @@ def heldout_sets(lineset: linedata.LineSet | None, synth: LineSynth | None,
     """Named evaluation sets of (image, text, font, text kind) lines, fixed for the run ('' where unknown)."""
     sets: dict[str, list[EvalLine]] = {}
     if lineset and lineset.heldout:
-        sets["heldout"] = [(decode(b), t, "", "") for b, t in lineset.heldout[:config.eval_lines]]
+        warned: set[int] = set()
+        decoded = [(_decoded(lineset, b, i, warned, "evaluation"), t) for i, (b, t) in
+                   enumerate(lineset.heldout[:config.eval_lines])]
+        if any(img is not None for img, _ in decoded):
+            sets["heldout"] = [(img, t, "", "") for img, t in decoded if img is not None]
     if synth is not None and config.synthetic_eval_lines:
         sets["synthetic"] = [synthetic_eval_line(synth, config.seed, i) for i in range(config.synthetic_eval_lines)]
     return sets
@@ -318,19 +344,24 @@ def finetune_trocr(model: str, output: str, config: FinetuneConfig | None = None
         max_tokens = net.config.decoder.max_position_embeddings - 1
         eval_tokens = max(1, max_tokens - 1)
 
-        global_step, history, curve, skipped, resumed_from = 0, [], [], 0, 0
+        global_step, history, curve, skipped, unreadable, resumed_from = 0, [], [], 0, 0, 0
+        # The losses of the last log_every steps, of which a point of the curve is the mean: kept in the
+        # checkpoint, so that a run resumed inside a window logs the window's steps from before the
+        # checkpoint too, and its curve, first_loss and last_loss are the uninterrupted run's.
+        losses: list[float] = []
         point = run.resume(config.resume)
         if point is not None:
             state = _read_state(point.path, net, optimizer, head)
             global_step, history, curve = state["step"], state["history"], state["curve"]
             skipped, resumed_from = state["skipped"], state["step"]
+            unreadable, losses = state.get("skipped_unreadable", 0), list(state.get("recent_losses", []))
             log.info("resumed from %s (step %d)", point.uri, point.step)
 
         # Assembled outside the output and published into it: its manifest lists only what this run wrote.
         out_dir = Path(tmp) / "out"
         out_dir.mkdir()
         writer = _writer(out_dir / LOGS)
-        losses: list[float] = []
+        steps_here = 0  # optimizer steps taken by this process (for its speed)
         last_eval: dict[str, Any] = history[-1] if history else {}
 
         def evaluate(step: int) -> dict[str, Any]:
@@ -352,6 +383,7 @@ def finetune_trocr(model: str, output: str, config: FinetuneConfig | None = None
         while global_step < config.max_steps:
             step = global_step
             pairs = batches.batch(step)
+            unreadable += batches.n_lab + batches.n_synth - len(pairs)
             labels, fits = encode_labels(tokenizer, [t for _, t in pairs], max_tokens)
             skipped += len(pairs) - len(fits)
             if not fits:
@@ -375,12 +407,14 @@ def finetune_trocr(model: str, output: str, config: FinetuneConfig | None = None
             grad_norm = torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
             optimizer.step()
             global_step += 1
+            steps_here += 1
             losses.append(float(loss.detach()))
+            del losses[:-config.log_every]
             if global_step % config.log_every == 0 or global_step == config.max_steps:
                 recent = losses[-config.log_every:]
                 curve.append([global_step, round(sum(recent) / len(recent), 5)])
                 log.info("step %d/%d: loss %.4f, lr %.2e, %.2f s/step", global_step, config.max_steps, curve[-1][1],
-                         lr, (time.perf_counter() - started) / len(losses))
+                         lr, (time.perf_counter() - started) / steps_here)
                 if writer is not None:
                     writer.add_scalar("train/loss", losses[-1], global_step)
                     writer.add_scalar("train/lr", lr, global_step)
@@ -398,7 +432,8 @@ def finetune_trocr(model: str, output: str, config: FinetuneConfig | None = None
                 staging = ckpt.new_staging_root()
                 try:
                     _write_state(staging / ckpt.step_name(global_step), net, optimizer, head, global_step,
-                                 {"history": history, "curve": curve, "skipped": skipped})
+                                 {"history": history, "curve": curve, "skipped": skipped,
+                                  "skipped_unreadable": unreadable, "recent_losses": losses[-config.log_every:]})
                     run.save(staging / ckpt.step_name(global_step), global_step, config=to_dict(config))
                 finally:
                     shutil.rmtree(staging, ignore_errors=True)
@@ -416,7 +451,7 @@ def finetune_trocr(model: str, output: str, config: FinetuneConfig | None = None
             "steps": global_step, "stopped_early": stopped_early, "train_seconds": round(time.perf_counter() - started, 2),
             # Mean losses of the first and last logging windows (log_every steps), across resumes.
             "first_loss": curve[0][1] if curve else None, "last_loss": curve[-1][1] if curve else None,
-            "skipped_too_long": skipped, "device": device, "resumed_from_step": resumed_from,
+            "skipped_too_long": skipped, "skipped_unreadable": unreadable, "device": device, "resumed_from_step": resumed_from,
             "train_lines": len(batches.train), "heldout_lines": len(lineset.heldout) if lineset else 0,
             **{k: v for k, v in last_eval.items() if k != "step" and not k.endswith("_examples")},
             "heldout_cer_headline": headline_cer(last_eval),

@@ -6,8 +6,10 @@ Input: a folder or ``s3://`` prefix holding line images and one label file besid
   (``file_name`` is accepted for ``image``, as in Hugging Face image folders);
 * ``labels.tsv``: ``<image>\t<text>`` a line (an optional ``image\ttext`` header is skipped).
 
-Image names are relative to the prefix. ``prepare_lines`` checks every entry (the image exists and
-decodes, the text is not empty), records each bad one as a problem and goes on, assigns each line
+Image names are relative to the prefix. ``prepare_lines`` checks every entry (the name is a safe
+key, the image exists, decodes and is within ``max_pixels``, the text is neither empty nor over
+``max_text_chars``, no other entry gives the image another text), records each bad one as a problem
+naming its line and image and goes on (an unreadable item is never the end of the run), assigns each line
 to ``train`` or ``heldout`` by a hash of its image name (so a line stays on its side as the data
 grows, and retraining is evaluated on lines it never trained on), and publishes a snapshot: the
 images named by content, ``labels.jsonl`` with the split, ``problems.jsonl`` and a manifest whose
@@ -20,7 +22,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import io
 import json
 import logging
 from pathlib import Path
@@ -28,7 +29,14 @@ from typing import Any
 
 from inkbooth import artifacts, storage
 from inkbooth.config import option, to_dict
-from inkbooth.ocr.documents.labels import LabelledLine, read_labels
+from inkbooth.ocr.documents.labels import (
+    MAX_LINE_PIXELS,
+    LabelledLine,
+    UnreadableImage,
+    open_image,
+    read_labels,
+    records,
+)
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +53,11 @@ class LinesConfig:
 
     holdout: float = option(0.1, "share of lines held out for evaluation, chosen by a hash of the image name")
     max_problem_share: float = option(0.5, "fail when more than this share of the entries is unusable")
+    max_pixels: int = option(MAX_LINE_PIXELS, "largest line image (width x height) accepted; bigger is a problem "
+                                              "record, refused as a possible decompression bomb",
+                             min=1, max=2_000_000_000)
+    max_text_chars: int = option(1000, "longest label accepted, in characters (a line's text, not a page's)",
+                                 min=1, max=1_000_000)
 
     def validate(self) -> None:
         if not 0.0 <= self.holdout < 1.0:
@@ -63,6 +76,23 @@ def _digest(uri: str) -> str:
     return storage.stat(uri).sha256 or hashlib.sha256(storage.read_bytes(uri)).hexdigest()
 
 
+def _image_digest(data: str, name: str) -> str:
+    """The content hash of image ``name`` under ``data``; a name the store cannot address counts as such.
+
+    A store that fails (connection, auth) raises; a local file system's refusal of one name (too long,
+    a file where a folder should be) is that name's problem, not the store's."""
+    try:
+        return _digest(storage.join(data, name))
+    except storage.NotFoundError:
+        return "missing"
+    except storage.UnsafeKeyError:
+        return "unaddressable"
+    except storage.StorageError:
+        if storage.is_s3(data):
+            raise
+        return "unreadable"
+
+
 def line_data_hash(data: str, labels: tuple[str, list[LabelledLine], Any] | None = None) -> str:
     """The identity of labelled line data: its label file and the images it names, by content.
 
@@ -73,26 +103,41 @@ def line_data_hash(data: str, labels: tuple[str, list[LabelledLine], Any] | None
     labels_uri, entries, _ = labels or read_labels(data)
     h = hashlib.sha256(_digest(labels_uri).encode())
     for name in sorted({e.image for e in entries}):
-        try:
-            digest = _digest(storage.join(data, name))
-        except storage.NotFoundError:
-            digest = "missing"
-        h.update(f"\n{name}\0{digest}".encode())
+        h.update(f"\n{name}\0{_image_digest(data, name)}".encode())
     return h.hexdigest()
 
 
-def _check_image(data: bytes, name: str) -> str | None:
-    """None if ``data`` decodes as an image, else what is wrong."""
-    from PIL import Image, UnidentifiedImageError
-
+def _check_image(data: bytes, name: str, max_pixels: int = MAX_LINE_PIXELS) -> str | None:
+    """None if ``data`` decodes as a line image of at most ``max_pixels``, else what is wrong."""
     try:
-        with Image.open(io.BytesIO(data)) as img:
-            img.load()
+        with open_image(data, name, max_pixels) as img:
             if img.width < 4 or img.height < 4:
                 return f"{name}: image is {img.width}x{img.height} pixels, too small to be a line"
-    except (UnidentifiedImageError, OSError, ValueError) as e:
-        return f"{name}: cannot be decoded (truncated or corrupt?): {e}"
+    except UnreadableImage as e:
+        return str(e)
     return None
+
+
+def _shown(name: str) -> str:
+    """``name`` for a message: a very long one is cut (its problem record keeps it whole)."""
+    return name if len(name) <= 120 else f"{name[:100]}...({len(name)} characters)"
+
+
+def _entry_problem(data: str, labels_uri: str, entry: LabelledLine,
+                   config: LinesConfig) -> tuple[bytes | None, str | None]:
+    """The image bytes of ``entry``, or what is wrong with the entry (never an exception for bad input)."""
+    where = f"{labels_uri}:{entry.line}: "
+    if len(entry.text) > config.max_text_chars:
+        return None, (f"{where}{_shown(entry.image)}: text is {len(entry.text)} characters long, over "
+                      f"max_text_chars ({config.max_text_chars}); a line's label, not a page's?")
+    try:
+        blob = storage.read_bytes(storage.join(data, entry.image))
+    except storage.UnsafeKeyError as e:  # a safe name that is too long joined to this prefix (S3: 1024 bytes)
+        return None, f"{where}{_shown(entry.image)}: cannot be addressed under {data}: {e}"
+    except storage.StorageError as e:  # after the store's retries; a store that is down fails max_problem_share
+        return None, f"{where}{_shown(entry.image)}: {e}"
+    bad = _check_image(blob, _shown(entry.image), config.max_pixels)
+    return (None, where + bad) if bad else (blob, None)
 
 
 def prepare_lines(data: str, output: str, config: LinesConfig | None = None, *,
@@ -118,19 +163,14 @@ def prepare_lines(data: str, output: str, config: LinesConfig | None = None, *,
         work = Path(tmp)
         (work / "images").mkdir()
         for entry in entries:
-            uri = storage.join(data, entry.image)
-            try:
-                blob = storage.read_bytes(uri)
-            except storage.StorageError as e:
-                problems.append({"image": entry.image, "error": f"{entry.image}: {e}"})
+            blob, bad = _entry_problem(data, labels_uri, entry, config)
+            if bad or blob is None:
+                problems.append({"line": entry.line, "image": entry.image, "error": bad})
                 continue
-            bad = _check_image(blob, entry.image)
-            if bad:
-                problems.append({"image": entry.image, "error": bad})
-                continue
-            name = f"images/{hashlib.sha256(blob).hexdigest()}{Path(entry.image).suffix.lower() or '.png'}"
+            name = f"images/{hashlib.sha256(blob).hexdigest()}{_suffix(entry.image)}"
             (work / name).write_bytes(blob)
             kept.append(LabelledLine(name, entry.text, split_of(entry.image, config.holdout), entry.image))
+        problems.sort(key=lambda p: p.get("line", 0))  # in the label file's order
         total = len(kept) + len(problems)
         if not kept:
             raise ValueError(f"{data}: no usable labelled lines ({len(problems)} problem(s); first: "
@@ -143,7 +183,8 @@ def prepare_lines(data: str, output: str, config: LinesConfig | None = None, *,
         counts = {s: sum(1 for e in kept if e.split == s) for s in SPLITS}
         if counts["train"] == 0:
             raise ValueError(f"{data}: every line fell into the held-out split; lower holdout or add lines")
-        (work / "labels.jsonl").write_text("".join(json.dumps(dataclasses.asdict(e), ensure_ascii=False) + "\n"
+        # Read back by load_lines, which splits at "\n" only (U+2028 in a name or text stays raw here).
+        (work / "labels.jsonl").write_text("".join(json.dumps(_record(e), ensure_ascii=False) + "\n"
                                                   for e in kept), encoding="utf-8")
         (work / "problems.jsonl").write_text("".join(json.dumps(p, ensure_ascii=False) + "\n" for p in problems),
                                              encoding="utf-8")
@@ -152,6 +193,15 @@ def prepare_lines(data: str, output: str, config: LinesConfig | None = None, *,
         return artifacts.publish(work, output, kind=KIND, inputs={"data": data_hash}, config=to_dict(config),
                                  metrics=metrics, lineage={"data": source or data, "data_hash": data_hash},
                                  overwrite=True)
+
+
+def _suffix(name: str) -> str:
+    suffix = Path(name).suffix.lower()
+    return suffix if suffix and len(suffix) <= 10 and suffix[1:].isalnum() else ".png"
+
+
+def _record(line: LabelledLine) -> dict[str, Any]:
+    return {"image": line.image, "text": line.text, "split": line.split, "source": line.source}
 
 
 @dataclasses.dataclass
@@ -163,6 +213,13 @@ class LineSet:
     source: str
     train: list[tuple[bytes, str]]
     heldout: list[tuple[bytes, str]]
+    names: dict[str, str] = dataclasses.field(default_factory=dict)  # image SHA-256 -> its name in the data
+    max_pixels: int = MAX_LINE_PIXELS  # the limit the set was checked with; decoding keeps to it
+
+    def name_of(self, blob: bytes) -> str:
+        """The data's name for an image of this set (for messages)."""
+        digest = hashlib.sha256(blob).hexdigest()
+        return self.names.get(digest, f"images/{digest}")
 
 
 def load_lines(uri: str) -> LineSet:
@@ -172,10 +229,22 @@ def load_lines(uri: str) -> LineSet:
         raise ValueError(f"{uri}: is a {manifest.kind!r} artifact, not prepared lines ({KIND})")
     folder = artifacts.fetch(uri)
     split: dict[str, list[tuple[bytes, str]]] = {s: [] for s in SPLITS}
-    for raw in (folder / "labels.jsonl").read_text(encoding="utf-8").splitlines():
-        entry = LabelledLine(**json.loads(raw))
-        split[entry.split].append(((folder / entry.image).read_bytes(), entry.text))
-    return LineSet(uri, manifest.inputs["data"], manifest.lineage.get("data", ""), split["train"], split["heldout"])
+    names: dict[str, str] = {}
+    for number, raw in records((folder / "labels.jsonl").read_text(encoding="utf-8")):
+        if not raw.strip():
+            continue
+        try:
+            item = json.loads(raw)
+            entry = LabelledLine(item["image"], item["text"], item["split"], item.get("source", ""))
+            images = split[entry.split]
+        except (json.JSONDecodeError, TypeError, KeyError) as e:
+            raise ValueError(f"{uri}: labels.jsonl:{number}: not a prepared line ({type(e).__name__}: {e}); "
+                             f"prepare the data again") from None
+        images.append(((folder / entry.image).read_bytes(), entry.text))
+        names[Path(entry.image).stem] = entry.source or entry.image
+    max_pixels = manifest.config.get("max_pixels", MAX_LINE_PIXELS)
+    return LineSet(uri, manifest.inputs["data"], manifest.lineage.get("data", ""), split["train"], split["heldout"],
+                   names, max_pixels)
 
 
 def open_lines(data: str, workdir: str | Path, config: LinesConfig | None = None) -> LineSet:
