@@ -204,7 +204,8 @@ def check_results(results_uri: str, expected: dict[str, int], max_cer: float | N
     ``max_cer`` is None, for a model that does not read) text within ``max_cer`` of the transcripts."""
     from inkbooth import artifacts
 
-    records = [json.loads(line) for line in artifacts.read_text(results_uri, "results.jsonl").splitlines()]
+    # JSON Lines split at "\n" only: the text may hold U+2028 and the like, which splitlines() splits at.
+    records = [json.loads(line) for line in artifacts.read_text(results_uri, "results.jsonl").split("\n") if line]
     report = json.loads(artifacts.read_text(results_uri, "report.json"))
     by_doc: dict[str, int] = {}
     errors = {}
