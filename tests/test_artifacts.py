@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 
 import pytest
 
@@ -255,3 +256,79 @@ def _republish_while_reading(uri: str, tmp_path, publishes: int, reads: int) -> 
 def test_a_reader_sees_one_whole_version_during_republishes(bucket, tmp_path):
     done, failures = _republish_while_reading(f"{bucket}/hot", tmp_path, publishes=4, reads=12)
     assert done == 12 and failures == []
+
+
+def test_a_slow_publish_is_not_collected_by_a_concurrent_one(root, tmp_path, monkeypatch):
+    """A republish that takes longer than the grace while other publishes of the same URI collect.
+    Was: its version was collected under it (its age taken from when it started), and it moved the
+    pointer to deleted files and returned (S3), or failed (locally). Now a version being written is
+    never collected and an old one is old by when it was superseded: every pointer names a whole version."""
+    grace = 1.0
+    monkeypatch.setattr(publishing, "GC_GRACE_SECONDS", grace)
+    uri = storage.join(root, "slow")
+    artifacts.publish(make_dir(tmp_path / "v0", {"a.bin": b"zero"}), uri, kind="r", overwrite=True)
+    uploaded, others_done = threading.Event(), threading.Event()
+    slow_thread: list[threading.Thread] = []
+
+    def stall():  # the slow publish: every file stored, then a long pause before the pointer moves
+        if threading.current_thread() is slow_thread[0]:
+            uploaded.set()
+            assert others_done.wait(60)
+
+    real_upload, real_copy = publishing._upload_files, publishing._copy_tree
+    monkeypatch.setattr(publishing, "_upload_files", lambda *a, **kw: (real_upload(*a, **kw), stall()))
+    monkeypatch.setattr(publishing, "_copy_tree", lambda *a, **kw: (real_copy(*a, **kw), stall()))
+    errors: list[BaseException] = []
+    got: dict[str, artifacts.Manifest] = {}
+
+    def slow():
+        try:
+            got["slow"] = artifacts.publish(make_dir(tmp_path / "slow", {"a.bin": b"S" * 1000, "b.bin": b"s" * 1000}),
+                                            uri, kind="r", overwrite=True)
+        except BaseException as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    slow_thread.append(threading.Thread(target=slow))
+    slow_thread[0].start()
+    try:
+        assert uploaded.wait(60)
+        began, fast = time.time(), []
+        # Other publishes of the same URI, each collecting, until the slow version is well past the grace.
+        while time.time() - began < 3 * grace or len(fast) < 3:
+            fast.append(artifacts.publish(make_dir(tmp_path / f"f{len(fast)}", {"a.bin": f"fast {len(fast)}".encode()}),
+                                          uri, kind="r", overwrite=True))
+            time.sleep(grace / 3)
+    finally:
+        others_done.set()
+        slow_thread[0].join(60)
+    assert errors == [], f"the slow publish failed: {errors}"
+    pointer = artifacts.read_manifest(uri)
+    assert pointer.root == got["slow"].root, "the slow publish moved the pointer last"
+    for f in pointer.files:  # every file the pointer lists is there, whole
+        assert artifacts.read_bytes(uri, f.path) == (b"S" if f.path == "a.bin" else b"s") * 1000
+    previous = fast[-1]  # the version the slow one replaced stays whole for its readers
+    assert storage.read_bytes(previous.location(uri, "a.bin"), expected_sha256=previous.file("a.bin").sha256)
+    # And the next publish collects what is old by now without touching the current or previous version.
+    time.sleep(grace)
+    last = artifacts.publish(make_dir(tmp_path / "last", {"a.bin": b"last"}), uri, kind="r", overwrite=True)
+    roots = {rel.split("/")[1] for rel in storage.list_files(uri) if rel.startswith(artifacts.VERSIONS + "/")}
+    assert {last.root.split("/")[1], got["slow"].root.split("/")[1]} <= roots
+    assert fast[0].root.split("/")[1] not in roots, "a version superseded longer than the grace ago is collected"
+    assert (artifacts.fetch(uri, tmp_path / "whole") / "a.bin").read_bytes() == b"last"
+
+
+def test_a_publish_whose_version_vanished_before_its_pointer_fails(root, tmp_path, monkeypatch):
+    """Its version deleted (collected by a process that does not know it) between its files and its
+    pointer: the publish raises instead of returning with a pointer that names missing files."""
+    uri = storage.join(root, "vanish")
+    artifacts.publish(make_dir(tmp_path / "v0", {"a.bin": b"zero"}), uri, kind="r", overwrite=True)
+    real_write = storage.write_text
+
+    def collected_first(target, text, **kw):
+        if target == storage.join(uri, artifacts.MANIFEST):
+            storage.delete_prefix(storage.join(uri, json.loads(text)["root"]))
+        return real_write(target, text, **kw)
+
+    monkeypatch.setattr(storage, "write_text", collected_first)
+    with pytest.raises(storage.StorageError, match="collected"):
+        artifacts.publish(make_dir(tmp_path / "v1", {"a.bin": b"one"}), uri, kind="r", overwrite=True)

@@ -129,3 +129,27 @@ def test_identity_must_be_plain_data():
     with pytest.raises(ValueError, match="JSON-able"):
         checkpoints.RunCheckpoints("/tmp/x", {"config": object()})
     assert checkpoints.run_key({"a": 1, "b": 2}) == checkpoints.run_key({"b": 2, "a": 1})
+
+
+def test_a_checkpoint_of_another_run_is_said_to_be_so_not_damaged(tmp_path, caplog):
+    """A checkpoint under this run's folder whose manifest records another run (copied, or moved by
+    hand): was reported as damaged ("damaged: step 3", "every checkpoint of this run is damaged",
+    "step 3 is damaged"); now each message says it belongs to another run and how the runs differ."""
+    prefix = str(tmp_path / "ckpt")
+    a = checkpoints.RunCheckpoints(prefix, RUN_A, keep=3)
+    a.save(state(tmp_path / "a2", 2), 2)
+    b = checkpoints.RunCheckpoints(prefix, RUN_B)
+    b.save(state(tmp_path / "b3", 3), 3)
+    (Path(b.uri) / "step-00000003").rename(Path(a.uri) / "step-00000003")
+    with caplog.at_level(logging.WARNING):
+        assert a.resume("latest").step == 2
+    assert "damaged" not in caplog.text
+    assert "step 3 belongs to another run" in caplog.text and "instance_images" in caplog.text
+    with pytest.raises(ValueError, match=r"step 3 belongs to another run .*instance_images") as refused:
+        a.resume(3)
+    assert "damaged" not in str(refused.value)
+    (Path(a.uri) / "step-00000002" / artifacts.MANIFEST).unlink()  # only the other run's is left
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        assert a.resume("latest") is None
+    assert "damaged" not in caplog.text and "belongs to another run" in caplog.text

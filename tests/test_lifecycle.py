@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 
 import pytest
 
@@ -11,6 +12,7 @@ from inkbooth import artifacts, checkpoints, lifecycle, lineage, runs, storage
 from tests.kfpstandin import KFPStandIn
 
 RUN_ID = "5b2f6c9e-0d1a-4c3b-9e7f-1a2b3c4d5e6f"
+OTHER_RUN = "0c1d2e3f-4a5b-4c6d-8e7f-9a0b1c2d3e4f"
 
 
 def test_run_root_from_backend_and_local_uris():
@@ -123,6 +125,7 @@ def test_after_success_the_runs_own_checkpoints_go_but_a_given_prefix_stays(buck
     given = f"{bucket}/checkpoints/my-dog"
     _checkpoint(given, 6, True, tmp_path / "a")
     _checkpoint(given, 8, False, tmp_path / "a")
+    checkpoints.record_owner(f"{given}/0f3a9c1d2e4b5a6f", RUN_ID)  # as the run's training does (INKBOOTH_RUN_ID)
     report = lifecycle.finish_run({"state": "SUCCEEDED"}, RUN_ID, f"{root}/finish-run/77/outcome",
                                   tmp_path / "b" / "outcome", checkpoints=given)
     assert report["removed"] == [f"{given}/0f3a9c1d2e4b5a6f/step-00000008"]
@@ -158,3 +161,95 @@ def test_the_exit_task_asks_with_the_pipelines_token_where_one_is_mounted(tmp_pa
         (asked,) = [r for r in api.requests if RUN_ID in r["path"]]
     auth = asked["headers"].get("authorization") or asked["headers"].get("Authorization")
     assert auth == "Bearer projected-sa-token"
+
+
+class PodKilled(BaseException):
+    """A kill while publishing: nothing of the publish's own clean-up runs."""
+
+
+def test_the_exit_task_leaves_another_runs_checkpoint_in_flight_alone(bucket, tmp_path, monkeypatch):
+    """Two pipeline runs share a checkpoints: prefix. While the other run uploads a checkpoint (its
+    files stored, its manifest not yet), this run's exit task runs. Was: it deleted that checkpoint as
+    torn, the other run's publish still returned, and its resume started two steps back. Now the
+    exit task removes only torn checkpoints its own run wrote (under a run key it recorded as its own,
+    no newer publish of another run in them), and reports what it left."""
+    shared = f"{bucket}/checkpoints/my-dog"
+    identity = {"trainer": "t", "base_model": "b" * 64, "instance_images": "1" * 64, "config": "c" * 64}
+    waiting: dict[str, threading.Event] = {}
+    go_on = threading.Event()
+    real_write = storage.write_text
+
+    def pointer(run, step):
+        return storage.join(run.uri, checkpoints.step_name(step), artifacts.MANIFEST)
+
+    def stalls_or_dies(uri, text, **kw):
+        if uri in waiting:  # another run's publish: every file stored, the pointer not yet written
+            waiting[uri].set()
+            assert go_on.wait(60)
+        elif uri in dying:
+            raise PodKilled
+        return real_write(uri, text, **kw)
+
+    dying: set[str] = set()
+    monkeypatch.setattr(storage, "write_text", stalls_or_dies)
+
+    def in_flight(run, step):
+        waiting[pointer(run, step)] = threading.Event()
+        folder = tmp_path / f"{run.key}-{step}"
+        folder.mkdir()
+        (folder / "model.safetensors").write_bytes(f"{run.key} at {step}".encode() * 50)
+        thread = threading.Thread(target=run.save, args=(folder, step))
+        thread.start()
+        assert waiting[pointer(run, step)].wait(60)
+        return thread
+
+    def saved(run, step):
+        folder = tmp_path / f"{run.key}-{step}"
+        folder.mkdir()
+        (folder / "model.safetensors").write_bytes(f"{run.key} at {step}".encode() * 50)
+        run.save(folder, step)
+
+    # The other pipeline run: its own training (another subject image set), and a second one with the
+    # same identity as ours (so the same run key), both publishing a checkpoint right now.
+    monkeypatch.setenv("INKBOOTH_RUN_ID", OTHER_RUN)
+    theirs = checkpoints.RunCheckpoints(shared, {**identity, "instance_images": "2" * 64})
+    twin = checkpoints.RunCheckpoints(shared, identity)
+    saved(theirs, 2)
+    threads = [in_flight(theirs, 4), in_flight(twin, 6)]
+    # This run: step 2 published, step 4 torn (its pod was killed while publishing it).
+    monkeypatch.setenv("INKBOOTH_RUN_ID", RUN_ID)
+    ours = checkpoints.RunCheckpoints(shared, identity)
+    assert ours.key == twin.key
+    saved(ours, 2)
+    dying.add(pointer(ours, 4))
+    with pytest.raises(PodKilled):
+        saved(ours, 4)
+    root = f"{bucket}/v2/artifacts/inkbooth-dreambooth/{RUN_ID}"
+    try:
+        report = lifecycle.finish_run({"state": "FAILED"}, RUN_ID, f"{root}/finish-run/77/outcome",
+                                      tmp_path / "outcome", checkpoints=shared)
+    finally:
+        go_on.set()
+        for t in threads:
+            t.join(60)
+    assert report["removed"] == [storage.join(ours.uri, "step-00000004")], "only this run's torn checkpoint"
+    assert not [f for f in storage.list_files(ours.uri) if f.startswith("step-00000004/")]
+    left = {item["checkpoint"]: item["reason"] for item in report["left"]}
+    assert "another run" in left[storage.join(theirs.uri, "step-00000004")]
+    assert "another run" in left[storage.join(twin.uri, "step-00000006")]
+    # The other run's checkpoints are whole: it resumes from the one it was writing.
+    assert theirs.resume("latest").step == 4
+    assert twin.resume("latest").step == 6 and [c.step for c in theirs.list()] == [2, 4]
+
+
+def test_the_training_components_record_their_run_as_the_checkpoints_writer():
+    """A shared checkpoints prefix: the exit task removes only what its run recorded, so the training
+    steps must say which run they are (their child processes inherit it)."""
+    import ast
+
+    from tests.conftest import REPO
+
+    for name in ("db_train", "ocr_finetune"):
+        tree = ast.parse((REPO / "components" / name / "component.py").read_text())
+        calls = [ast.unparse(n) for n in ast.walk(tree) if isinstance(n, ast.Call)]
+        assert "own_checkpoints(run_id)" in calls, name

@@ -27,10 +27,11 @@ def train(
     from inkbooth import lineage, reports
     from inkbooth.dreambooth.prior import complete_set
     from inkbooth.dreambooth.train import TrainConfig, launch_training
-    from inkbooth.lifecycle import resumable, run_checkpoints
+    from inkbooth.lifecycle import own_checkpoints, resumable, run_checkpoints
     from inkbooth.reports import metrics as stage_metrics
     from inkbooth.reports.dreambooth import dreambooth_report
 
+    own_checkpoints(run_id)
     manifest = launch_training(
         lineage.target(base_model), instance_images.uri, trained.path,
         cfg.from_dict(TrainConfig, resumable(config), source="train config"),

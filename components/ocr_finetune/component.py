@@ -20,11 +20,12 @@ def finetune(base_model: dsl.Input[dsl.Model], lines: dsl.Input[dsl.Dataset], ch
     """
     from inkbooth import config as cfg
     from inkbooth import lineage
-    from inkbooth.lifecycle import resumable, run_checkpoints
+    from inkbooth.lifecycle import own_checkpoints, resumable, run_checkpoints
     from inkbooth.models import fingerprint
     from inkbooth.ocr.finetune import FinetuneConfig, finetune_trocr
     from inkbooth.reports import metrics as stage_metrics
 
+    own_checkpoints(run_id)
     manifest = finetune_trocr(lineage.target(base_model), trained.path,
                               cfg.from_dict(FinetuneConfig, resumable(config), source="finetune config"),
                               data=lines.path, checkpoints=checkpoints or run_checkpoints(trained.uri, run_id))

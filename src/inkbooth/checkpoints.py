@@ -6,6 +6,7 @@ data, a hash of the training config, the process count...). Checkpoints live at:
 
     <prefix>/<run key>/step-NNNNNNNN/      one artifact each (files + manifest.json, manifest last)
     <prefix>/<run key>/run.json            the identity, for messages about other runs
+    <prefix>/<run key>/pipeline-runs/<id>.json   one per pipeline run that wrote there (``owner``)
 
 where ``<run key>`` hashes the identity. So a fixed ``checkpoints:`` prefix shared by many runs
 (a retrain with one more subject image, two trainings beside each other) keeps each run's
@@ -15,7 +16,15 @@ another run is refused.
 
 Resuming verifies the checkpoint against its manifest (every file's SHA-256). A damaged newest
 checkpoint (truncated file, missing file, unreadable manifest) is skipped with a warning and the
-newest intact one is used instead.
+newest intact one is used instead. A checkpoint in this run's folder whose manifest records another
+run's identity (copied by hand) is not used either, and said to belong to another run, not to be
+damaged.
+
+The *owner* of a ``RunCheckpoints`` is the pipeline run (KFP run id) of the process that writes:
+``owner=`` or the environment variable ``INKBOOTH_RUN_ID``. It is recorded beside the run key
+(``pipeline-runs/``) and in the marker of each checkpoint being published, so that a run's exit
+task (``inkbooth.lifecycle.finish_run``) removes the torn checkpoints its own run wrote and leaves
+those another run is still uploading (``runs_of``).
 
 Staging (the folder a trainer saves its state into before it is published) is a fresh temporary
 folder from :func:`new_staging_root`, never a folder inside an output, so a killed run leaves no
@@ -36,8 +45,10 @@ import dataclasses
 import hashlib
 import json
 import logging
+import os
 import re
 import tempfile
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -48,6 +59,9 @@ log = logging.getLogger(__name__)
 
 RUN_FILE = "run.json"
 IDENTITY = "run_identity"
+# The pipeline run a training process belongs to (a pipeline's train component sets it to the KFP run id).
+OWNER_ENV = "INKBOOTH_RUN_ID"
+RUNS_DIR = "pipeline-runs"
 _STEP = re.compile(r"^step-(\d{8})$")
 
 
@@ -118,16 +132,49 @@ def differences(ours: Mapping[str, Any], theirs: Mapping[str, Any] | None) -> li
     return [k for k in keys if ours.get(k) != theirs.get(k)]
 
 
-class RunCheckpoints:
-    """The checkpoints of one run under a shared prefix."""
+def record_owner(run_uri: str, owner: str) -> None:
+    """Record that the pipeline run ``owner`` writes checkpoints in the run folder ``run_uri``."""
+    target = storage.join(run_uri, RUNS_DIR, f"{owner}.json")
+    try:
+        storage.write_text(target, json.dumps({"run": owner, "at": time.time()}) + "\n", if_absent=True)
+    except storage.AlreadyExistsError:
+        pass
 
-    def __init__(self, prefix: str, identity: Mapping[str, Any], *, kind: str = "checkpoint", keep: int = 2) -> None:
+
+def runs_of(prefix: str, owner: str) -> list[str]:
+    """The run keys under ``prefix`` in which the pipeline run ``owner`` recorded that it writes."""
+    want = f"{owner}.json"
+    return sorted({parts[0] for parts in (rel.split("/") for rel in storage.list_files(prefix))
+                   if len(parts) == 3 and parts[1:] == [RUNS_DIR, want]})
+
+
+def _owner(owner: str | None) -> str:
+    owner = os.environ.get(OWNER_ENV, "") if owner is None else owner
+    if owner:
+        try:
+            storage.check_part(owner, "pipeline run id")
+        except storage.UnsafeKeyError as e:
+            log.warning("%s; checkpoints are written without it", e)
+            return ""
+        if "/" in owner:
+            log.warning("pipeline run id %r has a '/'; checkpoints are written without it", owner)
+            return ""
+    return owner
+
+
+class RunCheckpoints:
+    """The checkpoints of one run under a shared prefix, written by the pipeline run ``owner``
+    (default: ``$INKBOOTH_RUN_ID``; empty: none recorded)."""
+
+    def __init__(self, prefix: str, identity: Mapping[str, Any], *, kind: str = "checkpoint", keep: int = 2,
+                 owner: str | None = None) -> None:
         self.prefix = prefix
         self.identity = canonical(identity)
         self.key = run_key(self.identity)
         self.uri = storage.join(prefix, self.key)
         self.kind = kind
         self.keep = keep
+        self.owner = _owner(owner)
 
     # ---- writing ----------------------------------------------------------------------------------
 
@@ -139,10 +186,12 @@ class RunCheckpoints:
         ``step`` are from a timeline that was abandoned (a resume fell back past them) and go.
         """
         self._write_run_file()
+        if self.owner:
+            record_owner(self.uri, self.owner)
         target = storage.join(self.uri, step_name(step))
         artifacts.publish(local_dir, target, kind=self.kind, metrics={"step": step, **(metrics or {})},
                           config=dict(config or {}), lineage={IDENTITY: self.identity, "run": self.key},
-                          overwrite=True)
+                          overwrite=True, owner=self.owner)
         mine = self.list()
         stale = [c for c in mine if c.step > step]
         kept = [c for c in mine if c.step <= step]
@@ -213,24 +262,29 @@ class RunCheckpoints:
                                      f"({self._explain_others(theirs)}); refusing to resume this run from it")
                 raise ValueError(f"{self.prefix}: this run has no checkpoint at step {wanted}"
                                  + (f" (it has steps {', '.join(str(c.step) for c in mine)})" if mine else ""))
-            point = self._verified(exact[0])
+            point, why = self._verified(exact[0])
+            if point is None and why.startswith(_FOREIGN):
+                raise ValueError(f"{exact[0].uri}: the checkpoint at step {wanted} {why}; "
+                                 "refusing to resume this run from it")
             if point is None:
-                raise ValueError(f"{exact[0].uri}: the checkpoint at step {wanted} is damaged; "
+                raise ValueError(f"{exact[0].uri}: the checkpoint at step {wanted} is {why}; "
                                  "resume from 'latest' to use the newest intact one")
             return point
-        damaged = []
+        skipped: dict[str, list[int]] = {}
         for c in reversed(mine):
-            point = self._verified(c)
+            point, why = self._verified(c)
             if point is not None:
-                if damaged:
-                    log.warning("%s: resuming from step %d, the newest intact checkpoint (damaged: step %s)",
-                                self.uri, c.step, ", ".join(str(s) for s in damaged))
+                if skipped:
+                    log.warning("%s: resuming from step %d, the newest intact checkpoint (%s)", self.uri, c.step,
+                                _skipped(skipped))
                 return point
-            damaged.append(c.step)
+            skipped.setdefault(why, []).append(c.step)
         others = self.others()
-        if damaged:
+        if skipped and set(skipped) == {_DAMAGED}:
             log.warning("%s: every checkpoint of this run is damaged (steps %s); starting fresh", self.uri,
-                        ", ".join(str(s) for s in damaged))
+                        ", ".join(str(s) for s in skipped[_DAMAGED]))
+        elif skipped:
+            log.warning("%s: no checkpoint here can be used (%s); starting fresh", self.uri, _skipped(skipped))
         elif others:
             log.warning("resume=latest: no checkpoint of this run (%s) under %s; ignoring the checkpoints of "
                         "other runs there: %s; starting fresh", self.key, self.prefix, self._explain_others(others))
@@ -238,19 +292,37 @@ class RunCheckpoints:
             log.info("resume=latest: no checkpoint under %s; starting fresh", self.uri)
         return None
 
-    def _verified(self, c: Checkpoint) -> ResumePoint | None:
-        """The checkpoint fetched and checked against its manifest and our identity; None if damaged."""
+    def _verified(self, c: Checkpoint) -> tuple[ResumePoint | None, str]:
+        """The checkpoint fetched and checked against its manifest and our identity, or None and why
+        not: it belongs to another run (``_FOREIGN...``), is damaged, or was deleted while being read."""
         try:
             manifest = artifacts.read_manifest(c.uri)
-            if manifest.lineage.get(IDENTITY) != self.identity:
-                log.warning("%s: recorded run identity differs from this run's (%s); ignored", c.uri,
-                            ", ".join(differences(self.identity, manifest.lineage.get(IDENTITY))))
-                return None
+            theirs = manifest.lineage.get(IDENTITY)
+            if theirs != self.identity:
+                what = ", ".join(differences(self.identity, theirs if isinstance(theirs, dict) else None))
+                log.warning("%s: this checkpoint belongs to another run: its recorded run identity differs from "
+                            "this run's (in: %s); not used", c.uri, what)
+                return None, f"{_FOREIGN} (its recorded run identity differs in: {what})"
             path = artifacts.fetch(c.uri)
         except (storage.StorageError, KeyError, TypeError, ValueError) as e:
+            if not artifacts.is_published(c.uri):
+                log.warning("%s: checkpoint deleted while it was being read, not used: %s", c.uri, e)
+                return None, _GONE
             log.warning("%s: checkpoint damaged, not used: %s", c.uri, e)
-            return None
-        return ResumePoint(c.step, c.uri, path)
+            return None, _DAMAGED
+        return ResumePoint(c.step, c.uri, path), ""
+
+
+_FOREIGN, _DAMAGED, _GONE = "belongs to another run", "damaged", "deleted while it was being read"
+
+
+def _skipped(skipped: dict[str, list[int]]) -> str:
+    """What resuming passed over: ``damaged: step 3``, ``step 4 belongs to another run (...)``..."""
+    parts = []
+    for why, steps in skipped.items():
+        listed = ", ".join(str(s) for s in steps)
+        parts.append(f"damaged: step {listed}" if why == _DAMAGED else f"step {listed} {why}")
+    return "; ".join(parts)
 
 
 def _delete(uri: str) -> None:

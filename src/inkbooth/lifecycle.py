@@ -7,12 +7,20 @@ preempted pod of the same run finds it, and no other run does.
 
 When the run ends, its exit task (``dsl.ExitHandler``) calls ``finish_run``: it names the tasks
 that failed (asked of the KFP API, the only place that knows them) and removes partial work, i.e.
-checkpoints that never got their manifest, and, once the run has succeeded, the run's own
-checkpoints, which the registered model has made dead weight.
+checkpoints of this run that never got their manifest, and, once the run has succeeded, the run's
+own checkpoints, which the registered model has made dead weight.
+
+Under a ``checkpoints:`` prefix shared by many runs, only what this run wrote is removed: torn
+checkpoints in run folders where this run recorded that it writes (``inkbooth.checkpoints.runs_of``:
+the training process knows its run from ``INKBOOTH_RUN_ID``), and in those only versions that no
+other run is publishing now (``inkbooth.artifacts.in_progress``; a marker of another run goes stale
+only after ``PUBLISH_STALE_SECONDS``). Whatever is left is listed in the report (``left``).
 """
 
 from __future__ import annotations
 
+import contextlib
+import datetime as dt
 import json
 import logging
 import os
@@ -22,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from inkbooth import artifacts, storage
+from inkbooth import checkpoints as ckpt
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +65,13 @@ def run_checkpoints(artifact_uri: str, run_id: str) -> str:
     return storage.join(root, "checkpoints")
 
 
+def own_checkpoints(run_id: str) -> None:
+    """Record this run as the writer of the checkpoints this process (and the training processes it
+    starts) publishes, so that the exit task of another run sharing the prefix leaves them alone."""
+    if run_id:
+        os.environ.setdefault(ckpt.OWNER_ENV, run_id)
+
+
 def resumable(train_config: Mapping[str, Any]) -> dict[str, Any]:
     """A pipeline's training config: a retried pod resumes from its run's latest checkpoint unless told otherwise."""
     return {"resume": "latest", **train_config}
@@ -80,8 +96,7 @@ def failed_tasks(kfp_api: str, run_id: str) -> list[dict[str, str]]:
     return failed
 
 
-def partial_checkpoints(prefix: str) -> list[str]:
-    """Checkpoint folders under ``prefix`` whose manifest never landed (a pod died while publishing)."""
+def _torn(prefix: str) -> list[str]:
     files = storage.list_files(prefix)
     published, seen = set(), set()
     for rel in files:
@@ -90,7 +105,40 @@ def partial_checkpoints(prefix: str) -> list[str]:
             seen.add(m.group(1))
             if rel == f"{m.group(1)}/{artifacts.MANIFEST}":
                 published.add(m.group(1))
-    return sorted(storage.join(prefix, d) for d in seen - published)
+    return sorted(seen - published)
+
+
+def partial_checkpoints(prefix: str) -> list[str]:
+    """Checkpoint folders under ``prefix`` whose manifest has not landed: a pod died while publishing,
+    or one is publishing now (of any run: see ``finish_run`` for which of them it removes)."""
+    return [storage.join(prefix, d) for d in _torn(prefix)]
+
+
+def _remove_torn(prefix: str, rel: str, run_id: str, mine: set[str] | None) -> str:
+    """Remove what this run wrote of the torn checkpoint ``<prefix>/<rel>``; why anything is left ("" if nothing).
+
+    ``mine``: the run keys this run recorded (None: every one, the prefix is the run's own).
+    """
+    uri = storage.join(prefix, rel)
+    key = rel.split("/")[0] if "/" in rel else ""
+    if mine is not None and key not in mine:
+        return (f"belongs to another run: run {run_id} did not record that it writes in {key or 'this folder'} "
+                f"({ckpt.RUNS_DIR}/)")
+    ours = {run_id} if mine is not None else {run_id, ""}
+    busy = {m["root"]: m for m in artifacts.in_progress(uri) if not m["stale"] and m["owner"] not in ours}
+    doomed = [f for f in storage.list_files(uri) if "/".join(f.split("/")[:2]) not in busy]
+    for f in doomed:  # exactly these: a version another run starts meanwhile is not among them
+        storage.delete(storage.join(uri, f))
+    loc = storage.parse(uri)
+    if not loc.is_s3 and loc.path.is_dir():  # the folders the files left empty
+        for folder, _, _ in sorted(os.walk(loc.path), key=lambda w: -len(w[0])):
+            with contextlib.suppress(OSError):  # not empty (a publish began meanwhile): kept
+                os.rmdir(folder)
+    if not busy:
+        return ""
+    m = min(busy.values(), key=lambda m: m["at"])
+    since = dt.datetime.fromtimestamp(m["at"], dt.UTC).isoformat(timespec="seconds")
+    return f"another run ({m['owner'] or 'not recorded'}) is publishing it since {since}"
 
 
 def finish_run(status: Mapping[str, Any], run_id: str, outcome: str, report_path: str | Path, *,
@@ -101,7 +149,7 @@ def finish_run(status: Mapping[str, Any], run_id: str, outcome: str, report_path
     task's own output artifact (which locates the run's root); the report goes to ``report_path``.
     """
     state = str(status.get("state") or "UNKNOWN")
-    report: dict[str, Any] = {"run_id": run_id, "state": state, "failed_tasks": [], "removed": []}
+    report: dict[str, Any] = {"run_id": run_id, "state": state, "failed_tasks": [], "removed": [], "left": []}
     if state != SUCCEEDED:
         report["error"] = (status.get("error") or {}).get("message", "")
         if kfp_api:
@@ -117,10 +165,14 @@ def finish_run(status: Mapping[str, Any], run_id: str, outcome: str, report_path
             if storage.delete_prefix(prefix):
                 report["removed"].append(prefix)
         else:
-            # Kept for a retry of the run (or the next run on this prefix); only torn ones go.
-            for partial in partial_checkpoints(prefix):
-                storage.delete_prefix(partial)
-                report["removed"].append(partial)
+            # Kept for a retry of the run (or the next run on this prefix); only this run's torn ones go.
+            mine = None if owned else set(ckpt.runs_of(prefix, run_id))
+            for rel in _torn(prefix):
+                why = _remove_torn(prefix, rel, run_id, mine)
+                if why:
+                    report["left"].append({"checkpoint": storage.join(prefix, rel), "reason": why})
+                else:
+                    report["removed"].append(storage.join(prefix, rel))
         report["checkpoints"] = prefix
     Path(report_path).parent.mkdir(parents=True, exist_ok=True)
     Path(report_path).write_text(json.dumps(report, indent=2))
@@ -132,4 +184,6 @@ def finish_run(status: Mapping[str, Any], run_id: str, outcome: str, report_path
                   f" ({report.get('failed_tasks_error') or 'no KFP API given to name the failed task'})")
     for uri in report["removed"]:
         log.info("removed %s", uri)
+    for item in report["left"]:
+        log.info("left %s: %s", item["checkpoint"], item["reason"])
     return report

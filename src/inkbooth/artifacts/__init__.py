@@ -16,8 +16,10 @@ Two layouts, one reader API:
   (one atomic write) by the new version's manifest, whose ``root`` names the version folder. New
   files are never written under an old manifest, so a reader sees one whole version, old or new,
   and a publish killed half way leaves the previous version readable. Old versions are deleted
-  by later publishes once they are neither the current nor the previous one and older than
-  ``GC_GRACE_SECONDS`` (so a concurrent publish or a slow reader is not cut off).
+  by later publishes once they are neither the current nor the previous one and were superseded
+  more than ``GC_GRACE_SECONDS`` ago (so a slow reader is not cut off); a version whose publish is
+  under way (its ``PUBLISHING`` marker, see ``in_progress``) is never deleted, however long the
+  publish takes, and a publish whose version was deleted anyway raises instead of returning.
 
 **Readers go through the manifest**, never through file paths guessed from the URI (after a
 republish ``<uri>/results.jsonl`` does not exist; ``<uri>/<root>/results.jsonl`` does)::
@@ -37,7 +39,9 @@ such as ``latest`` under ``<root>/<name>/aliases/``. A version, once published, 
 from inkbooth.artifacts.manifests import (
     CLAIM,
     MANIFEST,
+    PUBLISHING,
     SCHEMA,
+    SUPERSEDED,
     VERSIONS,
     FileEntry,
     Manifest,
@@ -47,7 +51,14 @@ from inkbooth.artifacts.manifests import (
     new_manifest,
     scan_dir,
 )
-from inkbooth.artifacts.publishing import GC_GRACE_SECONDS, collect, publish, seal
+from inkbooth.artifacts.publishing import (
+    GC_GRACE_SECONDS,
+    PUBLISH_STALE_SECONDS,
+    collect,
+    in_progress,
+    publish,
+    seal,
+)
 from inkbooth.artifacts.reading import fetch, file_uri, is_published, read_bytes, read_manifest, read_text
 from inkbooth.artifacts.registry import Registry
 
@@ -60,12 +71,16 @@ __all__ = [
     "FileEntry",
     "Manifest",
     "NotPublishedError",
+    "PUBLISHING",
+    "PUBLISH_STALE_SECONDS",
     "Registry",
+    "SUPERSEDED",
     "build_manifest",
     "collect",
     "content_hash",
     "fetch",
     "file_uri",
+    "in_progress",
     "is_published",
     "new_manifest",
     "publish",

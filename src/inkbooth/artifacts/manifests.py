@@ -1,6 +1,7 @@
 """Manifests: what an artifact is (``FileEntry``, ``Manifest``, ``content_hash``, ``scan_dir``,
 ``build_manifest``, ``new_manifest``), the names of its special files (``MANIFEST``, ``CLAIM``,
-``VERSIONS``), the manifest ``SCHEMA`` and ``NotPublishedError``.
+``VERSIONS``, and the markers in a version's folder: ``PUBLISHING``, ``SUPERSEDED``), the manifest
+``SCHEMA`` and ``NotPublishedError``.
 
 The bottom of the package: imports nothing of ``inkbooth.artifacts``, only ``inkbooth.storage``
 (and the package version).
@@ -24,6 +25,11 @@ CLAIM = ".claim"
 # Not ".versions": SeaweedFS keeps its own object versions in folders of that name and hides them.
 VERSIONS = ".inkbooth-versions"
 SCHEMA = "inkbooth.manifest/1"
+# Markers in a version's folder (never files of the artifact): its publish is under way (written
+# before its first file, removed once the pointer names it), and when the pointer moved away from it.
+PUBLISHING = ".inkbooth-publishing"
+SUPERSEDED = ".inkbooth-superseded"
+MARKERS = (PUBLISHING, SUPERSEDED)
 
 
 class NotPublishedError(storage.StorageError):
@@ -54,6 +60,8 @@ class Manifest:
     root: str = ""
     # Files an earlier in-place version left at the artifact's URI, to be collected.
     in_place: list[str] = dataclasses.field(default_factory=list)
+    # When the pointer moved away from that in-place version (seconds since the epoch; 0: unknown).
+    in_place_since: float = 0.0
     inkbooth_version: str = __version__
     code_version: str | None = None
     created_at: str = ""
@@ -102,7 +110,7 @@ def scan_dir(local_dir: str | Path) -> list[FileEntry]:
         if not p.is_file():
             continue
         rel = p.relative_to(root).as_posix()
-        if rel in (MANIFEST, CLAIM) or rel.startswith(VERSIONS + "/"):
+        if rel in (MANIFEST, CLAIM, *MARKERS) or rel.startswith(VERSIONS + "/"):
             continue
         storage.check_part(rel, "artifact file name")
         entries.append(FileEntry(rel, p.stat().st_size, storage.sha256_file(p)))

@@ -120,5 +120,5 @@ def _fetch_version(uri: str, manifest: Manifest, local_dir: str | Path | None, o
         storage.download(manifest.location(uri, entry.path), dest / entry.path, expected_sha256=entry.sha256)
     # Written last, like on the store: a cache folder without it is an interrupted fetch.
     storage.write_text(str(part or done), manifest.content_hash if part is not None
-                       else dataclasses.replace(manifest, root="", in_place=[]).to_json())
+                       else dataclasses.replace(manifest, root="", in_place=[], in_place_since=0.0).to_json())
     return dest
