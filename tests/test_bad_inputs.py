@@ -65,3 +65,20 @@ def test_subject_images_one_duplicates_and_corrupt(tiny_sd, subject_dir, class_s
     (dup / "broken.jpg").write_bytes(b"\xff\xd8\xff not really")
     with pytest.raises(ValueError, match=r"broken\.jpg: not a readable image"):
         train.load_images(str(dup), "subject")
+
+
+def test_a_wrong_pdf_password_is_called_wrong_not_missing():
+    """Issue 18 item 11: a wrong password said "give its password", as if none had been given."""
+    from inkbooth.ocr.documents import pages, synthetic
+    from tests.badinputs import _encrypted_pdf
+
+    locked = _encrypted_pdf(synthetic.render_page(seed=4, max_lines=2, width=600, height=300).image)  # "s3cret"
+    with pytest.raises(pages.InputError, match=r"locked\.pdf: PDF is encrypted; give its password"):
+        list(pages.load_pages(locked, "locked.pdf"))
+    with pytest.raises(pages.InputError) as wrong:
+        list(pages.load_pages(locked, "locked.pdf", pages.PagesConfig(pdf_password="guess")))
+    message = str(wrong.value)
+    assert "locked.pdf" in message and "password given" in message and "is wrong" in message, message
+    assert pages.PASSWORD_ENV in message and "give its password" not in message, message
+    assert "guess" not in message, "the password itself is never in a message"
+    assert len(list(pages.load_pages(locked, "locked.pdf", pages.PagesConfig(pdf_password="s3cret")))) == 1

@@ -34,3 +34,38 @@ def test_wrong_types_unknown_keys_and_bad_files_are_named(tmp_path):
         load(RecognizeConfig, tmp_path / "list.yaml")
     with pytest.raises(ConfigError, match="cannot read config file"):
         load(RecognizeConfig, tmp_path / "missing.yaml")
+
+
+@pytest.mark.parametrize(("name", "text"), [
+    ("list.yaml", "pages: " + "[" * 100_000 + "]" * 100_000 + "\n"),
+    ("map.yaml", "pages: " + "{a: " * 100_000 + "1" + "}" * 100_000 + "\n"),
+    ("deep.json", '{"pages": ' + "[" * 100_000 + "]" * 100_000 + "}"),
+])
+def test_deeply_nested_config_is_a_config_error_naming_the_file(tmp_path, capsys, name, text):
+    """Issue 18 item 9a: a config nested 100,000 deep (under 1 MB) ended in "maximum recursion depth
+    exceeded", exit 1, no file named. Now: a ConfigError naming the file and the limit, at once, exit 2."""
+    import time
+
+    from inkbooth import cli
+    from inkbooth.config import MAX_DEPTH
+
+    path = tmp_path / name
+    path.write_text(text)
+    assert path.stat().st_size < 1 << 20
+    start = time.monotonic()
+    with pytest.raises(ConfigError, match=rf"{name}: nested deeper than {MAX_DEPTH} levels"):
+        load(RecognizeConfig, path)
+    assert time.monotonic() - start < 2
+    assert cli.main(["ocr", str(tmp_path / "docs"), str(tmp_path / "model"), str(tmp_path / "out"),
+                     "--config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "config error" in err and name in err and f"nested deeper than {MAX_DEPTH} levels" in err
+
+
+def test_nesting_up_to_the_limit_is_still_read():
+    from inkbooth.config import MAX_DEPTH, json_load, yaml_load
+
+    assert yaml_load("a: " + "[" * (MAX_DEPTH - 1) + "]" * (MAX_DEPTH - 1)) is not None
+    assert json_load('{"a": ' + "[" * (MAX_DEPTH - 1) + "]" * (MAX_DEPTH - 1) + "}") is not None
+    with pytest.raises(ConfigError, match="nested deeper"):
+        yaml_load("a: " + "[" * MAX_DEPTH + "]" * MAX_DEPTH)

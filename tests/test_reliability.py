@@ -328,7 +328,12 @@ def test_a_store_failure_fails_the_run_but_a_missing_document_is_a_record(tiny_o
 # ---- item 7: hangs ------------------------------------------------------------------------------------
 
 
-def test_a_stalled_endpoint_is_an_error_naming_the_uri_in_bounded_time(monkeypatch):
+def test_a_stalled_endpoint_is_an_error_naming_the_uri_in_bounded_time(caplog):
+    """Issue 18 item 11: botocore retried a timed-out request silently (request_attempts more times), so the
+    first warning came after 4 read timeouts (246 s) and the error after the deadline plus as much again
+    (487 s of a 300 s deadline). Now a timeout goes to inkbooth's retry loop: a warning after one read
+    timeout, and no attempt starts that could not end by the deadline."""
+    import logging
     import socket
     import threading
     import time
@@ -351,19 +356,30 @@ def test_a_stalled_endpoint_is_an_error_naming_the_uri_in_bounded_time(monkeypat
 
     thread = threading.Thread(target=accept_and_say_nothing, daemon=True)
     thread.start()
-    quick = storage.RetryPolicy(attempts=5, base_delay=0.01, max_delay=0.05, request_attempts=1,
-                                connect_timeout=1, read_timeout=1, deadline=3)
+    # botocore's per-request retries as by default (3), the timeouts and the deadline scaled down (60 s -> 1 s).
+    read_timeout, deadline = 1.0, 4.0
+    quick = storage.RetryPolicy(attempts=6, base_delay=0.01, max_delay=0.05, request_attempts=3,
+                                connect_timeout=1, read_timeout=read_timeout, deadline=deadline)
     previous = storage.retries._retry_policy
     storage.set_retry_policy(quick)
     env = {"AWS_ENDPOINT_URL_S3": f"http://127.0.0.1:{server.getsockname()[1]}", "AWS_ACCESS_KEY_ID": "a",
            "AWS_SECRET_ACCESS_KEY": "b"}
+    took = {}
     try:
-        with objectstore.environment(env):
-            start = time.monotonic()
-            with pytest.raises(storage.StorageError, match=r"reading s3://stalled/doc.png: failed after \d+ attempts "
-                                                           r"\(no answer in \d+s: the store stalls\)"):
-                storage.read_bytes("s3://stalled/doc.png")
-            took = time.monotonic() - start
+        with objectstore.environment(env), caplog.at_level(logging.WARNING, logger="inkbooth.storage.retries"):
+            for what, call in (("reading", lambda: storage.read_bytes("s3://stalled/doc.png")),
+                               ("writing", lambda: storage.write_bytes("s3://stalled/doc.png", b"x" * 100))):
+                caplog.clear()
+                start = time.time()
+                with pytest.raises(storage.StorageError, match=rf"{what} s3://stalled/doc.png: failed after \d+ "
+                                                               r"attempts \(no answer in \d+s: the store stalls\)"):
+                    call()
+                took[what] = time.time() - start
+                warnings = [r.created - start for r in caplog.records if "retrying in" in r.getMessage()]
+                if what == "reading":
+                    assert warnings, "a stalled read warns before it fails"
+                    assert read_timeout * 0.9 < warnings[0] < read_timeout * 1.9, \
+                        f"the first warning comes after one read timeout, not several ({warnings[0]:.1f}s)"
     finally:
         storage.set_retry_policy(previous)
         stop.set()
@@ -371,7 +387,8 @@ def test_a_stalled_endpoint_is_an_error_naming_the_uri_in_bounded_time(monkeypat
         for conn in held:
             conn.close()
         server.close()
-    assert took < 3 + 2 * 1 + 2, f"bounded by the deadline plus one request's timeout (took {took:.1f}s)"
+    for what, seconds in took.items():
+        assert seconds < deadline + 0.5, f"{what}: an error by the deadline ({seconds:.1f}s of {deadline:.0f}s)"
 
 
 def test_a_yaml_alias_bomb_is_refused_at_once(tmp_path):
@@ -457,6 +474,30 @@ def test_deep_and_float_subject_images_keep_their_tones(kind, tmp_path):
     gray = np.asarray(rgb.convert("L"), dtype=np.float64)
     assert gray[:, 0].mean() < 10 and gray[:, -1].mean() > 245 and 100 < gray.mean() < 155, \
         f"{kind}: a ramp stays a ramp (not all white or all black)"
+
+
+@pytest.mark.parametrize(("value", "gray"), [(100_000, 0), (1_000_000_000, 119), (2**31 - 1, 255),
+                                           (40_000, 156), (200, 200), (0, 0), (-5, 127)])
+def test_a_uniform_32_bit_subject_image_keeps_its_tone(value, gray, tmp_path):
+    """Issue 18 item 11: a uniform 32-bit integer image above 65535 was scaled by its own (empty) range
+    and came out white, while ``to_8bit`` said it scales by the type's range. Now it does: the smallest
+    of 0-255, 0-65535, 0-2**31-1 that holds the values (the signed range when any is negative)."""
+    import numpy as np
+    from PIL import Image
+
+    from inkbooth.dreambooth import train
+    from inkbooth.imaging import to_8bit
+
+    img = Image.fromarray(np.full((16, 16), value, dtype=np.int32))
+    assert img.mode == "I"
+    assert set(np.asarray(to_8bit(img, stretch=False)).ravel()) == {gray}, f"{value} -> {gray}"
+    img.save(tmp_path / "x.tiff")
+    (rgb,), _ = train.load_images(str(tmp_path), "subject")
+    assert set(np.asarray(rgb.convert("L")).ravel()) == {gray}
+    assert set(np.asarray(to_8bit(img, stretch=True)).ravel()) == {255}, "a uniform page is still blank"
+    big = Image.fromarray((np.tile(np.linspace(0.0, 1.0, 64), (8, 1)) * (2**31 - 1)).astype(np.int32))
+    ramp = np.asarray(to_8bit(big, stretch=False), dtype=np.float64)
+    assert ramp[:, 0].mean() < 3 and ramp[:, -1].mean() > 252 and (np.diff(ramp[0]) >= 0).all(), "a ramp stays one"
 
 
 def test_a_png_mentioning_pdf_in_a_text_chunk_is_read_as_a_png(tmp_path):

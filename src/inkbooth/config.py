@@ -28,14 +28,25 @@ class ConfigError(ValueError):
 _BOOL_WORDS = {"yes": True, "no": False, "on": True, "off": False, "y": True, "n": False}
 # Largest YAML document read as a config (a config is a few KB; this bounds what a file can cost).
 MAX_YAML_BYTES = 1 << 20
+# Deepest nesting of lists and mappings in a config (ours nest 3 deep). PyYAML's composer and the JSON
+# decoder recurse per level: 100,000 levels (200 KB of "[") ended in "maximum recursion depth exceeded".
+MAX_DEPTH = 64
+
+
+def _too_deep(where: str, line: int | None = None) -> ConfigError:
+    at = f" (line {line})" if line is not None else ""
+    return ConfigError(f"{where}: nested deeper than {MAX_DEPTH} levels{at}; not a config")
 
 
 def yaml_load(text: str, where: str = "config") -> Any:
-    """YAML as configs read it: no aliases or anchors (an alias bomb is refused, not expanded), and
-    only true/false are booleans (``mixed_precision: no`` stays the string "no")."""
+    """YAML as configs read it: no aliases or anchors (an alias bomb is refused, not expanded), no
+    nesting deeper than ``MAX_DEPTH``, and only true/false are booleans (``mixed_precision: no`` stays
+    the string "no")."""
     import yaml
 
     class Loader(yaml.SafeLoader):
+        depth = 0
+
         def compose_node(self, parent: Any, index: Any) -> Any:
             if self.check_event(yaml.AliasEvent):
                 event = self.peek_event()
@@ -43,7 +54,14 @@ def yaml_load(text: str, where: str = "config") -> Any:
             event = self.peek_event()
             if getattr(event, "anchor", None):
                 raise ConfigError(f"{where}: YAML anchors are not allowed in a config (line {event.start_mark.line + 1})")
-            return super().compose_node(parent, index)
+            # Counted as nodes are composed, before the next level recurses: refused long before Python's limit.
+            if self.depth >= MAX_DEPTH:
+                raise _too_deep(where, event.start_mark.line + 1)
+            self.depth += 1
+            try:
+                return super().compose_node(parent, index)
+            finally:
+                self.depth -= 1
 
     Loader.yaml_implicit_resolvers = {k: [(tag, rx) for tag, rx in v if tag != "tag:yaml.org,2002:bool"]
                                       for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()}
@@ -55,6 +73,26 @@ def yaml_load(text: str, where: str = "config") -> Any:
         return yaml.load(text, Loader=Loader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as e:
         raise ConfigError(f"{where}: not valid YAML: {e}") from None
+
+
+def json_load(text: str, where: str = "config") -> Any:
+    """JSON as configs read it: no larger than ``MAX_YAML_BYTES``, no nesting deeper than ``MAX_DEPTH``."""
+    if len(text.encode("utf-8", "surrogatepass")) > MAX_YAML_BYTES:
+        raise ConfigError(f"{where}: larger than {MAX_YAML_BYTES} bytes; not a config")
+    try:
+        loaded = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{where}: not valid JSON: {e}") from None
+    except RecursionError:  # the decoder recurses per level
+        raise _too_deep(where) from None
+    stack = [(loaded, 1)]
+    while stack:  # iterative: the check itself must not recurse
+        value, depth = stack.pop()
+        if isinstance(value, (dict, list)):
+            if depth > MAX_DEPTH:
+                raise _too_deep(where)
+            stack.extend((v, depth + 1) for v in (value.values() if isinstance(value, dict) else value))
+    return loaded
 
 
 def option(default: Any = dataclasses.MISSING, help: str = "", *, min: float | None = None,
@@ -244,10 +282,7 @@ def load(cls: type[T], path: str | Path | None = None, overrides: Mapping[str, A
         except OSError as e:
             raise ConfigError(f"{path}: cannot read config file: {e.strerror}") from None
         if str(path).endswith(".json"):
-            try:
-                loaded = json.loads(text)
-            except json.JSONDecodeError as e:
-                raise ConfigError(f"{path}: not valid JSON: {e}") from None
+            loaded = json_load(text, str(path))
         else:
             loaded = yaml_load(text, str(path))
         if loaded is not None and not isinstance(loaded, Mapping):

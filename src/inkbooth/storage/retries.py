@@ -28,11 +28,13 @@ class RetryPolicy:
     attempts: int = 6
     base_delay: float = 0.2
     max_delay: float = 8.0
-    # botocore's own retries of one HTTP request (a multipart part is retried alone this way).
+    # botocore's own retries of one HTTP request (a multipart part is retried alone this way); a
+    # timeout is not retried there but here (see ``s3client``), where it is logged and bounded.
     request_attempts: int = 3
     # A store that accepts connections but never answers: each request gives up after read_timeout
-    # seconds without a byte, and no new attempt starts once deadline seconds have passed, so one
-    # operation ends within about deadline + request_attempts * read_timeout.
+    # seconds without a byte (connect_timeout without a connection) and the first warning comes then;
+    # after a timeout, another attempt starts only if one more stalled request (connect_timeout +
+    # read_timeout) would still end by deadline, so a stalled store is an error by deadline seconds.
     connect_timeout: float = 10.0
     read_timeout: float = 60.0
     deadline: float = 300.0
@@ -90,7 +92,9 @@ def retrying(fn: Callable[[], T], what: str, policy: RetryPolicy | None = None) 
                 raise exc from raised
             wait = policy.delay(attempt)
             elapsed = time.monotonic() - started
-            if attempt == policy.attempts - 1 or elapsed + wait > policy.deadline:
+            # After a timeout the next attempt may time out too: start it only if it would end by the deadline.
+            reserve = policy.connect_timeout + policy.read_timeout if _is_timeout(exc) else 0.0
+            if attempt == policy.attempts - 1 or elapsed + wait + reserve > policy.deadline:
                 if isinstance(exc, ChecksumError):
                     raise exc from raised
                 stalled = f" (no answer in {elapsed:.0f}s: the store stalls)" if _is_timeout(exc) else ""

@@ -55,8 +55,19 @@ def s3_client() -> Any:
             except InvalidChecksumConfigError as e:  # a typo in the Secret: say which variable
                 raise ValueError(f"AWS_REQUEST_CHECKSUM_CALCULATION / AWS_RESPONSE_CHECKSUM_VALIDATION: "
                                  f"{e}") from None
+            # A timeout goes straight to ``retries.retrying``, which warns at once and keeps to the deadline;
+            # botocore would retry it silently request_attempts more times (a stalled store: 4 x read_timeout
+            # before the first word). Other failures keep botocore's per-request retries.
+            client.meta.events.register_first("needs-retry.s3", _timeouts_are_not_retried_here)
             _clients[key] = client
         return client
+
+
+def _timeouts_are_not_retried_here(caught_exception: BaseException | None = None, **_: Any) -> None:
+    """botocore's ``needs-retry`` hook: a request that timed out raises at once (before botocore's
+    own retry handler runs, so it neither sleeps nor spends retry quota on it)."""
+    if caught_exception is not None and retries._is_timeout(caught_exception):
+        raise caught_exception
 
 
 def _addressing_style() -> str:

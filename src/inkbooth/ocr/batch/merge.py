@@ -19,6 +19,7 @@ from inkbooth.ocr.batch.results import error_result, json_line, json_text, read_
 from inkbooth.ocr.batch.shard import claim_output
 from inkbooth.ocr.recognition.text import cer, normalise
 from inkbooth.reports.metrics import throughput
+from inkbooth.storage.localfiles import sweep_temp_dirs
 
 RESULTS = "results"
 
@@ -51,6 +52,7 @@ def merge_results(plan: dict[str, Any], output: str, ground_truth: str | None = 
     hashes wherever a document's name could not be one. A document whose result cannot be read
     becomes an error record, like any other failed document.
     """
+    sweep_temp_dirs()  # what killed merges left in the temp folder (this one makes inkbooth-merge-…)
     documents = plan["documents"]
     claim_output(documents, output)
     report: dict[str, Any] = {"documents": len(plan["keys"]), "documents_ok": 0, "documents_failed": 0,

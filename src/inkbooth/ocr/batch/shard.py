@@ -34,11 +34,15 @@ from inkbooth.ocr.batch.results import (
 from inkbooth.ocr.documents import pages
 from inkbooth.ocr.layout.lines import Line, page_lines
 from inkbooth.ocr.recognition.recognizer import LineResult, RecognizeConfig, Recognizer, resolve_model
+from inkbooth.storage.localfiles import publish_absent, sweep_temp_dirs
 
 log = logging.getLogger(__name__)
 
 
 OWNER = "owner.json"
+# How long a claim waits for an empty or cut-short owner.json to be completed before taking it for
+# one left by a killed run (at once when it has not changed for that long).
+OWNER_WAIT = 2.0
 
 
 class OutputError(ValueError):
@@ -74,27 +78,113 @@ def list_documents(documents: str) -> list[str]:
 def claim_output(documents: str, output: str) -> None:
     """Bind ``output`` to the documents whose results it holds, or refuse a run over other documents.
 
-    The first run writes ``<output>/owner.json`` (a no-overwrite write: concurrent shards of one
-    run agree); a run over another documents prefix is refused rather than merged away. An output
-    inside the documents folder would be read back as documents on the next run: refused too.
+    The first run writes ``<output>/owner.json``, no-overwrite, so concurrent shards of one run agree;
+    a run over another documents prefix is refused rather than merged away. An output inside the
+    documents folder would be read back as documents on the next run: refused too.
+
+    A local ``owner.json`` becomes visible only whole (``storage.localfiles.publish_absent``). One
+    found empty or cut short (an older inkbooth wrote it in place; a run killed between creating and
+    writing it left it so) is waited for briefly, then, when it stays so, taken for unclaimed: one
+    claimer at a time (a lock) removes it while it is still broken, and the claim starts over.
     """
     docs, out = str(storage.parse(documents)).rstrip("/"), str(storage.parse(output)).rstrip("/")
     if out == docs or out.startswith(docs + "/"):
         raise OutputError(f"{output}: the output is inside the documents folder {documents}; its results would be "
                           "read as documents by the next run. Choose an output outside it")
     owner = storage.join(output, OWNER)
+    claim = (json.dumps({"documents": docs}) + "\n").encode("utf-8")
+    broken_since: float | None = None
+    give_up = time.monotonic() + 10 * OWNER_WAIT
+    while time.monotonic() < give_up:
+        if _write_owner(owner, claim):
+            return
+        held = _read_owner(owner)
+        if held is None:  # removed by a takeover between our write and our read: claim again
+            continue
+        if not isinstance(held, _Broken):
+            if held != docs:
+                raise OutputError(f"{output}: holds the results of documents {held!r} (see {owner}); this run "
+                                  f"reads {docs!r}. Use another output, or delete that one first")
+            return
+        now = time.monotonic()
+        broken_since = now if broken_since is None else broken_since
+        if now - broken_since < OWNER_WAIT and not _left_behind(owner):
+            time.sleep(0.05)  # a writer that creates it in place may be about to fill it
+            continue
+        if storage.is_s3(owner):  # an S3 write is whole or absent: this was written so
+            raise OutputError(f"{owner}: not an owner record ({held}); delete it if no run writes to {output}")
+        _take_over(storage.parse(owner).path, held)
+        time.sleep(0.01)
+    raise OutputError(f"{owner}: could not be claimed in {10 * OWNER_WAIT:.0f}s (it keeps changing, or stays "
+                      "broken); delete it if no run writes to this output")
+
+
+class _Broken(str):
+    """Why an owner.json that exists holds no owner (empty, cut short, not JSON)."""
+
+
+def _write_owner(owner: str, claim: bytes) -> bool:
+    loc = storage.parse(owner)
+    if not loc.is_s3:
+        return publish_absent(loc.path, claim, owner)
     try:
-        storage.write_text(owner, json.dumps({"documents": docs}) + "\n", if_absent=True)
-        return
+        storage.write_bytes(owner, claim, if_absent=True)
+        return True
     except storage.AlreadyExistsError:
-        pass
+        return False
+
+
+def _read_owner(owner: str) -> str | _Broken | None:
+    """The documents an owner.json names; ``_Broken`` if it names none; None if it is gone."""
     try:
-        held = json.loads(storage.read_text(owner)).get("documents")
-    except (ValueError, AttributeError):
-        held = None
-    if held != docs:
-        raise OutputError(f"{output}: holds the results of documents {held!r} (see {owner}); this run reads "
-                          f"{docs!r}. Use another output, or delete that one first")
+        text = storage.read_text(owner)
+    except storage.NotFoundError:
+        return None
+    except UnicodeDecodeError:
+        return _Broken("not UTF-8")
+    if not text.strip():
+        return _Broken("empty")
+    try:
+        held = json.loads(text)
+    except ValueError:
+        return _Broken("cut short or not JSON")
+    if not isinstance(held, dict) or not isinstance(held.get("documents"), str):
+        return _Broken("no 'documents' in it")
+    return held["documents"]
+
+
+def _left_behind(owner: str) -> bool:
+    """Whether a local owner.json has not changed for OWNER_WAIT seconds (nobody is writing it)."""
+    loc = storage.parse(owner)
+    if loc.is_s3:
+        return False
+    try:
+        return time.time() - loc.path.stat().st_mtime > OWNER_WAIT
+    except OSError:
+        return False
+
+
+def _take_over(path: Path, why: str) -> None:
+    """Remove a broken local owner.json, under a lock, only while it is still broken."""
+    import fcntl
+
+    uri = str(path)
+    try:
+        fd = os.open(path.parent / f".{OWNER}.lock", os.O_CREAT | os.O_RDWR, 0o644)
+    except OSError as e:
+        raise storage._local_error(e, uri, "locking") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # released when closed, or when this process dies
+        # Under the lock nobody else removes it, and nobody can write it while it is there: still broken
+        # now means broken when removed.
+        if isinstance(_read_owner(uri), _Broken):
+            log.warning("%s: %s (left by a run killed while claiming this output?); claiming the output anew",
+                        uri, why)
+            path.unlink(missing_ok=True)
+    except OSError as e:
+        raise storage._local_error(e, uri, "removing") from None
+    finally:
+        os.close(fd)
 
 
 def _document_error(e: BaseException) -> bool:
@@ -118,6 +208,7 @@ def recognize_documents(documents: str, model: str, output: str, config: Recogni
     """
     from tqdm import tqdm
 
+    sweep_temp_dirs()  # what killed shards left in the temp folder (this one makes inkbooth-ocr-…)
     config = config or RecognizeConfig()
     config.validate()
     if config.pages.pdf_password is None and os.environ.get(pages.PASSWORD_ENV):

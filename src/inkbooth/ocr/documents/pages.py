@@ -158,8 +158,13 @@ def _pdf_pages(source: bytes | str | os.PathLike[str], name: str, config: PagesC
     except pdfium.PdfiumError as e:
         msg = str(e)
         if "password" in msg.lower():
-            raise InputError(f"{name}: PDF is encrypted; give its password (pdf_password, or the "
-                             f"{PASSWORD_ENV} environment variable)") from None
+            if not config.pdf_password:
+                raise InputError(f"{name}: PDF is encrypted; give its password (pdf_password, or the "
+                                 f"{PASSWORD_ENV} environment variable)") from None
+            raise InputError(f"{name}: PDF is encrypted and the password given (pdf_password, or the "
+                             f"{PASSWORD_ENV} environment variable) is wrong for it; set the right one "
+                             "there (one password serves a whole run: documents with another password "
+                             "need a run of their own)") from None
         raise InputError(f"{name}: broken PDF: {msg}") from None
     try:
         scale = config.pdf_dpi / 72.0

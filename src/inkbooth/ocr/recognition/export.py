@@ -53,6 +53,7 @@ from inkbooth.ocr.recognition.exported import (
     onnx_files,
 )
 from inkbooth.ocr.recognition.text import cer, corpus_cer
+from inkbooth.storage.localfiles import sweep_temp_dirs
 
 log = logging.getLogger(__name__)
 
@@ -140,7 +141,7 @@ def _quantize_int8(fp32: Path, out: Path, preset: str, per_channel: bool, attent
         qconfig = getattr(AutoQuantizationConfig, preset)(is_static=False, per_channel=per_channel,
                                                           nodes_to_exclude=exclude)
         quantizer = ORTQuantizer.from_pretrained(fp32, file_name=name)
-        with storage.temp_dir() as tmp:
+        with storage.temp_dir("inkbooth-quantize-") as tmp:
             produced = quantizer.quantize(quantization_config=qconfig, save_dir=tmp, file_suffix=None)
             onnx_file = Path(produced) / name if Path(produced).is_dir() else Path(produced)
             if not onnx_file.exists():
@@ -276,6 +277,7 @@ def export_trocr(model: str, output: str, config: ExportConfig | None = None,
     import torch
     from transformers import VisionEncoderDecoderModel
 
+    sweep_temp_dirs()  # what killed exports left in the temp folder (this one makes inkbooth-export-…)
     config = config or ExportConfig()
     config.validate()
     runtime.limit_torch_threads(config.threads)  # the pod's CPU quota, OMP_THREAD_LIMIT
