@@ -48,6 +48,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from inkbooth.storage import localfiles
 from inkbooth.storage.errors import AlreadyExistsError, ChecksumError, NotFoundError, StorageError
 from inkbooth.storage.localfiles import (
     CHUNK,
@@ -89,22 +90,9 @@ def write_bytes(uri: str, data: bytes, *, if_absent: bool = False, content_type:
     if not loc.is_s3:
         path = loc.path
         if if_absent:
-            # O_EXCL on a lock file beside the target keeps two writers from both "winning".
-            try:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                raise AlreadyExistsError(f"{uri}: already exists and may not be overwritten") from None
-            except OSError as e:
-                raise _local_error(e, uri, "creating") from None
-            try:
-                os.write(fd, data)
-                os.fsync(fd)
-            except OSError as e:
-                os.close(fd)
-                path.unlink(missing_ok=True)
-                raise _local_error(e, uri, "writing") from None
-            os.close(fd)
+            # Whole or absent, never visible half-written (hard link of a finished temporary file).
+            if not localfiles.publish_absent(path, data, uri):
+                raise AlreadyExistsError(f"{uri}: already exists and may not be overwritten")
             return ObjectInfo(uri, len(data), digest)
         with _atomic_local(path, uri) as tmp:
             tmp.write_bytes(data)

@@ -27,7 +27,7 @@ data and its hash, fonts and word list by content, config, metrics). ``register_
 it the next version of a model in the registry.
 
 May import ``inkbooth.ocr.documents``, ``inkbooth.ocr.recognition`` and the training modules below it
-(``lines``, ``synth``, ``objectives``, ``scoring``).
+(``lines``, ``synth``, ``objectives``, ``scoring``, ``state``).
 """
 
 from __future__ import annotations
@@ -50,6 +50,7 @@ from inkbooth.ocr.recognition import localize
 from inkbooth.ocr.training import lines as linedata
 from inkbooth.ocr.training.objectives import ctc_loss, encode_labels, seq2seq_loss
 from inkbooth.ocr.training.scoring import EvalLine, evaluate_sets, headline_cer
+from inkbooth.ocr.training.state import read_state, write_state
 from inkbooth.ocr.training.synth import LineSynth, SynthConfig
 
 log = logging.getLogger(__name__)
@@ -227,40 +228,6 @@ def synthetic_eval_line(synth: LineSynth, seed: int, index: int) -> EvalLine:
     return img, text, Path(font).name, kind
 
 
-def _write_state(folder: Path, model: Any, optimizer: Any, head: Any, step: int, state: dict[str, Any]) -> None:
-    """Weights, optimizer state (and the auxiliary CTC head) after ``step`` steps, into ``folder``."""
-    from safetensors.torch import save_file
-
-    folder.mkdir(parents=True, exist_ok=True)
-    opt = optimizer.state_dict()
-    save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(folder / "model.safetensors"))
-    save_file({f"{i}.{k}": v.detach().cpu().contiguous() for i, s in opt["state"].items() for k, v in s.items()},
-              str(folder / "optimizer.safetensors"))
-    if head is not None:
-        save_file({k: v.detach().cpu().contiguous() for k, v in head.state_dict().items()},
-                  str(folder / "ctc_head.safetensors"))
-    (folder / "state.json").write_text(json.dumps({"step": step, "param_groups": opt["param_groups"], **state},
-                                                  indent=1))
-
-
-def _read_state(folder: Path, model: Any, optimizer: Any, head: Any) -> dict[str, Any]:
-    """Restore what ``_write_state`` saved; returns the rest of the state (step, history, ...)."""
-    from safetensors.torch import load_file
-
-    state = json.loads((folder / "state.json").read_text())
-    model.load_state_dict(load_file(str(folder / "model.safetensors")))
-    if head is not None:
-        head.load_state_dict(load_file(str(folder / "ctc_head.safetensors")))
-    opt_state: dict[int, dict[str, Any]] = {}
-    for key, value in load_file(str(folder / "optimizer.safetensors")).items():
-        index, name = key.split(".", 1)
-        opt_state.setdefault(int(index), {})[name] = value
-    optimizer.load_state_dict({"state": opt_state, "param_groups": state["param_groups"]})
-    for group in optimizer.param_groups:  # JSON made the betas a list
-        group["betas"] = tuple(group["betas"])
-    return state
-
-
 def _device(config: FinetuneConfig) -> str:
     import torch
 
@@ -351,7 +318,7 @@ def finetune_trocr(model: str, output: str, config: FinetuneConfig | None = None
         losses: list[float] = []
         point = run.resume(config.resume)
         if point is not None:
-            state = _read_state(point.path, net, optimizer, head)
+            state = read_state(point.path, net, optimizer, head)
             global_step, history, curve = state["step"], state["history"], state["curve"]
             skipped, resumed_from = state["skipped"], state["step"]
             unreadable, losses = state.get("skipped_unreadable", 0), list(state.get("recent_losses", []))
@@ -431,7 +398,7 @@ def finetune_trocr(model: str, output: str, config: FinetuneConfig | None = None
                     and global_step < config.max_steps and not stopped_early):
                 staging = ckpt.new_staging_root()
                 try:
-                    _write_state(staging / ckpt.step_name(global_step), net, optimizer, head, global_step,
+                    write_state(staging / ckpt.step_name(global_step), net, optimizer, head, global_step,
                                  {"history": history, "curve": curve, "skipped": skipped,
                                   "skipped_unreadable": unreadable, "recent_losses": losses[-config.log_every:]})
                     run.save(staging / ckpt.step_name(global_step), global_step, config=to_dict(config))
