@@ -133,3 +133,49 @@ def test_model_sources(tiny_trocr, bucket, tmp_path):
         models.resolve("no such thing!")
     with pytest.raises(models.ModelSourceError, match="nothing stored"):
         models.resolve(f"{bucket}/models/missing")
+
+
+def test_parity_lines_follow_what_the_model_folder_records(tiny_trocr, tmp_path):
+    """Rendered parity lines are drawn like the model's training lines (its training.json), with the
+    config's parity_* options over them; a model that records none gets the Latin default."""
+    import json
+
+    assert export.parity_style(tiny_trocr, export.ExportConfig()) is None  # no record: today's Latin lines
+    folder = tmp_path / "model"
+    folder.mkdir()
+    synthetic = {"fonts": ["/elsewhere/Gone.ttf"], "alphabet": "abcdefghij 0123456789", "texts": {"chars": 1.0},
+                 "min_size": 20, "max_size": 22}
+    (folder / "training.json").write_text(json.dumps({"config": {"synthetic": synthetic}}))
+    style = export.parity_style(folder, export.ExportConfig(fonts_dir=str(tmp_path / "no-fonts")))
+    assert style.fonts == ["default"], "a missing font: Pillow's, which has every letter of this alphabet"
+    assert style.sizes == [20, 21, 22] and "pseudo-words of the alphabet" in style.about
+    _, texts = export._parity_set(None, 6, style)
+    assert all(set(t) <= set(synthetic["alphabet"]) for t in texts)
+    # The config names the script and fonts, for a model that records none (or over what it records).
+    cyrillic = export.ExportConfig(parity_alphabet="абвгдежзийклмнопрстуфхцчшщыьэюя", parity_fonts=["DejaVuSans.ttf"])
+    style = export.parity_style(tiny_trocr, cyrillic)
+    assert [p.rsplit("/", 1)[-1] for p in style.fonts] == ["DejaVuSans.ttf"]
+    _, texts = export._parity_set(None, 6, style)
+    assert all(set(t) <= set(cyrillic.parity_alphabet + " ") for t in texts)
+    with pytest.raises(ValueError, match="Gone.ttf .*Pillow's default font has no glyphs for 'абв.*make fonts"):
+        export.parity_style(tiny_trocr, export.ExportConfig(parity_alphabet="абв", parity_fonts=["Gone.ttf"]))
+    with pytest.raises(ValueError, match="Pillow's default font has no glyphs for 'абв'"):  # it would draw boxes
+        export.parity_style(tiny_trocr, export.ExportConfig(parity_alphabet="абв"))
+    m = export.export_trocr(str(tiny_trocr), str(tmp_path / "onnx"), export.ExportConfig(
+        variants=["fp32"], parity_images=4, parity_fonts=["DejaVuSansMono.ttf"]))
+    assert "DejaVuSansMono.ttf" in m.lineage["parity_lines"]
+
+
+def test_ocr_with_a_checkpoint_that_fails_the_gate_fails_the_run(tiny_trocr, tmp_path, monkeypatch):
+    """A checkpoint given to the onnx backend is exported through the default gate; the tiny random
+    model's INT8 text drifts past it, so the run stops with the gate's message and caches nothing."""
+    from inkbooth.ocr.batch.shard import recognize_documents
+    from inkbooth.ocr.documents.synthetic import render_page
+
+    monkeypatch.setenv("INKBOOTH_CACHE", str(tmp_path / "cache"))
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    render_page(seed=2, max_lines=1, width=600, height=300).image.save(docs / "p.png")
+    with pytest.raises(export.ParityError, match="export not published; parity check failed: "):
+        recognize_documents(str(docs), str(tiny_trocr), str(tmp_path / "out"), progress=False)
+    assert not [p for p in (tmp_path / "cache" / "onnx").iterdir() if not p.name.startswith(".")]

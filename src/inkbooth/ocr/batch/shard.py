@@ -33,6 +33,7 @@ from inkbooth.ocr.batch.results import (
 )
 from inkbooth.ocr.documents import pages
 from inkbooth.ocr.layout.lines import Line, page_lines
+from inkbooth.ocr.recognition.export import reading_export
 from inkbooth.ocr.recognition.recognizer import LineResult, RecognizeConfig, Recognizer, resolve_model
 from inkbooth.storage.localfiles import publish_absent, sweep_temp_dirs
 
@@ -196,8 +197,11 @@ def recognize_documents(documents: str, model: str, output: str, config: Recogni
                         shard: str = "0/1", keys: list[str] | None = None, progress: bool = True) -> dict[str, Any]:
     """OCR every document of shard ``shard`` under ``documents``; per-document results go to ``output``.
 
-    ``model`` is an ONNX export artifact (local folder or ``s3://``). ``keys`` (relative document
-    keys) overrides listing ``documents``, so all shards of a run work from one snapshot.
+    ``model`` is an ONNX export artifact (local folder or ``s3://``), or for the torch backend a
+    PyTorch checkpoint (folder, hub id, ``s3://``). A checkpoint given to the onnx backend is read
+    through its export: made once through the default parity gate into the local cache and reused
+    (``export.reading_export``); a model that fails the gate fails the run. ``keys`` (relative
+    document keys) overrides listing ``documents``, so all shards of a run work from one snapshot.
 
     Errors of the run (config, model, store) raise before or between documents; only a document's
     own problems become its error record. A document is read a page at a time: its lines are
@@ -214,6 +218,8 @@ def recognize_documents(documents: str, model: str, output: str, config: Recogni
     if config.pages.pdf_password is None and os.environ.get(pages.PASSWORD_ENV):
         config.pages.pdf_password = os.environ[pages.PASSWORD_ENV]
     claim_output(documents, output)
+    if config.backend == "onnx":  # a checkpoint (a reader's folder, a hub id): its cached export
+        model = reading_export(model, threads=config.threads)
     model_dir, model_hash = resolve_model(model, config)
     settings = config_hash({k: v for k, v in to_dict(config).items() if k != "skip_done"})
     all_keys = sorted(keys) if keys is not None else list_documents(documents)

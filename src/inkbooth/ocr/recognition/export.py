@@ -17,12 +17,18 @@ tokens) is exported the earlier way instead: optimum's decoder and decoder-with-
 ``decoder_attn_model.onnx`` (logits and cross-attention of a teacher-forced pass), run through
 ``transformers.generate``.
 
-Parity is measured on line images (given, or rendered by ``inkbooth.ocr.documents.synthetic``): token exact match
+Parity is measured on line images (given, or rendered by ``inkbooth.ocr.documents.synthetic``: in
+the fonts, alphabet and words the model was trained on where its folder records them, as an
+inkbooth reader's or fine-tuning output's ``training.json`` does; else document-like Latin text in
+Pillow's font, or what the config's ``parity_*`` options name; always the same lines): token exact match
 of ORT fp32 against PyTorch for greedy and beam search, exact match and CER of INT8 against ORT fp32,
 and file sizes. Below the configured thresholds nothing is published and the error names the check.
 Where the lines' true texts are known (rendered lines, or a label file beside the images), each
 variant's own CER is reported too, and ``int8_cer_delta`` (INT8 CER minus fp32 CER) says what
 quantisation costs in reading; it informs, the gate stays on INT8 against fp32.
+
+``reading_export`` gives ONNX Runtime an export of any checkpoint it is handed: the checkpoint's
+export through the default gate, made once into the local cache and reused.
 
 May import ``inkbooth.ocr.documents`` (parity lines) and the other recognition modules.
 """
@@ -32,6 +38,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
+import re
 import shutil
 import time
 import warnings
@@ -41,7 +49,7 @@ from typing import Any, Literal
 from inkbooth import artifacts, models, runtime, storage
 from inkbooth.config import option, to_dict
 from inkbooth.ocr.documents import labels
-from inkbooth.ocr.documents.synthetic import line_images
+from inkbooth.ocr.documents.synthetic import DEFAULT_FONT, LineStyle, line_images, style_of
 from inkbooth.ocr.recognition import graphs
 from inkbooth.ocr.recognition.decoding import load_ort_decoder
 from inkbooth.ocr.recognition.exported import (
@@ -82,6 +90,15 @@ class ExportConfig:
     max_int8_cer: float = option(0.05, "largest CER of INT8 text against fp32 text")
     max_fp16_cer: float = option(0.02, "largest CER of FP16 text against fp32 text (checked on CUDA only)")
     allow_pickle: bool = option(False, "accept pickle-based source weights (.bin); only for trusted models")
+    parity_fonts: list[str] = option([], "fonts of rendered parity lines: font files, names in fonts_dir, or "
+                                         "'default' ([]: the model's training fonts where its folder records "
+                                         "them, else Pillow's font)")
+    parity_alphabet: str = option("", "characters of rendered parity lines ('': the model's training alphabet "
+                                      "where its folder records one, else document-like Latin text)")
+    parity_word_list: str = option("", "word list of rendered parity lines (a path or a name in fonts_dir; "
+                                       "'': the model's training word list, if any)")
+    fonts_dir: str = option(".inkbooth/fonts", "where names of fonts and word lists are found (make fonts "
+                                                "fills it)")
     threads: int = option(0, "intra-op threads for ONNX Runtime and torch (0: library default)")
 
     def validate(self) -> None:
@@ -161,14 +178,71 @@ def _convert_fp16(fp32: Path, out: Path) -> None:
         onnx.save(half, str(out / name))
 
 
-def _parity_set(images_uri: str | None, n: int) -> tuple[list[Any], list[str] | None]:
+PARITY_SEED = 1234
+RECORD = "training.json"  # what a fine-tuning output (and so an inkbooth reader) was trained on
+RECIPE = "recipe.yaml"  # an inkbooth reader's recipe (inkbooth.readers): its stages' synthetic lines
+
+
+def trained_lines(source_dir: Path) -> dict[str, Any] | None:
+    """The synthetic-line config (``SynthConfig`` fields) a model folder records it was trained on:
+    ``training.json``'s, else the last stage's of an inkbooth reader's ``recipe.yaml``; None without."""
+    record = source_dir / RECORD
+    if record.is_file():
+        try:
+            spec = (json.loads(record.read_text(encoding="utf-8")).get("config") or {}).get("synthetic")
+        except (ValueError, AttributeError):
+            spec = None
+        if isinstance(spec, dict):
+            return spec
+    if (source_dir / RECIPE).is_file():
+        from inkbooth.config import yaml_load
+
+        stages = (yaml_load((source_dir / RECIPE).read_text(encoding="utf-8"), str(source_dir / RECIPE))
+                  or {}).get("finetune") or []
+        merged: dict[str, Any] = {}
+        for stage in stages if isinstance(stages, list) else [stages]:  # each stage: its changes to the last
+            if isinstance(stage, dict) and isinstance(stage.get("synthetic"), dict):
+                merged.update(stage["synthetic"])
+        return merged or None
+    return None
+
+
+def parity_style(source_dir: Path, config: ExportConfig, model: str = "") -> LineStyle | None:
+    """How rendered parity lines look for this model: like its training lines (``trained_lines``),
+    with the config's ``parity_*`` options over them; None for the default (Latin, Pillow's font).
+
+    A font that is neither where the record says nor in ``fonts_dir`` falls back to Pillow's font
+    only where that font has the whole alphabet; otherwise the export stops here and says why.
+    """
+    spec = dict(trained_lines(source_dir) or {})
+    for key, value in (("fonts", config.parity_fonts), ("alphabet", config.parity_alphabet),
+                       ("word_list", config.parity_word_list)):
+        if value:
+            spec[key] = value
+    if not spec:
+        return None
+    spec.setdefault("fonts", [DEFAULT_FONT])
+    # Whole lines within the token limit (a character tokenizer's, as the readers have), so that a
+    # reading is never cut short: CER then measures reading, not the limit.
+    spec["max_chars"] = max(1, min(int(spec.get("max_chars") or 64), config.parity_max_new_tokens - 2))
+    try:
+        return style_of(spec, config.fonts_dir)
+    except ValueError as e:
+        raise ValueError(f"{model or source_dir}: cannot draw the parity lines in the model's script and fonts: "
+                         f"{e}. Run `make fonts` (scripts/fetch-fonts.sh fills .inkbooth/fonts), "
+                         "set fonts_dir to where the fonts are, or give parity images (--parity-images-uri)") from None
+
+
+def _parity_set(images_uri: str | None, n: int,
+                style: LineStyle | None = None) -> tuple[list[Any], list[str] | None]:
     """Line images for the parity checks, and their true texts where known.
 
-    Rendered lines know their texts; a prefix of images knows them when it holds a label file
-    (labels.jsonl or labels.tsv, as fine-tuning data and prepared line sets do).
+    Rendered lines (in ``style``, see ``parity_style``; seeded: the same lines every time) know their
+    texts; a prefix of images knows them when it holds a label file (labels.jsonl or labels.tsv, as
+    fine-tuning data and prepared line sets do).
     """
     if images_uri is None:
-        pairs = line_images(n, seed=1234)
+        pairs = style.lines(n, PARITY_SEED) if style else line_images(n, seed=PARITY_SEED)
         return [img for img, _ in pairs], [text for _, text in pairs]
     keys = [k for k in storage.list_files(images_uri) if k.lower().endswith((".png", ".jpg", ".jpeg", ".tif", ".tiff"))]
     if not keys:
@@ -216,7 +290,9 @@ def measure_parity(source_dir: Path, out: Path, variants: list[str], images: lis
         seqs = []
         with torch.no_grad():
             for pv in batches:
-                s = m.generate(pixel_values=pv, num_beams=beams, **gen)
+                # As recognition decodes (the engine and the torch backend both stop a beam search
+                # early), so parity compares like with like whatever the generation config says.
+                s = m.generate(pixel_values=pv, num_beams=beams, early_stopping=beams > 1, **gen)
                 seqs.append(s)
         width = max(s.shape[1] for s in seqs)
         return torch.cat([torch.nn.functional.pad(s, (0, width - s.shape[1]), value=pad) for s in seqs])
@@ -289,6 +365,11 @@ def export_trocr(model: str, output: str, config: ExportConfig | None = None,
             log.info("%s: already exported from this model and config; reusing it", output)
             return existing
 
+    # The parity lines first: a model whose fonts are missing stops before the export's minutes.
+    style = None if parity_images else parity_style(source_dir, config, model)
+    parity_lines = f"images under {parity_images}" if parity_images else (
+        style.about if style else "document-like Latin lines in Pillow's default font")
+    log.info("%s: parity lines: %s", model, parity_lines)
     started = time.perf_counter()
     # Tracing warns about every shape check in the modelling code; the parity checks below are the real test.
     warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
@@ -313,7 +394,7 @@ def export_trocr(model: str, output: str, config: ExportConfig | None = None,
             _convert_fp16(fp32, work / "fp16")
         export_seconds = time.perf_counter() - started
 
-        images, texts = _parity_set(parity_images, config.parity_images)
+        images, texts = _parity_set(parity_images, config.parity_images, style)
         metrics = measure_parity(source_dir, work, config.variants, images, config, texts)
         metrics["export_seconds"] = round(export_seconds, 2)
         for variant in config.variants:
@@ -321,10 +402,52 @@ def export_trocr(model: str, output: str, config: ExportConfig | None = None,
         if "int8" in config.variants:
             metrics["int8_size_ratio"] = metrics["int8_bytes"] / metrics["fp32_bytes"]
         failed = check_parity(metrics, config)
-        (work / "parity.json").write_text(json.dumps({"metrics": metrics, "failed": failed}, indent=2))
+        (work / "parity.json").write_text(json.dumps({"metrics": metrics, "failed": failed,
+                                                      "parity_lines": parity_lines}, indent=2, ensure_ascii=False))
         if failed:
             raise ParityError(f"{model}: export not published; parity check failed: " + "; ".join(failed))
         # A new version of the output: files of an earlier export there are never part of it.
         return artifacts.publish(work, output, kind=KIND, inputs={"model": source_hash},
                                  config=to_dict(config), metrics=metrics,
-                                 lineage={"source": model, "variants": config.variants}, overwrite=True)
+                                 lineage={"source": model, "variants": config.variants,
+                                          "parity_lines": parity_lines}, overwrite=True)
+
+
+def reading_export(model: str, *, threads: int = 0) -> str:
+    """The trocr-onnx export that ONNX Runtime reads ``model`` with: ``model`` itself when it is one;
+    else (a PyTorch checkpoint: folder, hub id, s3://) its export through the default parity gate,
+    made once into the local cache, ``<cache>/onnx/<the model's fingerprint>``, and reused after.
+
+    A model that fails the gate raises ``ParityError`` with the gate's message. One process at a time
+    exports a model into a node's cache; the others wait for it and take its export.
+    """
+    import fcntl
+
+    if artifacts.is_published(model) and artifacts.read_manifest(model).kind == KIND:
+        return model
+    key = models.fingerprint(model)  # the content (a folder's hash, an artifact's, a hub commit)
+    root = storage.local_cache_dir() / "onnx"
+    root.mkdir(parents=True, exist_ok=True)
+    dest = root / re.sub(r"[^A-Za-z0-9._-]+", "-", key)
+    config = ExportConfig(threads=threads)
+    wanted = {k: v for k, v in to_dict(config).items() if k != "threads"}
+
+    def cached() -> bool:
+        if not artifacts.is_published(str(dest)):
+            return False
+        m = artifacts.read_manifest(str(dest))
+        return m.kind == KIND and {k: v for k, v in m.config.items() if k != "threads"} == wanted
+
+    if cached():
+        log.info("%s: not an ONNX export; reading its export cached at %s", model, dest)
+        return str(dest)
+    fd = os.open(root / f".{dest.name}.lock", os.O_CREAT | os.O_RDWR, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # released when closed, or when this process dies
+        if not cached():
+            log.info("%s: not an ONNX export; exporting it through the default parity gate to %s "
+                     "(once: later runs reuse it)", model, dest)
+            export_trocr(model, str(dest), config)
+    finally:
+        os.close(fd)
+    return str(dest)
