@@ -182,6 +182,25 @@ def test_labels_tsv_on_s3_and_the_split_is_stable(bucket, tmp_path):
     assert set(first.heldout) <= set(second.heldout) and set(first.train) <= set(second.train)
 
 
+def test_a_split_the_labels_give_wins_and_a_pointer_is_followed(tmp_path):
+    """pdf-lines writes each line's split (all lines of a document on one side); with no PDFs it passes
+    the labelled lines on as a pointer."""
+    data = write_labelled_lines(tmp_path / "data", 12, seed=7)
+    rows = [json.loads(x) for x in (data / "labels.jsonl").read_text().splitlines()]
+    for i, row in enumerate(rows):
+        row["split"] = "heldout" if i < 4 else "train"
+    rows[5]["split"] = "test"
+    (data / "labels.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    m = lines.prepare_lines(str(data), str(tmp_path / "prepared"), lines.LinesConfig(holdout=0.0))
+    assert (m.metrics["heldout_lines"], m.metrics["train_lines"], m.metrics["problems"]) == (4, 7, 1)
+    problem = json.loads(artifacts.read_text(str(tmp_path / "prepared"), "problems.jsonl"))
+    assert problem["image"] == "crops/0005.png" and "split is 'test'" in problem["error"]
+    (tmp_path / "pointer").write_text(json.dumps({"uri": str(data)}))
+    again = lines.prepare_lines(str(tmp_path / "pointer"), str(tmp_path / "prepared2"), lines.LinesConfig(holdout=0.0),
+                                source="kfp://the-pointer-artifact")
+    assert again.inputs["data"] == m.inputs["data"] and again.lineage["data"] == str(data)
+
+
 def test_checkpoints_resume_only_their_own_run_and_skip_damaged_ones(base, labelled, tmp_path, caplog):
     from safetensors.torch import load_file
 
@@ -318,6 +337,39 @@ def test_ocr_train_pipeline_end_to_end_on_s3(s3_server, bucket, base, tmp_path):
             "heldout_cer"} <= set(m.metrics)
     assert {"evaluation.json", "training.json", "model.safetensors"} <= {f.path for f in m.files}
     assert [c.step for c in checkpoints.list_checkpoints(f"{bucket}/checkpoints")] == [2]
+
+
+@pytest.mark.slow  # ~80 s on the shared CPU, as the run above
+def test_ocr_train_pipeline_from_pdfs_end_to_end_on_s3(s3_server, bucket, base, tmp_path):
+    """pdfs (with labelled lines besides) -> pdf-lines -> prepare-lines -> ... -> register."""
+    from tests.test_pdflines import text_pdf
+
+    texts = [t for _, t in synthetic.line_images(80, seed=13) if t.isascii()][:48]
+    for d in range(6):
+        (tmp_path / "pdfs").mkdir(exist_ok=True)
+        (tmp_path / "pdfs" / f"doc{d}.pdf").write_bytes(text_pdf([[(t, "shown") for t in texts[d * 8:d * 8 + 8]]]))
+    storage.upload_dir(tmp_path / "pdfs", f"{bucket}/pdfs")
+    storage.upload_dir(write_labelled_lines(tmp_path / "data", 10, seed=14), f"{bucket}/lines")
+    run = runs.OCRTrainRun(
+        base_model=f"{bucket}/base", pdfs=f"{bucket}/pdfs", data=f"{bucket}/lines", registry=f"{bucket}/registry",
+        pdf_lines={"holdout": 0.5}, finetune={**FAST, "max_steps": 8},
+        export={"variants": ["fp32", "int8"], "parity_images": 8, "max_int8_cer": 1.0, "min_fp32_exact": 0.5},
+        evaluate={"num_beams": 1}, register={"name": "from-pdfs"},
+    )
+    run.validate()
+    storage.upload_dir(base, f"{bucket}/base")
+    version = runs.run_local("ocr-train", run, tmp_path / "root")
+    assert version == f"{bucket}/registry/from-pdfs/v1"
+    (made,) = (tmp_path / "root").glob("inkbooth-ocr-train-*/pdf-lines/lines")
+    made_metrics = artifacts.read_manifest(str(made)).metrics
+    assert (made_metrics["lines"], made_metrics["labelled_lines"], made_metrics["documents_unusable"]) == (48, 10, 0)
+    assert artifacts.read_manifest(version).lineage["data_hash"] == lines.line_data_hash(str(made))
+    (prepared,) = (tmp_path / "root").glob("inkbooth-ocr-train-*/prepare-lines/lines")
+    by_document = {}
+    for row in map(json.loads, (made / "labels.jsonl").read_text().splitlines()):
+        by_document.setdefault(row.get("document", "labelled"), set()).add(row.get("split"))
+    assert all(len(sides) == 1 for sides in by_document.values())
+    assert lines.load_lines(str(prepared)).heldout, "held-out documents reach evaluation"
 
 
 def test_reader_recipes_are_stages_each_given_as_its_changes():

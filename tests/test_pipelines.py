@@ -44,6 +44,31 @@ def test_run_config_is_strict():
         from_dict(runs.OCRRun, {"model": "m", "output": "o"})
 
 
+def test_ocr_train_reads_pdfs_through_pdf_lines():
+    """PDFs (with or without labelled lines besides) or labelled lines: one import, pdf-lines always runs
+    (kfp.local cannot join dsl.If branches) and prepare-lines takes its output artifact."""
+    ir, _platform = yaml.safe_load_all(runs.packaged_yaml("ocr-train").read_text())
+    tasks = ir["components"]["comp-exit-handler-1"]["dag"]["tasks"]
+    assert tasks["pdf-lines"]["inputs"]["artifacts"]["data"]["taskOutputArtifact"]["producerTask"] == "importer"
+    assert tasks["prepare-lines"]["inputs"]["artifacts"]["data"]["taskOutputArtifact"] == {
+        "outputArtifactKey": "lines", "producerTask": "pdf-lines"}
+    both = runs.OCRTrainRun(base_model="m", registry="s3://r", pdfs="s3://b/pdfs", data="s3://b/lines",
+                            pdf_lines={"holdout": 0.2, "pages": {"pdf_dpi": 300}})
+    both.validate()
+    args = both.arguments()
+    assert (args["data"], args["data_format"], args["extra_lines"]) == ("s3://b/pdfs", "pdfs", "s3://b/lines")
+    assert args["pdf_lines_config"] == {"holdout": 0.2, "pages": {"pdf_dpi": 300}}
+    args = runs.OCRTrainRun(base_model="m", registry="s3://r", data="s3://b/lines").arguments()
+    assert (args["data"], args["data_format"], args["extra_lines"]) == ("s3://b/lines", "lines", "")
+    with pytest.raises(ConfigError, match="give data .*, pdfs .* or both"):
+        runs.OCRTrainRun(base_model="m", registry="s3://r").validate()
+    with pytest.raises(ConfigError, match="pdf_lines.pages.pdf_password: .*INKBOOTH_PDF_PASSWORD"):
+        runs.OCRTrainRun(base_model="m", registry="s3://r", pdfs="s3://b/pdfs",
+                         pdf_lines={"pages": {"pdf_password": "x"}}).validate()
+    with pytest.raises(ConfigError, match="unknown key"):
+        runs.OCRTrainRun(base_model="m", registry="s3://r", pdfs="s3://b/pdfs", pdf_lines={"dpi": 300}).validate()
+
+
 def test_ocr_pipeline_end_to_end_on_s3(s3_server, bucket, tmp_path, capfd, monkeypatch):
     """Model, documents and results on the real S3 server; every step a kfp.local subprocess.
 

@@ -160,3 +160,11 @@ def test_keyless_runs_need_and_use_a_service_account(tmp_path):
 
 def cluster_file(cloud: str) -> str:
     return str(REPO / "examples" / f"cluster-{cloud}.yaml")
+
+
+def test_retrain_refuses_a_run_that_makes_its_lines_from_pdfs():
+    """Its trained-on hash is the pdf-lines output's, which the PDFs alone cannot give: retraining on
+    every call would be wrong, so it says to schedule the run instead."""
+    run = runs.OCRTrainRun(base_model="m", registry="s3://r/models", pdfs="s3://d/pdfs")
+    with pytest.raises(ValueError, match="schedule it"):
+        submit.retrain_if_changed(run, submit.Endpoint(host="http://127.0.0.1:9"))

@@ -70,6 +70,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--registry", help="registry root: register the result as the next version of --name")
     p.add_argument("--name", default="trocr", help="model name in the registry (default: trocr)")
 
+    p = _config_parser(sub, "pdf-lines", "labelled line crops from born-digital PDFs (text layer as the labels), "
+                       "for finetune-trocr --data", "inkbooth.ocr.training.pdflines:PdfLinesConfig",
+                       [("pdfs", "folder or s3:// prefix of PDFs with a text layer"),
+                        ("output", "folder or s3:// prefix for the labelled lines (images + labels.jsonl)")])
+    p.add_argument("--extra-lines", help="folder or s3:// prefix of labelled lines to add to the PDFs' lines")
+
     p = _config_parser(sub, "ocr", "OCR documents (one shard of them) with an exported model",
                        "inkbooth.ocr.recognition.recognizer:RecognizeConfig",
                        [("documents", "folder or s3:// prefix of PNG/JPEG/TIFF/PDF documents"),
@@ -270,6 +276,14 @@ def _finetune(args: argparse.Namespace) -> int:
     if args.registry:
         result["version"], _ = register_trocr(args.output, args.registry, RegisterConfig(name=args.name))
     print(json.dumps(result, ensure_ascii=False))
+    return 0
+
+
+def _pdf_lines(args: argparse.Namespace) -> int:
+    from inkbooth.ocr.training.pdflines import pdf_lines
+
+    manifest = pdf_lines(args.pdfs, args.output, _load_config(args), extra_lines=args.extra_lines)
+    print(json.dumps({"output": args.output, "metrics": manifest.metrics}, ensure_ascii=False))
     return 0
 
 
@@ -504,8 +518,9 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"submit": _submit, "schedule": _schedule, "retrain": _retrain, "export-trocr": _export,
-            "finetune-trocr": _finetune, "ocr": _ocr, "prior": _prior, "train": _train, "export-model": _export_model,
-            "sample": _sample, "pages": _pages, "run": _run, "compile": _compile, "manifests": _manifests, "store": _store, "reader": _reader,
+            "finetune-trocr": _finetune, "pdf-lines": _pdf_lines, "ocr": _ocr, "prior": _prior, "train": _train,
+            "export-model": _export_model, "sample": _sample,
+            "pages": _pages, "run": _run, "compile": _compile, "manifests": _manifests, "store": _store, "reader": _reader,
             "tiny": _tiny, "demo": _demo, "report": _report, "doctor": _doctor}
 
 if __name__ == "__main__":

@@ -120,9 +120,14 @@ class OCRTrainRun:
     """Parameters of one OCR fine-tuning run: data -> fine-tune -> export (parity gate) -> evaluate -> register."""
 
     base_model: str = option(help="TrOCR checkpoint to start from: hub id, folder, s3:// URI or a registry version")
-    data: str = option(help="prefix (s3:// or folder) of line images with labels.jsonl or labels.tsv")
     registry: str = option(help="model registry root; the result becomes <registry>/<name>/vN")
+    data: str = option("", "prefix (s3:// or folder) of line images with labels.jsonl or labels.tsv (this, pdfs "
+                           "or both)")
+    pdfs: str = option("", "prefix (s3:// or folder) of born-digital PDFs: their text-layer lines, cropped and "
+                           "labelled, are the training data (with data's lines besides, when both are given)")
     checkpoints: str = option("", "prefix for full-state training checkpoints (empty: beside the trained model)")
+    pdf_lines: dict[str, Any] = option({}, "lines from the PDFs (inkbooth.ocr.training.pdflines.PdfLinesConfig "
+                                           "fields: pages, holdout, augment, ...)")
     lines: dict[str, Any] = option({}, "data checks and split (inkbooth.ocr.training.lines.LinesConfig fields)")
     finetune: dict[str, Any] = option({}, "fine-tuning (inkbooth.ocr.training.finetune.FinetuneConfig fields)")
     export: dict[str, Any] = option({}, "export and parity gate (inkbooth.ocr.recognition.export.ExportConfig fields)")
@@ -135,8 +140,17 @@ class OCRTrainRun:
         from inkbooth.ocr.training.evaluate import EvaluateConfig
         from inkbooth.ocr.training.finetune import FinetuneConfig
         from inkbooth.ocr.training.lines import LinesConfig
+        from inkbooth.ocr.training.pdflines import PdfLinesConfig
         from inkbooth.ocr.training.register import RegisterConfig
 
+        if not (self.data or self.pdfs):
+            raise config.ConfigError("give data (labelled line images), pdfs (born-digital PDFs) or both")
+        config.from_dict(PdfLinesConfig, self.pdf_lines, source="pdf_lines").validate()
+        pages = self.pdf_lines.get("pages") or {}
+        if isinstance(pages, dict) and pages.get("pdf_password"):
+            raise config.ConfigError(
+                "pdf_lines.pages.pdf_password: a password in a run config becomes a pipeline parameter, shown in "
+                "run logs and the KFP UI; give it as the INKBOOTH_PDF_PASSWORD environment variable instead")
         config.from_dict(LinesConfig, self.lines, source="lines")
         config.from_dict(FinetuneConfig, self.finetune, source="finetune")
         config.from_dict(ExportConfig, self.export, source="export")
@@ -146,10 +160,14 @@ class OCRTrainRun:
     def arguments(self) -> dict[str, Any]:
         d = to_dict(self)
         model = _absolute(d["base_model"]) if Path(d["base_model"]).exists() else d["base_model"]
-        return {"base_model": model, "data": _absolute(d["data"]), "registry": _absolute(d["registry"]),
+        # The pipeline imports one prefix: the PDFs when there are any (the labelled lines then go along
+        # as extra_lines), else the labelled lines.
+        pdfs, data = (_absolute(d[k]) if d[k] else "" for k in ("pdfs", "data"))
+        return {"base_model": model, "data": pdfs or data, "registry": _absolute(d["registry"]),
                 "checkpoints": _absolute(d["checkpoints"]) if d["checkpoints"] else "",
-                "lines_config": d["lines"], "finetune_config": d["finetune"], "export_config": d["export"],
-                "evaluate_config": d["evaluate"], "register_config": d["register"]}
+                "data_format": "pdfs" if pdfs else "lines", "extra_lines": data if pdfs else "",
+                "pdf_lines_config": d["pdf_lines"], "lines_config": d["lines"], "finetune_config": d["finetune"],
+                "export_config": d["export"], "evaluate_config": d["evaluate"], "register_config": d["register"]}
 
 
 @dataclasses.dataclass(frozen=True)

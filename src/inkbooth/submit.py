@@ -161,6 +161,11 @@ def _training_data(run: runs.DreamBoothRun | runs.OCRTrainRun) -> tuple[str, str
         from inkbooth.ocr.training.lines import line_data_hash
         from inkbooth.ocr.training.register import RegisterConfig
 
+        if run.pdfs:
+            # The trained-on hash of such a run is its pdf-lines output's, which cannot be computed
+            # from the PDFs without making the lines: refuse rather than retrain on every call.
+            raise ValueError("retrain compares labelled lines (data:); a run that makes its lines from PDFs "
+                             "(pdfs:) cannot be compared yet: schedule it (inkbooth schedule) instead")
         return "ocr-train", RegisterConfig(**run.register).name, line_data_hash(run.data), "data_hash", "labelled lines"
     from inkbooth.dreambooth.export import ExportCheckpointConfig
     from inkbooth.dreambooth.train import image_set_hash

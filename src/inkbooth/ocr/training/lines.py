@@ -11,7 +11,9 @@ key, the image exists, decodes and is within ``max_pixels``, the text is neither
 ``max_text_chars``, no other entry gives the image another text), records each bad one as a problem
 naming its line and image and goes on (an unreadable item is never the end of the run), assigns each line
 to ``train`` or ``heldout`` by a hash of its image name (so a line stays on its side as the data
-grows, and retraining is evaluated on lines it never trained on), and publishes a snapshot: the
+grows, and retraining is evaluated on lines it never trained on) unless its labels.jsonl entry gives
+its side (``"split": "train"`` or ``"heldout"``, as ``pdf_lines`` writes, so that all lines of one
+document are on one side), and publishes a snapshot: the
 images named by content, ``labels.jsonl`` with the split, ``problems.jsonl`` and a manifest whose
 input hash is the data's identity (``line_data_hash``, which the retrain trigger compares).
 
@@ -33,7 +35,10 @@ from inkbooth.ocr.documents.labels import (
     MAX_LINE_PIXELS,
     LabelledLine,
     UnreadableImage,
+    decode_label_text,
+    label_file,
     open_image,
+    parse_labels,
     read_labels,
     records,
 )
@@ -123,6 +128,34 @@ def _shown(name: str) -> str:
     return name if len(name) <= 120 else f"{name[:100]}...({len(name)} characters)"
 
 
+def _followed(data: str, source: str | None) -> tuple[str, str | None]:
+    """``data`` and ``source``, or, where ``data`` is a pointer file (``{"uri": ...}``, an
+    ``inkbooth.lineage`` pointer artifact), the labelled lines it points to, twice."""
+    if storage.is_s3(data) or not Path(data).is_file():
+        return data, source
+    try:
+        uri = json.loads(Path(data).read_text(encoding="utf-8"))["uri"]
+    except (OSError, ValueError, KeyError, TypeError):
+        raise ValueError(f"{data}: a file, neither a folder of labelled lines nor a pointer to one") from None
+    if not isinstance(uri, str) or not uri:
+        raise ValueError(f"{data}: a pointer without a uri")
+    return uri, uri
+
+
+def _given_splits(text: str, labels_uri: str) -> dict[int, Any]:
+    """The ``split`` a labels.jsonl entry gives, by its line number (entries that give none are not here)."""
+    given = {}
+    if labels_uri.endswith(".jsonl"):
+        for number, raw in records(text):
+            try:
+                item = json.loads(raw) if raw.strip() else None
+            except json.JSONDecodeError:
+                continue  # parse_labels records it
+            if isinstance(item, dict) and "split" in item:
+                given[number] = item["split"]
+    return given
+
+
 def _entry_problem(data: str, labels_uri: str, entry: LabelledLine,
                    config: LinesConfig) -> tuple[bytes | None, str | None]:
     """The image bytes of ``entry``, or what is wrong with the entry (never an exception for bad input)."""
@@ -145,31 +178,42 @@ def prepare_lines(data: str, output: str, config: LinesConfig | None = None, *,
     """Check and split the labelled lines under ``data``; publish the snapshot at ``output``.
 
     ``source`` is the data's URI to record, where ``data`` is a local copy of it (KFP's launcher
-    copies imported inputs into the pod). A rerun on unchanged data with the same config finds the
-    published set and returns it.
+    copies imported inputs into the pod). ``data`` may also be a pointer to the labelled lines (a
+    file naming their ``uri``: what the pdf-lines stage passes on when a run has no PDFs). A rerun on
+    unchanged data with the same config finds the published set and returns it.
     """
     config = config or LinesConfig()
     config.validate()
-    labels = read_labels(data)
+    data, source = _followed(data, source)
+    labels_uri = label_file(data)
+    text = decode_label_text(storage.read_bytes(labels_uri), labels_uri)
+    labels = (labels_uri, *parse_labels(text, labels_uri))
+    given = _given_splits(text, labels_uri)
     data_hash = line_data_hash(data, labels)
     if artifacts.is_published(output):
         existing = artifacts.read_manifest(output)
         if existing.inputs.get("data") == data_hash and existing.config == to_dict(config):
             log.info("%s: these lines are prepared already; reusing them", output)
             return existing
-    labels_uri, entries, problems = labels
+    _, entries, problems = labels
     kept: list[LabelledLine] = []
     with storage.temp_dir("inkbooth-lines-") as tmp:
         work = Path(tmp)
         (work / "images").mkdir()
         for entry in entries:
+            split = given.get(entry.line) or split_of(entry.image, config.holdout)
+            if split not in SPLITS:
+                problems.append({"line": entry.line, "image": entry.image,
+                                 "error": f"{labels_uri}:{entry.line}: {_shown(entry.image)}: split is {split!r}, "
+                                          f"not one of {', '.join(SPLITS)}"})
+                continue
             blob, bad = _entry_problem(data, labels_uri, entry, config)
             if bad or blob is None:
                 problems.append({"line": entry.line, "image": entry.image, "error": bad})
                 continue
             name = f"images/{hashlib.sha256(blob).hexdigest()}{_suffix(entry.image)}"
             (work / name).write_bytes(blob)
-            kept.append(LabelledLine(name, entry.text, split_of(entry.image, config.holdout), entry.image))
+            kept.append(LabelledLine(name, entry.text, split, entry.image))
         problems.sort(key=lambda p: p.get("line", 0))  # in the label file's order
         total = len(kept) + len(problems)
         if not kept:
