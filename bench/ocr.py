@@ -77,7 +77,9 @@ def child(args: argparse.Namespace) -> None:
     paths = json.loads(Path(args.paths).read_text())
     images = [img for img, _ in synthetic.line_images(args.lines + args.batch, seed=11)]
     warm, timed = images[:args.batch], images[args.batch:]
-    base = {"num_beams": args.beams, "batch_size": args.batch, "threads": args.threads, "token_boxes": True}
+    # chunk_long_lines off: every variant does the same work per line as the plain PyTorch baseline.
+    base = {"num_beams": args.beams, "batch_size": args.batch, "threads": args.threads, "token_boxes": True,
+            "chunk_long_lines": False}
     if args.only == "torch-plain":
         from transformers import TrOCRProcessor, VisionEncoderDecoderModel
 

@@ -2,6 +2,7 @@
 
 ``exported`` (an export's files and sessions), ``text`` (error rates), ``graphs`` (the decoder
 modules exported to ONNX), ``decoding`` (the ONNX Runtime engine and its searches), ``export`` (the
-export stage and its parity gate), ``recognizer`` (the recogniser), ``localize`` (token boxes).
-May import ``inkbooth.ocr.documents``; never ``layout``, ``training`` or ``batch``.
+export stage and its parity gate), ``recognizer`` (the recogniser), ``chunks`` (long lines read in
+overlapping chunks and stitched), ``localize`` (token boxes). May import ``inkbooth.ocr.documents``;
+never ``layout``, ``training`` or ``batch``.
 """

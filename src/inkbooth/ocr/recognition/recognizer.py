@@ -1,6 +1,8 @@
 """The recogniser: batches of line images to text, confidences, tokens and their attention.
 
-One code path for both backends. Per batch of line crops: the encoder runs once; ``generate``
+One code path for both backends. A line wider than the model reads at its own scale is first cut
+into overlapping chunks that are read with the other lines and stitched back into one (``chunks``;
+``chunk_long_lines``). Per batch of crops: the encoder runs once; ``generate``
 (greedy or beam search) reuses its output; then one teacher-forced decoder pass over the chosen
 tokens returns their log-probabilities (the line confidence is their mean) and the cross-attention
 that token boxes come from. With ONNX Runtime's decoding engine (``decoding``) the search itself
@@ -20,7 +22,7 @@ from typing import Any, Literal
 from inkbooth import artifacts
 from inkbooth.config import option
 from inkbooth.ocr.documents import pages
-from inkbooth.ocr.recognition import localize
+from inkbooth.ocr.recognition import chunks, localize
 from inkbooth.ocr.recognition.decoding import OrtEngine
 from inkbooth.ocr.recognition.exported import (
     DECODER_ATTN,
@@ -54,6 +56,17 @@ class RecognizeConfig:
     token_boxes: bool = option(True, "token and word boxes from cross-attention")
     box_threshold: float = option(0.5, "attention share of the peak that still belongs to a token's box",
                                   min=0.0, max=1.0)
+    chunk_long_lines: bool = option(True, "read a line wider than the model reads well in overlapping chunks, "
+                                          "cut at word gaps, and stitch their texts (inkbooth.ocr.recognition.chunks)")
+    chunk_aspect: float = option(0.0, "the model's aspect (width / height) of a line that fills its input; 0: from "
+                                      "its image processor (max_width / max_height: 512/24 for the committed "
+                                      "readers; 16 x the input's aspect for one that stretches, as trocr-base's)",
+                                 min=0.0, max=1000.0)
+    chunk_tolerance: float = option(0.9, "a line wider than this many times chunk_aspect is read in chunks, each "
+                                         "no wider than that (nor than chunk_aspect); the Latin reader's CER "
+                                         "rises past about 0.9 x its aspect", min=0.1, max=100.0)
+    chunk_overlap: float = option(2.0, "how far neighbouring chunks overlap, in line heights (at most a quarter "
+                                       "of a chunk)", min=0.5, max=100.0)
     pages: pages.PagesConfig = option(None, "how pages are read and cut into lines")
     skip_done: bool = option(True, "skip documents whose result already exists for the same input, model and config")
 
@@ -80,7 +93,13 @@ class LineResult:
     confidence: float  # mean log-probability of the tokens (EOS included)
     tokens: list[str]
     token_logprobs: list[float]
-    attention: Any  # tokens x encoder positions (numpy), or None
+    # Tokens x encoder positions (numpy), or None. For a line read in chunks each token's box drawn
+    # on the whole crop's grid (chunks.paint): localize.token_boxes gives the boxes at that grid's
+    # resolution; ``boxes`` holds them exactly.
+    attention: Any
+    # Token boxes in crop pixels where the tokens were not attended over one grid (a line read in
+    # chunks, with token_boxes on); None otherwise: boxes come from ``attention``.
+    boxes: list[tuple[int, int, int, int]] | None = None
 
 
 class Recognizer:
@@ -149,22 +168,57 @@ class Recognizer:
         # Learned positions cap the sequence; the start token takes one of them.
         return max(1, min(self.config.max_new_tokens, positions - 2))
 
+    def aspect(self) -> float:
+        """The aspect (width / height) of a line that fills the model's input (``chunk_aspect``, or its own)."""
+        return self.config.chunk_aspect or chunks.model_aspect(self.processor.image_processor, self.grid)
+
+    def plan(self, image: Any) -> list[tuple[int, int]]:
+        """The chunks (x0, x1) a line image is read in: one, the whole line, unless it is too wide."""
+        if not self.config.chunk_long_lines or not hasattr(image, "crop"):
+            return [(0, image.width if hasattr(image, "width") else 0)]
+        width, height = image.size
+        aspect = self.aspect()
+        if width <= self.config.chunk_tolerance * aspect * height:
+            return [(0, width)]
+        return chunks.plan(width, height, aspect, overlap=self.config.chunk_overlap,
+                           tolerance=self.config.chunk_tolerance, white=chunks.word_gaps(image))
+
     def read(self, images: list[Any], *, min_new_tokens: int = 0) -> list[LineResult]:
         """Text, confidence, tokens and attention for each line image.
 
+        A line wider than ``chunk_tolerance`` x ``aspect()`` is read in chunks (see ``plan``), with the
+        other lines, in forward passes of at most ``max(batch_size, len(images))`` crops, then stitched
+        (``chunks.stitch``): its tokens in reading order, token boxes in ``boxes``.
         ``min_new_tokens`` forces that many decoding steps (benchmarks compare equal work with it).
         """
+        if not images:
+            return []
+        plans = [self.plan(img) for img in images]
+        if all(len(p) == 1 for p in plans):
+            return self._results(*self._decode(images, min_new_tokens))
+        crops = [img if len(p) == 1 else img.crop((x0, 0, x1, img.height))
+                 for img, p in zip(images, plans) for x0, x1 in p]
+        per_pass = max(self.config.batch_size, len(images))
+        seqs: list[_Sequence] = []
+        for i in range(0, len(crops), per_pass):
+            seqs += self._sequences(*self._decode(crops[i:i + per_pass], min_new_tokens))
+        results, at = [], 0
+        for img, spans in zip(images, plans):
+            mine, at = seqs[at:at + len(spans)], at + len(spans)
+            results.append(self._result(mine[0]) if len(spans) == 1 else self._stitched(img, spans, mine))
+        return results
+
+    def _decode(self, images: list[Any], min_new_tokens: int) -> tuple[Any, Any, Any]:
+        """Sequences (start token first), their tokens' log-probabilities and cross-attention."""
         import numpy as np
         import torch
 
-        if not images:
-            return []
         pixel_values = self.processor(images=images, return_tensors="pt").pixel_values
         min_new_tokens = min(min_new_tokens, self.max_new_tokens)
         if self.engine is not None:
             decoded = self.engine.decode(pixel_values.numpy(), num_beams=self.config.num_beams,
                                          max_new_tokens=self.max_new_tokens, min_new_tokens=min_new_tokens)
-            return self._results(decoded.sequences, decoded.token_logprobs, decoded.attention)
+            return decoded.sequences, decoded.token_logprobs, decoded.attention
         gen_kwargs = {"num_beams": self.config.num_beams, "max_new_tokens": self.max_new_tokens,
                       "early_stopping": self.config.num_beams > 1}
         if min_new_tokens:
@@ -191,13 +245,14 @@ class Recognizer:
         logprobs = logits - logits.max(-1, keepdims=True)
         logprobs -= np.log(np.exp(logprobs).sum(-1, keepdims=True))
         token_logprobs = np.take_along_axis(logprobs, seqs[:, 1:, None], axis=-1)[..., 0]
-        return self._results(seqs, token_logprobs, cross)
+        return seqs, token_logprobs, cross
 
-    def _results(self, seqs: Any, token_logprobs: Any, attention: Any) -> list[LineResult]:
-        """Line results from sequences (start token first), their token log-probabilities and attention."""
+    def _sequences(self, seqs: Any, token_logprobs: Any, attention: Any) -> list[_Sequence]:
+        """Each sequence (start token first) cut at its end: its tokens, which of them are text, and
+        their log-probabilities and attention."""
         import numpy as np
 
-        results = []
+        out = []
         for b in range(len(seqs)):
             targets = seqs[b, 1:]
             n = len(targets)
@@ -208,16 +263,65 @@ class Recognizer:
                 pads = np.flatnonzero(targets == self.pad_id)
                 n = int(pads[0]) if len(pads) else n
             ids = targets[:n]
-            lp = token_logprobs[b, :n].astype(np.float64)
             visible = [i for i, t in enumerate(ids) if t != self.eos_id and not (i == 0 and t == self.bos_id)]
-            tokens = self.tokenizer.convert_ids_to_tokens([int(ids[i]) for i in visible])
-            text = self.tokenizer.decode([int(ids[i]) for i in visible], skip_special_tokens=True).strip()
-            results.append(LineResult(
-                text=text, confidence=float(lp.mean()) if n else float("-inf"), tokens=tokens,
-                token_logprobs=[float(lp[i]) for i in visible],
-                attention=attention[b, visible] if self.config.token_boxes else None,
+            out.append(_Sequence([int(t) for t in ids], visible, token_logprobs[b, :n].astype(np.float64),
+                                 attention[b, visible]))
+        return out
+
+    def _result(self, seq: _Sequence) -> LineResult:
+        ids = [seq.ids[i] for i in seq.visible]
+        return LineResult(
+            text=self.tokenizer.decode(ids, skip_special_tokens=True).strip(),
+            confidence=float(seq.logprobs.mean()) if len(seq.ids) else float("-inf"),
+            tokens=self.tokenizer.convert_ids_to_tokens(ids),
+            token_logprobs=[float(seq.logprobs[i]) for i in seq.visible],
+            attention=seq.attention if self.config.token_boxes else None,
+        )
+
+    def _results(self, seqs: Any, token_logprobs: Any, attention: Any) -> list[LineResult]:
+        """Line results from sequences (start token first), their token log-probabilities and attention."""
+        return [self._result(s) for s in self._sequences(seqs, token_logprobs, attention)]
+
+    def _stitched(self, image: Any, spans: list[tuple[int, int]], seqs: list[_Sequence]) -> LineResult:
+        """One line from the readings of its chunks (``chunks.stitch``), boxes in the crop's pixels."""
+        height = image.height
+        pieces = []
+        for (x0, x1), seq in zip(spans, seqs):
+            size = (x1 - x0, height)
+            content = self.content_box(size)
+            boxes = []
+            for row in seq.attention:
+                bx0, by0, bx1, by1 = localize.attention_box(row, self.grid, size, self.config.box_threshold, content)
+                boxes.append((bx0 + x0, by0, bx1 + x0, by1))
+            shown = set(seq.visible)
+            first = seq.visible[0] if seq.visible else len(seq.ids)
+            last = seq.visible[-1] if seq.visible else -1
+            pieces.append(chunks.Piece(
+                span=(x0, x1), ids=[seq.ids[i] for i in seq.visible],
+                tokens=self.tokenizer.convert_ids_to_tokens([seq.ids[i] for i in seq.visible]),
+                logprobs=[float(seq.logprobs[i]) for i in seq.visible], boxes=boxes,
+                lead=[float(seq.logprobs[i]) for i in range(first) if i not in shown],
+                tail=[float(seq.logprobs[i]) for i in range(last + 1, len(seq.ids)) if i not in shown],
             ))
-        return results
+        line = chunks.stitch(pieces, height)
+        keep = self.config.token_boxes
+        return LineResult(
+            text=self.tokenizer.decode(line.ids, skip_special_tokens=True).strip(), confidence=line.confidence,
+            tokens=line.tokens, token_logprobs=line.logprobs,
+            attention=chunks.paint(line.boxes, self.grid, image.size, self.content_box(image.size)) if keep else None,
+            boxes=line.boxes if keep else None,
+        )
+
+
+@dataclasses.dataclass
+class _Sequence:
+    """One decoded sequence cut at its end: token ids, which are text, their log-probabilities and
+    the text tokens' attention rows."""
+
+    ids: list[int]
+    visible: list[int]
+    logprobs: Any
+    attention: Any
 
 
 def resolve_model(model: str, config: RecognizeConfig) -> tuple[Path, str]:
