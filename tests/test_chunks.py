@@ -273,3 +273,20 @@ def test_both_backends_stitch_alike(latin_onnx):
     assert onnx.text == torch_.text
     assert onnx.tokens == torch_.tokens and onnx.confidence == pytest.approx(torch_.confidence, abs=1e-3)
     assert np.abs(np.array(onnx.boxes) - np.array(torch_.boxes)).max() <= 12
+
+
+def test_records_of_a_chunked_line_carry_its_stitched_boxes_in_page_pixels():
+    """line_records prefers a stitched line's own boxes (crop pixels) to drawing them from attention."""
+    from PIL import Image
+
+    from inkbooth.ocr.batch.results import line_records
+    from inkbooth.ocr.layout.lines import Line
+    from inkbooth.ocr.recognition.recognizer import LineResult, RecognizeConfig
+
+    line = Line(page=0, box=(100, 50, 700, 74), image=Image.new("L", (600, 24), 255),
+                to_page=lambda b: (b[0] + 100, b[1] + 50, b[2] + 100, b[3] + 50))
+    res = LineResult(text="ab cd", confidence=-0.1, tokens=["ab", "Ġcd"], token_logprobs=[-0.1, -0.2],
+                     attention=None, boxes=[(10, 2, 60, 22), (300, 2, 380, 22)])
+    (rec,) = line_records("doc.png", [line], [res], (1, 128), RecognizeConfig())
+    assert [t["box"] for t in rec["tokens"]] == [[110, 52, 160, 72], [400, 52, 480, 72]]
+    assert [w["text"] for w in rec["words"]] == ["ab", "cd"]

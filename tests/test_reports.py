@@ -294,3 +294,58 @@ def test_lineage_pointers_and_locations(tmp_path, monkeypatch):
     copied = dsl.Model(name="base", uri=str(tmp_path / "copy"))
     (tmp_path / "copy").mkdir()
     assert lineage.location(copied) == str(tmp_path / "copy")
+
+
+# ---- low confidence: the model may not fit the documents (issue 19 item 6; tests/test_fit.py reads) --
+
+
+def test_merge_records_the_fit_rule_and_model_and_logs_flagged_counts(ocr_run):
+    """The tiny model is random: it reads nothing well, so every judged page and document is flagged."""
+    from inkbooth.ocr.batch.fit import FIT_THRESHOLD
+
+    results, _ = ocr_run
+    report = json.loads(artifacts.read_text(results, "report.json"))
+    fit = report["fit"]
+    assert fit["threshold"] == FIT_THRESHOLD and "median" in fit["statistic"] and fit["model_hash"]
+    assert report["documents_flagged"] == fit["documents_judged"] == 4 and report["documents_flagged_share"] == 1.0
+    assert report["pages_flagged"] == fit["pages_judged"] == report["pages_with_text"] == 6
+    assert sorted(fit["documents"]) == ["letter.png", "receipt.jpg", "scan.tiff", "statement.pdf"]
+    lines = [r for r in _records(results) if "status" not in r]
+    assert lines and all(r["page_low_confidence"] for r in lines)
+    logged = metrics.merge_metrics(artifacts.read_manifest(results).metrics)
+    assert logged["documents_flagged"] == 4.0 and logged["pages_flagged_share"] == 1.0
+    empty = metrics.merge_metrics({"documents_ok": 0, "documents_flagged": 0, "documents_flagged_share": None})
+    assert empty == {"documents_ok": 0.0, "documents_flagged": 0.0}, "no share of nothing judged"
+
+
+def test_the_ocr_report_says_which_documents_the_model_may_not_fit(ocr_run):
+    from inkbooth.reports.ocr import ocr_report
+
+    results, _ = ocr_run
+    page = ocr_report(results)
+    md, html = page.markdown(), page.html()
+    assert "| documents flagged: low confidence | 4 |" in md and "| pages flagged: low confidence | 6 |" in md
+    assert "4 of 4 documents" in html and "were read with low confidence" in html
+    assert html.count("the model may not fit this document") == 4
+    assert html.count('<b class="bad">low confidence</b>') == 4, "a mark per document in the documents table"
+
+
+def test_a_report_of_many_flagged_documents_notes_the_least_confident_and_stays_small(tmp_path):
+    from inkbooth.reports.ocr import FLAGGED_ROWS, ocr_report
+    from tests.test_report_injection import KFP_MARKDOWN_LIMIT, publish_ocr_results
+
+    n = 10_000
+    names = [f"scans/batch-{i // 500:03d}/invoice-{i:06d}-scanned-at-the-front-desk.png" for i in range(n)]
+    records = [{"document": d, "page": 1, "line": 1, "box": [0, 0, 9, 9], "text": "x", "confidence": -0.5,
+                "page_low_confidence": True} for d in names]
+    flagged = {d: {"flagged": True, "pages_judged": 3, "pages_flagged": [1, 2, 3], "confidence": -0.1 - i / n}
+               for i, d in enumerate(names)}
+    summary = {"documents": n, "documents_ok": n, "documents_failed": 0, "lines": n, "documents_flagged": n,
+               "pages_flagged": 3 * n, "fit": {"threshold": -0.016, "min_lines": 3, "model": None, "model_hash": "abc",
+                                               "documents_judged": n, "pages_judged": 3 * n, "documents": flagged}}
+    page = ocr_report(publish_ocr_results(tmp_path, records, summary))
+    md, html = page.markdown(), page.html()
+    assert len(md) < KFP_MARKDOWN_LIMIT and html.count("the model may not fit this document") == FLAGGED_ROWS
+    assert names[-1] in html and names[0] not in md[md.index("## Low-confidence"):md.index("## Pages")], \
+        "the least confident are the ones noted"
+    assert f"The {FLAGGED_ROWS} least confident of 10,000 flagged documents" in html

@@ -19,7 +19,8 @@ EXPORT_KEYS = ("fp32_greedy_exact", "fp32_beam_exact", "int8_greedy_exact", "int
 PRIOR_KEYS = ("images_made", "images_reused", "seconds_per_image")
 TRAIN_KEYS = ("final_loss", "mean_loss", "steps", "steps_per_second", "peak_memory_mb")
 MERGE_KEYS = ("documents_ok", "documents_failed", "lines", "cer", "lines_per_second_wall",
-              "lines_per_second_per_worker", "workers")
+              "lines_per_second_per_worker", "workers", "documents_flagged", "documents_flagged_share",
+              "pages_flagged", "pages_flagged_share")
 SAMPLE_KEYS = ("images",)
 FINETUNE_KEYS = ("steps", "first_loss", "last_loss", "heldout_cer", "heldout_wer", "synthetic_cer", "synthetic_wer",
                  "train_lines", "heldout_lines", "train_seconds", "resumed_from_step")
@@ -68,7 +69,9 @@ def train_metrics(metrics: dict[str, Any]) -> dict[str, float]:
 
 
 def merge_metrics(report: dict[str, Any]) -> dict[str, float]:
-    """Documents, lines, CER (with ground truth) and throughput of an OCR run (its report.json)."""
+    """Documents, lines, CER (with ground truth) and throughput of an OCR run (its report.json), and the
+    documents and pages read with low confidence (the model may not fit them: ``inkbooth.ocr.batch.fit``),
+    as counts and as shares of those judged."""
     return _pick(report, MERGE_KEYS)
 
 

@@ -7,6 +7,10 @@ pages it draws, the lowest-confidence lines and a bounded list of errors in memo
 numbers per document). The per-document table shows the ``DOCUMENT_ROWS`` least well read
 documents, in the HTML and the Markdown alike, and says how many it leaves out and where they are:
 at 10,000 documents the Markdown stays far below the KFP UI's 400,000 characters.
+
+Documents read with low confidence (report.json's ``fit``: the model may not fit them) get a line in
+the summary, a note each under "Low-confidence documents" (the ``FLAGGED_ROWS`` least confident) and
+a mark in the per-document table.
 """
 
 from __future__ import annotations
@@ -30,6 +34,8 @@ KIND = "ocr"
 MAX_ERRORS = 100
 # Rows of the per-document table (the least well read documents); the rest are in results.jsonl.
 DOCUMENT_ROWS = 500
+# Notes on flagged documents (the least confident first); the rest are in report.json (fit.documents).
+FLAGGED_ROWS = 200
 
 
 def iter_records(results_uri: str) -> Iterator[dict[str, Any]]:
@@ -192,7 +198,15 @@ def ocr_report(results_uri: str, *, documents: str | None = None, export_manifes
             ("documents", "documents_ok", "documents_failed", "pages_with_text", "lines", "cer",
              "lines_per_second", "lines_per_second_wall", "lines_per_second_per_worker", "workers")
             if k in summary]
+    rows += [[label, summary[k]] for k, label in (("documents_flagged", "documents flagged: low confidence"),
+                                                  ("pages_flagged", "pages flagged: low confidence")) if k in summary]
     page.table(["measure", "value"], rows, css="summary")
+    fit = summary.get("fit") if isinstance(summary.get("fit"), dict) else None
+    flagged_docs = fit.get("documents") if fit and isinstance(fit.get("documents"), dict) else {}
+    if fit:
+        _fit_summary(page, summary, fit)
+        if flagged_docs:
+            _flagged_documents(page, flagged_docs, results_uri)
     if export_manifest is not None:
         page.heading("Export parity", anchor="parity")
         add_parity_table(page, export_manifest)
@@ -248,7 +262,7 @@ def ocr_report(results_uri: str, *, documents: str | None = None, export_manifes
     per_document = []
     for doc, s in scan.documents.items():
         p = figures.probability(s["conf_sum"] / s["conf_n"] if s["conf_n"] else None)
-        per_document.append((doc, len(s["pages"]), s["lines"], p, _finite(cer_docs.get(doc))))
+        per_document.append((doc, len(s["pages"]), s["lines"], p, _finite(cer_docs.get(doc)), doc in flagged_docs))
     shown = heapq.nsmallest(DOCUMENT_ROWS, per_document, key=_least_well_read_first)
     order = "highest CER first, then lowest mean p" if cer_docs else "lowest mean p first"
     if len(shown) < len(per_document):
@@ -257,10 +271,56 @@ def ocr_report(results_uri: str, *, documents: str | None = None, export_manifes
                        + (", their CER in its report.json (cer_documents)." if cer_docs else "."))
     else:
         page.paragraph(f"{len(per_document):,} documents, {order}.")
-    rows = [[doc, pages_, lines, round(p, 3) if p is not None else None, cer]
-            for doc, pages_, lines, p, cer in shown]
-    page.table(["document", "pages", "lines", "mean p", "CER"], rows, css="documents")
+    rows = [[doc, pages_, lines, round(p, 3) if p is not None else None, cer, _LOW if low else ""]
+            for doc, pages_, lines, p, cer, low in shown]
+    page.table(["document", "pages", "lines", "mean p", "CER", "fit"], rows, css="documents")
     return page
+
+
+_LOW = Cell("low confidence", '<b class="bad">low confidence</b>')
+
+
+def _fit_summary(page: Page, summary: dict[str, Any], fit: dict[str, Any]) -> None:
+    """The summary's line on documents read with low confidence, with the rule and the model it holds for."""
+    threshold = _finite(fit.get("threshold"))
+    p = figures.probability(threshold) if threshold is not None else None
+    model = ", ".join(str(v)[:16] for v in (fit.get("model"), fit.get("model_hash")) if isinstance(v, str) and v)
+    rule = (f"a page of at least {fit.get('min_lines')} lines is flagged when the median of its line confidences "
+            f"(mean token log-probability) is below {threshold}" + (f" (p = {p:.3f})" if p is not None else "")
+            + ", a document when most of its pages are; the threshold was measured for "
+            + (f"the model ({model})" if model else "the model") + ", another model needs its own")
+    docs, pages_ = _count(summary.get("documents_flagged")), _count(summary.get("pages_flagged"))
+    judged_docs, judged_pages = _count(fit.get("documents_judged")), _count(fit.get("pages_judged"))
+    if docs or pages_:
+        page.paragraph(f"Low confidence: {docs:,} of {judged_docs:,} documents ({pages_:,} of {judged_pages:,} judged "
+                       f"pages) were read with low confidence: the model may not fit them, and their text is "
+                       f"likely wrong. Rule: {rule}.", css="bad")
+    else:
+        page.paragraph(f"No document was read with low confidence ({judged_pages:,} pages of {judged_docs:,} "
+                       f"documents judged). Rule: {rule}.", css="ok")
+
+
+def _flagged_documents(page: Page, flagged: dict[str, Any], results_uri: str) -> None:
+    """A note per flagged document (the least confident first, at most ``FLAGGED_ROWS``)."""
+    items = [(doc, v) for doc, v in flagged.items() if isinstance(v, dict)]
+    shown = heapq.nsmallest(FLAGGED_ROWS, items, key=lambda item: (_finite(item[1].get("confidence")) is None,
+                                                                   _finite(item[1].get("confidence")) or 0.0,
+                                                                   item[0]))
+    page.heading(f"Low-confidence documents ({len(items):,})", anchor="fit")
+    if len(shown) < len(items):
+        page.paragraph(f"The {len(shown):,} least confident of {len(items):,} flagged documents; all of them are in "
+                       f"report.json of {results_uri} (fit.documents), their lines in results.jsonl "
+                       "(page_low_confidence).")
+    rows = []
+    for doc, v in shown:
+        pages_flagged = v.get("pages_flagged") if isinstance(v.get("pages_flagged"), list) else []
+        listed = ", ".join(str(n) for n in pages_flagged[:20]) + (", …" if len(pages_flagged) > 20 else "")
+        conf = _finite(v.get("confidence"))
+        p = figures.probability(conf) if conf is not None else None
+        rows.append([doc, Cell(f"{listed} ({len(pages_flagged)} of {v.get('pages_judged')})"),
+                     round(p, 3) if p is not None else None,
+                     Cell("the model may not fit this document: most of its pages were read with low confidence")])
+    page.table(["document", "pages flagged", "median p", "note"], rows, css="flagged")
 
 
 def _finite(value: Any) -> float | None:
@@ -269,7 +329,11 @@ def _finite(value: Any) -> float | None:
     return float(value)
 
 
-def _least_well_read_first(row: tuple[str, int, int, float | None, float | None]) -> tuple[Any, ...]:
+def _count(value: Any) -> int:
+    return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) else 0
+
+
+def _least_well_read_first(row: tuple[str, int, int, float | None, float | None, bool]) -> tuple[Any, ...]:
     """Documents with a CER first, highest first; then by mean p, lowest first (none known: last)."""
-    doc, _, _, p, cer = row
+    doc, _, _, p, cer, _ = row
     return (cer is None, -(cer or 0.0), p is None, p or 0.0, doc)

@@ -2,9 +2,11 @@
 
 Written atomically and named by a hash of the document's key; a rerun finds the finished ones by
 the document's bytes, the model and the config. Records carry boxes in page pixels, token and word
-boxes from the recogniser's attention.
+boxes from the recogniser's attention. The header of a document read says whether it was read with
+low confidence (``fit``: see ``inkbooth.ocr.batch.fit``; at the default threshold, which the merge
+may replace with its own).
 
-May import ``inkbooth.ocr.layout`` and ``inkbooth.ocr.recognition``.
+May import ``inkbooth.ocr.layout``, ``inkbooth.ocr.recognition`` and ``batch.fit``.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from inkbooth import storage
+from inkbooth.ocr.batch.fit import document_fit
 from inkbooth.ocr.layout.lines import Line
 from inkbooth.ocr.recognition import localize
 from inkbooth.ocr.recognition.recognizer import LineResult, RecognizeConfig
@@ -79,8 +82,13 @@ def json_line(record: dict[str, Any]) -> str:
 def write_result(out_uri: str, header: dict[str, Any], records: Path | list[dict[str, Any]]) -> None:
     """A document's result as one object: its header line, then one record per line (JSON Lines).
 
-    ``records`` is a local file of JSON lines (streamed, never held in memory) or a short list.
+    ``records`` is a local file of JSON lines (streamed, never held in memory) or a short list. The
+    header of a document read (status ok) gets its ``fit`` (pages and document flagged as read with
+    low confidence, at the default threshold).
     """
+    if header.get("status") == "ok":
+        header = {**header, "fit": document_fit(records if isinstance(records, list) else _local_records(records)
+                                                ).header()}
     if isinstance(records, list):
         text = "".join(json_line(r) for r in [header, *records])
         storage.write_text(out_uri, text)
@@ -91,6 +99,13 @@ def write_result(out_uri: str, header: dict[str, Any], records: Path | list[dict
         shutil.copyfileobj(body, out)
     storage.upload(whole, out_uri)
     whole.unlink()
+
+
+def _local_records(path: Path) -> Iterator[dict[str, Any]]:
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            if line.strip():
+                yield json.loads(line)
 
 
 def read_result(out_uri: str, scratch: Path) -> tuple[dict[str, Any], Iterator[dict[str, Any]]] | None:
@@ -137,9 +152,12 @@ def line_records(doc: str, lines: list[Line], results: list[LineResult], grid: t
             "document": doc, "page": line.page + 1, "line": idx, "box": list(line.box), "text": res.text,
             "confidence": round(res.confidence, 5) if math.isfinite(res.confidence) else None,
         }
-        if config.token_boxes and res.attention is not None and len(res.tokens):
-            boxes = localize.token_boxes(res.attention, grid, line.image.size, line.to_page, config.box_threshold,
-                                         content(line.image.size) if content else None)
+        if config.token_boxes and (res.boxes is not None or res.attention is not None) and len(res.tokens):
+            if res.boxes is not None:  # a line read in chunks: its stitched boxes, in crop pixels
+                boxes = [line.to_page(tuple(b)) for b in res.boxes]
+            else:
+                boxes = localize.token_boxes(res.attention, grid, line.image.size, line.to_page, config.box_threshold,
+                                             content(line.image.size) if content else None)
             rec["tokens"] = [
                 {"text": _decode_tokens(t), "box": list(b), "logprob": round(lp, 5)}
                 for t, b, lp in zip(res.tokens, boxes, res.token_logprobs)
