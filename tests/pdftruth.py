@@ -3,24 +3,9 @@
 **What a line is.** TrOCR reads one line of text per crop, so a true line is a crop TrOCR can read
 as one line: glyphs that follow one another along one baseline, left to right. From the text layer:
 
-1. Glyphs (pdfium's tight glyph boxes; spaces skipped) of one text-layer rectangle (a run of one
-   font, sometimes several lines of a paragraph long) are put in rows, a new row starting where the
-   text goes back left to a glyph outside the row's height; a row is cut into runs at gaps wider
-   than the gap below.
-2. Two runs are on one line when (a) they are near in the text layer (at most 3 rectangles apart:
-   the same row of the next column comes a whole column later, so lines never join across a
-   gutter, however narrow); (b) the gap between them is under ``gap`` times the larger font size
-   (em, from the PDF, so it does not depend on which letters a word has); and (c) they sit on one
-   line: their baselines (pdfium's glyph origins) are less than half an em apart (the same
-   baseline, or a sub- or superscript on it), or they share their height (more than half the
-   smaller run's height, 0.3 of it when that run is much smaller: a limit, text inside a tall
-   delimiter), or one is stacked on the other less than 0.4 em above or below it, its centre
-   within the other's width: one small glyph on a glyph or two (a symbol drawn as '<' over '~',
-   a degree sign over a dot), or a few glyphs of a script's size on a short run (the limits of
-   a sum).
-3. A line is a connected group of runs so linked. So the stacked parts of a built-up formula
-   (fraction parts, limits, scripts, all inside its delimiters) are one line with the formula: cut
-   into its stacked rows, it leaves crops that no one reads as text.
+1.-3. Glyphs are put in rows, rows cut into runs, and runs linked into lines by the rules in
+   :mod:`inkbooth.ocr.documents.textlayer` (its docstring), which the labelled-lines stage
+   (``pdf-lines``) uses too: a built-up formula's stacked parts are one line with it.
 4. Words a little apart (table columns, tab stops, badly stretched lines) can be read as one line
    or as pieces, and both are right for TrOCR: gaps of ``low`` em or more (1.5) part *pieces*,
    the true units that are counted, and gaps under ``high`` em (2.5) still join pieces into one
@@ -29,7 +14,7 @@ as one line: glyphs that follow one another along one baseline, left to right. F
 
 5. Only text along the page's main direction (that of most of its glyphs) is a line: across the
    page as displayed for most pages; up or down the page for a table or landscape page printed
-   sideways, which is read turned by a quarter (as ``pages.text_turn`` turns it), its lines tall
+   sideways, which is read turned by a quarter (as ``layout.lines.text_turn`` turns it), its lines tall
    thin boxes on the page as displayed. Text at another angle (a running head set vertically
    beside upright text) would need turning of its own before TrOCR reads it; a predicted box
    inside it is neither true nor false.

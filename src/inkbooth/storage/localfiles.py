@@ -47,15 +47,20 @@ def _local_error(exc: OSError, uri: str, action: str) -> StorageError:
     return StorageError(f"{uri}: {action} failed: {exc.strerror or exc}")
 
 
-@contextlib.contextmanager
-def _atomic_local(path: Path, uri: str) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; on success it replaces ``path`` atomically."""
+def _partial_beside(path: Path, uri: str) -> Path:
+    """A new temporary name beside ``path`` (its folder made), hidden and named by a hash: a long
+    name plus a suffix would be too long for a file."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise _local_error(e, uri, "creating its folder") from None
-    # Named by a hash, not after the target: a long name plus a suffix would be too long for a file.
-    tmp = path.parent / f".{short_name(path.name)}.partial-{uuid.uuid4().hex[:8]}"
+    return path.parent / f".{short_name(path.name)}.partial-{uuid.uuid4().hex[:8]}"
+
+
+@contextlib.contextmanager
+def _atomic_local(path: Path, uri: str) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success it replaces ``path`` atomically."""
+    tmp = _partial_beside(path, uri)
     try:
         yield tmp
         with open(tmp, "rb+") as f:
@@ -76,11 +81,7 @@ def publish_absent(path: Path, data: bytes, uri: str) -> bool:
     ``O_EXCL`` create is visible, empty, until its write lands, and stays empty if the writer is
     killed between the two.) Where the file system has no hard links, falls back to ``O_EXCL``.
     """
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise _local_error(e, uri, "creating its folder") from None
-    tmp = path.parent / f".{short_name(path.name)}.partial-{uuid.uuid4().hex[:8]}"
+    tmp = _partial_beside(path, uri)
     try:
         fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         try:
