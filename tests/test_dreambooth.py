@@ -155,6 +155,35 @@ def run_train(tiny_sd, subject_dir, class_set, out, **overrides):
                                   checkpoints=str(out) + "-ckpt")
 
 
+def test_the_configured_prior_weight_reaches_the_loss_and_changes_what_is_learned(tiny_sd, subject_dir, class_set,
+                                                                                  tmp_path, monkeypatch):
+    """Prior preservation is the point of DreamBooth: the loss function is tested on its own above; here
+    the trainer must hand it the configured weight, and 0 vs 1 must train different weights."""
+    from safetensors.torch import load_file
+
+    from inkbooth import artifacts
+
+    seen = []
+    real = train.dreambooth_loss
+
+    def spy(*args, **kwargs):
+        seen.append((kwargs["with_prior"], kwargs["prior_weight"]))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(train, "dreambooth_loss", spy)
+    run_train(tiny_sd, subject_dir, class_set, tmp_path / "w037", max_train_steps=1, prior_loss_weight=0.37)
+    assert seen and all(step == (True, 0.37) for step in seen)
+
+    def unet(out):
+        folder = artifacts.fetch(str(out))
+        return load_file(str(folder / "model" / "unet" / "diffusion_pytorch_model.safetensors"))
+
+    run_train(tiny_sd, subject_dir, class_set, tmp_path / "w0", max_train_steps=2, prior_loss_weight=0.0)
+    run_train(tiny_sd, subject_dir, class_set, tmp_path / "w1", max_train_steps=2, prior_loss_weight=1.0)
+    zero, one = unet(tmp_path / "w0"), unet(tmp_path / "w1")
+    assert any(not torch.equal(zero[k], one[k]) for k in zero), "the prior term did not change the training"
+
+
 def test_two_step_run_writes_every_expected_file(tiny_sd, subject_dir, class_set, tmp_path):
     m = run_train(tiny_sd, subject_dir, class_set, tmp_path / "run", checkpoint_every=1, validation_every=1,
                   validation_steps=2)
