@@ -94,6 +94,11 @@ def honours(version: str, feature: str) -> bool:
     return contract(version) >= FEATURES[feature].since
 
 
+def left_out(wanted: str, version: str) -> list[str]:
+    """What pipelines meant for backend ``wanted`` lose when compiled for ``version`` (what each feature is)."""
+    return [f.what for key, f in FEATURES.items() if honours(wanted, key) and not honours(version, key)]
+
+
 def name(version: str) -> str:
     """The contract of ``version`` as text, e.g. ``2.16``."""
     return ".".join(map(str, contract(version)))

@@ -24,7 +24,7 @@ import re
 from typing import Any, Literal
 
 from inkbooth import _image, backends
-from inkbooth.config import option
+from inkbooth.config import nested, option
 
 GPU_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
 S3_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
@@ -199,10 +199,8 @@ class ClusterConfig:
     storage: StorageSettings = option(None, "the object store's settings (not its keys)")
 
     def __post_init__(self) -> None:
-        if self.kfp is None:
-            self.kfp = KfpSettings()
-        if self.storage is None:
-            self.storage = StorageSettings()
+        self.kfp = nested(KfpSettings, self.kfp, source="kfp")
+        self.storage = nested(StorageSettings, self.storage, source="storage")
 
     def stage(self, name: str) -> StageResources:
         return getattr(self, name)

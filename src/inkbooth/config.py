@@ -230,6 +230,16 @@ def from_dict(cls: type[T], data: Mapping[str, Any] | None, *, source: str = "co
     return obj
 
 
+def nested(cls: type[T], value: Any, *, source: str) -> T:
+    """A nested config section given to a config built in Python: the defaults for None, a plain
+    mapping checked as a file's would be, a ``cls`` instance as it is."""
+    if value is None:
+        return cls()
+    if isinstance(value, Mapping):
+        return from_dict(cls, value, source=source)
+    return value
+
+
 def check_ranges(cfg: Any, source: str = "config") -> None:
     """Every numeric field within its ``min``/``max`` and finite (nested configs too); ConfigError if not."""
     for f in dataclasses.fields(cfg):

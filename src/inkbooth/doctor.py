@@ -31,7 +31,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from inkbooth.cluster import ClusterConfig
-from inkbooth.doctor_checks import ApiError, Finding, bucket, endpoint
+from inkbooth.doctor_checks import ApiError, Finding, bucket
 from inkbooth.doctor_cluster import ClusterDoctor
 
 __all__ = ["Api", "ApiError", "Finding", "diagnose", "head_bucket", "render"]
@@ -118,9 +118,7 @@ def head_bucket(settings: ClusterConfig) -> Finding:
     """head_bucket on the pipeline root's bucket from here: the storage settings, the local credentials."""
     from inkbooth import storage
 
-    name, env = bucket(settings), settings.storage.env()
-    if endpoint(settings):
-        env["AWS_ENDPOINT_URL_S3"] = endpoint(settings)
+    name, env = bucket(settings), settings.storage.env(settings.s3_endpoint())
     with _store_env(env):
         try:
             storage.s3_client().head_bucket(Bucket=name)

@@ -79,12 +79,6 @@ def shown(place: tuple[str, str]) -> str:
     return "AWS S3" if place[1] == "aws" else f"{place[0]}://{place[1]}"
 
 
-def endpoint(settings: ClusterConfig) -> str:
-    """The endpoint the steps reach the store at ('' for AWS S3)."""
-    own = getattr(settings, "s3_endpoint", None)
-    return own() if callable(own) else settings.storage.endpoint
-
-
 def bucket(settings: ClusterConfig) -> str:
     return urllib.parse.urlparse(settings.storage.pipeline_root).netloc
 
@@ -248,8 +242,7 @@ class Doctor:
         self.version, self.contract, wanted = tag, contract, backends.name(self.s.kfp.backend)
         if contract == wanted:
             return self.add("kfp-version", "ok", f"KFP {tag} at {place} (contract {contract}, as kfp.backend says)")
-        left_out = [f.what for key, f in backends.FEATURES.items()
-                    if backends.honours(wanted, key) and not backends.honours(tag, key)]
+        left_out = backends.left_out(wanted, tag)
         self.add("kfp-version", "warn", f"{place} runs KFP {tag}; the cluster file says kfp.backend: "
                  f"{self.s.kfp.backend}: inkbooth submit compiles for {contract}, the server's contract"
                  + (f", leaving out: {'; '.join(left_out)}" if left_out else ""),
@@ -334,7 +327,7 @@ class Doctor:
 
     def store_agreement(self, entry: dict, which: str) -> None:
         """(4) The launcher's endpoint, region, addressing and credentials against storage."""
-        steps = where(endpoint(self.s))
+        steps = where(self.s.s3_endpoint())
         launcher = where(str(field(entry, "endpoint") or ""), truthy(field(entry, "disableSSL")))
         region, problems = str(field(entry, "region") or ""), 0
         # The steps' region: storage.region, else the Secret's optional AWS_DEFAULT_REGION (KFP 2.15+),
@@ -433,7 +426,7 @@ class Doctor:
 
     def checksums(self) -> None:
         """(5) GCS's S3 API refuses boto3's default CRC uploads: storage.checksums must be when_required."""
-        if where(endpoint(self.s))[1] != GCS_HOST or self.s.storage.checksums == "when_required":
+        if where(self.s.s3_endpoint())[1] != GCS_HOST or self.s.storage.checksums == "when_required":
             return self.add("checksums", "ok", f"storage.checksums: {self.s.storage.checksums}")
         in_secret = self.secret.get("AWS_REQUEST_CHECKSUM_CALCULATION", "").strip().lower() == "when_required"
         if in_secret and backends.honours(self.contract, "optional_secret_env"):

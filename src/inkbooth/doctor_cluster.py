@@ -22,7 +22,6 @@ from inkbooth.doctor_checks import (
     KFP_RUNNER,
     Doctor,
     container_of,
-    endpoint,
     field,
     shown,
     truthy,
@@ -170,7 +169,7 @@ class ClusterDoctor(Doctor):
         # The UI reads with its own environment: AWS_S3_ENDPOINT is a host name (no port), AWS_SSL, AWS_REGION.
         got = {k: self.env(ui, k, "ml-pipeline-ui") for k in ("AWS_S3_ENDPOINT", "AWS_SSL", "AWS_REGION")}
         host, ssl = got["AWS_S3_ENDPOINT"] or "s3.amazonaws.com", (got["AWS_SSL"] or "true").lower() != "false"
-        region, store = got["AWS_REGION"] or "us-east-1", where(endpoint(self.s))
+        region, store = got["AWS_REGION"] or "us-east-1", where(self.s.s3_endpoint())
         ui_place, wrong = where(host, disable_ssl=not ssl), []
         if ui_place != store:
             wrong.append(f"AWS_S3_ENDPOINT/AWS_SSL reach {shown(ui_place)}, the store is {shown(store)}")

@@ -72,8 +72,7 @@ def check_backend(client: Any, settings: cluster.ClusterConfig, host: str) -> cl
     except ValueError as e:
         raise BackendTooOldError(f"{host}: {e}. Upgrade the KFP backend") from None
     if contract != backends.name(settings.kfp.backend):
-        left_out = [f.what for key, f in backends.FEATURES.items()
-                    if settings.honours(key) and not backends.honours(version, key)]
+        left_out = backends.left_out(settings.kfp.backend, version)
         log.warning("%s runs KFP %s: compiling for %s instead of %s%s", host, version, contract,
                     settings.kfp.backend, f" (left out: {'; '.join(left_out)})" if left_out else "")
     return settings.for_backend(version)

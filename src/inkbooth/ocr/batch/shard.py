@@ -35,7 +35,7 @@ from inkbooth.ocr.documents import pages
 from inkbooth.ocr.layout.lines import Line, page_lines
 from inkbooth.ocr.recognition.export import reading_export
 from inkbooth.ocr.recognition.recognizer import LineResult, RecognizeConfig, Recognizer, resolve_model
-from inkbooth.storage.localfiles import publish_absent, sweep_temp_dirs
+from inkbooth.storage.localfiles import sweep_temp_dirs
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +83,7 @@ def claim_output(documents: str, output: str) -> None:
     a run over another documents prefix is refused rather than merged away. An output inside the
     documents folder would be read back as documents on the next run: refused too.
 
-    A local ``owner.json`` becomes visible only whole (``storage.localfiles.publish_absent``). One
+    A local ``owner.json`` becomes visible only whole (``storage.write_bytes(if_absent=True)``). One
     found empty or cut short (an older inkbooth wrote it in place; a run killed between creating and
     writing it left it so) is waited for briefly, then, when it stays so, taken for unclaimed: one
     claimer at a time (a lock) removes it while it is still broken, and the claim starts over.
@@ -125,9 +125,7 @@ class _Broken(str):
 
 
 def _write_owner(owner: str, claim: bytes) -> bool:
-    loc = storage.parse(owner)
-    if not loc.is_s3:
-        return publish_absent(loc.path, claim, owner)
+    """Whether this call wrote the owner record (whole or absent, locally too: storage.write_bytes)."""
     try:
         storage.write_bytes(owner, claim, if_absent=True)
         return True

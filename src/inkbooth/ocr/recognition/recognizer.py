@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from inkbooth import artifacts
-from inkbooth.config import option
+from inkbooth.config import nested, option
 from inkbooth.ocr.documents import pages
 from inkbooth.ocr.recognition import chunks, localize
 from inkbooth.ocr.recognition.decoding import OrtEngine
@@ -71,12 +71,7 @@ class RecognizeConfig:
     skip_done: bool = option(True, "skip documents whose result already exists for the same input, model and config")
 
     def __post_init__(self) -> None:
-        if self.pages is None:
-            self.pages = pages.PagesConfig()
-        elif isinstance(self.pages, dict):  # built in Python with a plain mapping: same checks as a file
-            from inkbooth.config import from_dict
-
-            self.pages = from_dict(pages.PagesConfig, self.pages, source="pages")
+        self.pages = nested(pages.PagesConfig, self.pages, source="pages")
 
     def validate(self) -> None:
         from inkbooth.config import check_ranges

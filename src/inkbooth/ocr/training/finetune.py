@@ -44,7 +44,7 @@ from typing import Any, Literal
 
 from inkbooth import artifacts, models, runtime, storage
 from inkbooth import checkpoints as ckpt
-from inkbooth.config import config_hash, option, to_dict
+from inkbooth.config import config_hash, nested, option, to_dict
 from inkbooth.ocr.documents.labels import UnreadableImage, decode
 from inkbooth.ocr.recognition import localize
 from inkbooth.ocr.training import lines as linedata
@@ -113,10 +113,8 @@ class FinetuneConfig:
     allow_pickle: bool = option(False, "accept pickle-based base weights (.bin); only for trusted models")
 
     def __post_init__(self) -> None:
-        if isinstance(self.synthetic, dict):  # built in Python with a plain mapping: same checks as a file
-            from inkbooth.config import from_dict
-
-            self.synthetic = from_dict(SynthConfig, self.synthetic, source="synthetic")
+        if self.synthetic is not None:  # none by default: no synthetic lines
+            self.synthetic = nested(SynthConfig, self.synthetic, source="synthetic")
 
     def validate(self) -> None:
         if self.max_steps < 1 or self.batch_size < 1:

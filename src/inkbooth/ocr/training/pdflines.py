@@ -47,7 +47,7 @@ from pathlib import Path
 from typing import Any
 
 from inkbooth import artifacts, storage
-from inkbooth.config import option, to_dict
+from inkbooth.config import nested, option, to_dict
 from inkbooth.ocr.documents.labels import read_labels
 from inkbooth.ocr.documents.pages import PASSWORD_ENV, InputError, PagesConfig
 from inkbooth.ocr.documents.textlayer import TextLine, page_lines
@@ -82,12 +82,7 @@ class PdfLinesConfig:
                                       min=0.0, max=1.0)
 
     def __post_init__(self) -> None:
-        if self.pages is None:
-            self.pages = PagesConfig()
-        elif isinstance(self.pages, dict):  # built in Python with a plain mapping: same checks as a file
-            from inkbooth.config import from_dict
-
-            self.pages = from_dict(PagesConfig, self.pages, source="pages")
+        self.pages = nested(PagesConfig, self.pages, source="pages")
 
     def validate(self) -> None:
         from inkbooth.config import check_ranges
