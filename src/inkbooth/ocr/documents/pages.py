@@ -49,6 +49,8 @@ class PagesConfig:
     max_skew_degrees: float = option(5.0, "largest skew searched for, in degrees", min=0.0, max=45.0)
     detector: str = option("xycut", "how lines are found: 'xycut' (cuts along the ink's projection profiles) "
                                     "or 'ppocr' (PP-OCRv4's text detector; the 'detect' extra)")
+    light_on_dark: bool = option(True, "find light text on dark panels (slide titles, header bands, table heads) "
+                                       "and read it turned dark on light")
     min_line_height: int = option(6, "rows of ink shorter than this (pixels) are noise, not text", min=1, max=10_000)
     segment_gap: float = option(2.5, "split a line where a horizontal gap exceeds this many line heights",
                                 min=0.01, max=1000.0)

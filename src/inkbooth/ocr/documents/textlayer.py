@@ -120,7 +120,7 @@ def text_runs(page, dpi: int, gap: float, textpage=None, whole_chars: bool = Fal
             raw.FPDFText_GetCharOrigin(tp.raw, i, ctypes.byref(ox), ctypes.byref(oy))
             found.append((convert((left, bottom, right, top)),
                           quarter % 4 if abs(angle - quarter * math.pi / 2) < 0.05 else None,
-                          ((left + right) / 2, (bottom + top) / 2), raw.FPDFText_GetFontSize(tp.raw, i) * px,
+                          ((left + right) / 2, (bottom + top) / 2), font_size(tp, i) * px,
                           convert((ox.value, oy.value, ox.value, oy.value))[:2], i))
     main = _main_quarter(found)
     to_frame, back = turner(page, dpi, main)
@@ -144,6 +144,23 @@ def text_runs(page, dpi: int, gap: float, textpage=None, whole_chars: bool = Fal
             for row in _glyph_rows([g for g in inside if g[9] is level]):
                 out.extend(_pieces(row, gap, j))
     return Runs(runs, turned, back, main, chars)
+
+
+def font_size(tp, i: int) -> float:
+    """The size character ``i`` is drawn at, in points: pdfium's font size (the ``Tf`` operand) scaled by
+    the character's matrix. Documents that set text at size 1 and scale it by the text matrix (dvips'
+    output, among others) would otherwise have an em of one point, and every word would be a line."""
+    import math
+
+    import pypdfium2.raw as raw
+
+    size = raw.FPDFText_GetFontSize(tp.raw, i)
+    m = raw.FS_MATRIX()
+    if raw.FPDFText_GetMatrix(tp.raw, i, m):
+        scale = math.sqrt(abs(m.a * m.d - m.b * m.c))
+        if scale > 0:
+            size *= scale
+    return size
 
 
 def _whole(tp, given: list[str]) -> list[str]:
@@ -313,6 +330,9 @@ class TextLine:
     chars: list[int]
     text: str
     problem: str = ""
+    # The line's words: (first glyph, glyph after the last, the word's text), so that a line can be cut
+    # between words into pieces whose labels are exact (joined by spaces, they are ``text``).
+    words: list[tuple[int, int, str]] = dataclasses.field(default_factory=list)
 
 
 def normalise(text: str) -> str:
@@ -341,7 +361,7 @@ def unmapped(text: str) -> str:
     return ""
 
 
-def line_text(glyphs: list[tuple], chars: list[str], em: float) -> tuple[str, str]:
+def line_text(glyphs: list[tuple], chars: list[str], em: float) -> tuple[str, str, list[tuple[int, int, str]]]:
     """The text of a line's glyphs ((char index, x0, y0, x1, y1) in the frame where the line runs
     left to right) and why it is no label ('' if it is).
 
@@ -350,24 +370,32 @@ def line_text(glyphs: list[tuple], chars: list[str], em: float) -> tuple[str, st
     page. The glyphs must go left to right in that order (one may start up to 0.3 em left of where
     the one before starts: a ligature's second letter, an accent), and the text between two of them
     must be whitespace or nothing: other text between them (of another line, or a glyph pdfium gave
-    no box) would be missing from the label or out of place in it."""
+    no box) would be missing from the label or out of place in it. Also the words, as glyph spans
+    (in that order) with their text."""
     order = sorted(glyphs)
     parts = [chars[order[0][0]]]
-    for (a, start, _, right, _), (b, left, *_) in zip(order, order[1:]):
+    starts = [0]  # where each word starts, in glyphs
+    for k, ((a, start, _, right, _), (b, left, *_)) in enumerate(zip(order, order[1:]), 1):
         between = [c for c in chars[a + 1:b] if c]  # empty: the second half of a character made whole
         if any(not c.isspace() for c in between):
-            return "", "other text between its glyphs in the text layer"
+            return "", "other text between its glyphs in the text layer", []
         if left < start - 0.3 * em:
-            return "", "glyphs out of reading order (stacked parts of a formula?)"
+            return "", "glyphs out of reading order (stacked parts of a formula?)", []
         if " " in between or (between and left - right >= 0.25 * em):
             parts.append(" ")
+            starts.append(k)
         parts.append(chars[b])
     raw = "".join(_SHOWN_AS.get(c, c) for c in parts)
     bad = unmapped(raw)
     if bad:
-        return "", f"a character that maps to no letter (U+{ord(bad):04X})"
+        return "", f"a character that maps to no letter (U+{ord(bad):04X})", []
     text = normalise(raw)
-    return text, "" if text else "no text"
+    pieces = [normalise("".join(_SHOWN_AS.get(chars[g[0]], chars[g[0]]) for g in order[a:b]))
+              for a, b in zip(starts, starts[1:] + [len(order)])]
+    words = [(a, b, w) for a, b, w in zip(starts, starts[1:] + [len(order)], pieces) if w]
+    if " ".join(w for *_, w in words) != text:  # a word normalised away or split: no pieces for this line
+        words = []
+    return text, "" if text else "no text", words
 
 
 def page_lines(page, dpi: int, gap: float = LOW, textpage=None) -> tuple[list[TextLine], int]:
@@ -380,7 +408,7 @@ def page_lines(page, dpi: int, gap: float = LOW, textpage=None) -> tuple[list[Te
         # A glyph inside two overlapping text-layer rectangles is in a run of each: once here.
         glyphs = list({g[0]: g for m in members for g in upright[m][8]}.values())
         em = max(upright[m][5] for m in members)
-        text, problem = line_text(glyphs, found.chars, em)
+        text, problem, words = line_text(glyphs, found.chars, em)
         glyphs.sort()
-        lines.append(TextLine(box, [g[1:] for g in glyphs], [g[0] for g in glyphs], text, problem))
+        lines.append(TextLine(box, [g[1:] for g in glyphs], [g[0] for g in glyphs], text, problem, words))
     return lines, sum(len(join_runs(runs, gap)) for runs in others)

@@ -132,3 +132,59 @@ def _near_paper(background: int) -> np.ndarray:
     import numpy as np
 
     return np.abs(np.arange(256) - background) < 25
+
+
+def dark_panels(gray: np.ndarray, ink: np.ndarray, block: int = 8, min_height: int = 16) -> list[tuple[int, int, int, int]]:
+    """Boxes (x0, y0, x1, y1) of dark panels with light text on them (slide titles, header bands,
+    table heads): regions that binarise as solid ink although they hold something lighter.
+
+    A panel is a connected run of ``block``-pixel cells that are mostly ink, filling most of its
+    bounding box, at least ``min_height`` tall, whose pixels are two tones (the panel's and a light
+    one, as text on a band is), the panel's flat along each row (it may be shaded top to bottom), not
+    the texture and spread of grey levels a photo has, and which holds some light pixels (text). Each box is trimmed to the rows and columns that are mostly dark."""
+    import numpy as np
+    from scipy import ndimage
+
+    h, w = ink.shape
+    if h < 2 * block or w < 2 * block:
+        return []
+    hb, wb = h // block, w // block
+    density = ink[:hb * block, :wb * block].reshape(hb, block, wb, block).mean(axis=(1, 3))
+    labels, count = ndimage.label(density > 0.6)
+    panels = []
+    for k, (rows, cols) in enumerate(ndimage.find_objects(labels), start=1):
+        if rows.stop - rows.start < max(2, min_height // block) or cols.stop - cols.start < 4:
+            continue
+        if (labels[rows, cols] == k).mean() < 0.6:
+            continue  # a thick frame, a plot's filled shapes, a large glyph: not a panel
+        y0, y1, x0, x1 = rows.start * block, rows.stop * block, cols.start * block, cols.stop * block
+        dark = ink[y0:y1, x0:x1]
+        keep_rows = np.flatnonzero(dark.mean(axis=1) > 0.5)
+        keep_cols = np.flatnonzero(dark.mean(axis=0) > 0.5)
+        if len(keep_rows) < min_height or len(keep_cols) < 2 * block:
+            continue
+        y0, y1 = y0 + int(keep_rows[0]), y0 + int(keep_rows[-1]) + 1
+        x0, x1 = x0 + int(keep_cols[0]), x0 + int(keep_cols[-1]) + 1
+        region = gray[y0:y1, x0:x1]
+        panel_inked = ink[y0:y1, x0:x1]
+        light = ~panel_inked
+        if not 0.003 <= light.mean() <= 0.45:
+            continue  # nothing written on it, or not a panel
+        # The panel's tone row by row (a band may be shaded top to bottom), and its text's.
+        masked = np.where(panel_inked, region, np.nan).astype(np.float64)
+        with np.errstate(all="ignore"):
+            tone = np.nanmedian(masked, axis=1)
+        tone = np.where(np.isfinite(tone), tone, np.nanmedian(tone))[:, None]
+        lit = float(np.median(region[light]))
+        if lit - float(np.median(tone)) < 60:
+            continue
+        with np.errstate(all="ignore"):
+            spread = float(np.nanmedian(np.abs(masked - tone)))
+        if spread > 6 or float(np.median(np.abs(region[light] - lit))) > 12:
+            continue  # a textured surface or light shapes in many greys (a photo), not a panel with text
+        values = region.astype(np.float64)
+        near = (np.abs(values - tone) < 40) | (np.abs(values - lit) < 40)
+        if near.mean() < 0.85:
+            continue  # the grey levels of a photo, not two tones
+        panels.append((x0, y0, x1, y1))
+    return panels

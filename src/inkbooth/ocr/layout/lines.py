@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from inkbooth.ocr.documents.pages import Page, PagesConfig, load_pages
 from inkbooth.ocr.layout import detect
-from inkbooth.ocr.layout.ink import _paper_level, binarize, estimate_skew, is_picture
+from inkbooth.ocr.layout.ink import _paper_level, binarize, dark_panels, estimate_skew, is_picture
 from inkbooth.ocr.layout.segment import Box, _bands, _halve, line_height, remove_rules, segment_lines
 
 if TYPE_CHECKING:
@@ -106,13 +106,25 @@ def text_turn(ink: np.ndarray) -> int:
 
 def page_lines(page: Page, config: PagesConfig | None = None) -> list[Line]:
     """The text lines of a page with their crops (taken from the page turned upright and
-    straightened); boxes are on the page as loaded."""
+    straightened, dark panels' light text turned dark on light); boxes are on the page as loaded."""
     import numpy as np
+    from PIL import Image
 
     config = config or PagesConfig()
     gray = page.image
     hist = gray.histogram()
     ink = binarize(np.asarray(gray), hist)
+    panels = dark_panels(np.asarray(gray), ink, min_height=2 * config.min_line_height) if config.light_on_dark else []
+    if panels:  # light text on dark bands: the bands turned to dark text on light, as the reader reads
+        arr = np.array(gray)
+        for x0, y0, x1, y1 in panels:
+            # inverted, and the panel's own tone (now its background) stretched to white paper
+            turned = 255.0 - arr[y0:y1, x0:x1]
+            background = max(1.0, float(np.median(turned)))
+            arr[y0:y1, x0:x1] = np.clip(turned * (255.0 / background), 0, 255).astype(np.uint8)
+        gray = Image.fromarray(arr)
+        hist = gray.histogram()
+        ink = binarize(arr, hist)
     turn = text_turn(ink) if config.orientation else 0
     if not turn:
         return _upright_lines(page.index, gray, hist, ink, config)
@@ -147,7 +159,7 @@ def _upright_lines(index: int, gray: Image.Image, hist: list[int], ink: np.ndarr
     background = _paper_level(hist)
     lines = []
     for box in found:
-        if is_picture(work_arr[box[1]:box[3], box[0]:box[2]], background):
+        if is_picture(work_arr[box[1]:box[3], box[0]:box[2]], background) or is_figure_piece(ink, box, config):
             continue
         h = box[3] - box[1]
         pad = max(1, round(config.line_padding * h))
@@ -158,6 +170,32 @@ def _upright_lines(index: int, gray: Image.Image, hist: list[int], ink: np.ndarr
         in_crop = (box[0] - crop_box[0], box[1] - crop_box[1], box[2] - crop_box[0], box[3] - crop_box[1])
         lines.append(Line(index, to_page(in_crop), crop, to_page))
     return lines
+
+
+def is_figure_piece(ink: np.ndarray, box: Box, config: PagesConfig) -> bool:
+    """Whether a box the line finder gave is a piece of a drawing rather than text: mostly solid ink
+    (a bar, a filled marker, a box's rounded corner: text's strokes fill half its box or less), or a
+    speck hardly taller than the shortest line and not much wider than tall (a tick, a dot), or a row
+    of solid bars."""
+    import numpy as np
+
+    x0, y0, x1, y1 = (int(v) for v in box)
+    h, w = y1 - y0, x1 - x0
+    if h <= 0 or w <= 0:
+        return True
+    if h < 1.5 * config.min_line_height and w < 2 * h:
+        return True
+    region = ink[y0:y1, x0:x1]
+    if float(region.mean()) >= 0.75:
+        return True
+    # A row of bars (a matrix drawn as cells, a bar code, a plot's ticks): nearly every inked column
+    # is ink from top to bottom. In text only stems are (I, l, 1, |), a share far below this.
+    inked = region.any(axis=0)
+    solid = region.mean(axis=0) >= 0.9
+    if inked.sum() >= 2 * h and solid.sum() >= 0.7 * inked.sum():
+        starts = np.flatnonzero(solid[1:] & ~solid[:-1]).size + int(solid[0])
+        return starts >= 5
+    return False
 
 
 def _crop_mapper(origin: tuple[int, int], angle: float, work: Image.Image, page: Image.Image) -> Callable[[Box], Box]:
