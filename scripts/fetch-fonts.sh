@@ -2,13 +2,17 @@
 # Fonts and word lists for synthetic OCR training lines, from Debian packages (fetched, not installed):
 #   fonts-dejavu-core   DejaVu Sans / Serif / Sans Mono (Latin, Cyrillic, Greek)
 #   fonts-liberation    Liberation Sans / Serif / Mono (metric-compatible with Arial, Times, Courier)
+#   fonts-lmodern       Latin Modern Roman / Sans / Mono (Computer Modern, as TeX documents print it)
+#   fonts-urw-base35    URW clones of the PostScript base 35: Times, Helvetica, Courier, Palatino,
+#                       Century Schoolbook, Bookman
+#   fonts-noto-core     Noto Sans / Serif
 #   wamerican           an English word list
 #   hunspell-ru         a Russian word list (hunspell .dic, UTF-8)
 # Everything lands in $dest (default .inkbooth/fonts) with SOURCES.txt naming each package version
 # and each file's SHA-256, which the readers' manifests record.
 set -euo pipefail
 dest=${1:-.inkbooth/fonts}
-packages=(fonts-dejavu-core fonts-liberation wamerican hunspell-ru)
+packages=(fonts-dejavu-core fonts-liberation fonts-lmodern fonts-urw-base35 fonts-noto-core wamerican hunspell-ru)
 wanted=(
   usr/share/fonts/truetype/dejavu/DejaVuSans.ttf
   usr/share/fonts/truetype/dejavu/DejaVuSerif.ttf
@@ -16,6 +20,24 @@ wanted=(
   usr/share/fonts/truetype/liberation/LiberationSans-Regular.ttf
   usr/share/fonts/truetype/liberation/LiberationSerif-Regular.ttf
   usr/share/fonts/truetype/liberation/LiberationMono-Regular.ttf
+  usr/share/texmf/fonts/opentype/public/lm/lmroman10-regular.otf
+  usr/share/texmf/fonts/opentype/public/lm/lmroman10-italic.otf
+  usr/share/texmf/fonts/opentype/public/lm/lmroman10-bold.otf
+  usr/share/texmf/fonts/opentype/public/lm/lmsans10-regular.otf
+  usr/share/texmf/fonts/opentype/public/lm/lmmono10-regular.otf
+  usr/share/fonts/opentype/urw-base35/NimbusRoman-Regular.otf
+  usr/share/fonts/opentype/urw-base35/NimbusRoman-Italic.otf
+  usr/share/fonts/opentype/urw-base35/NimbusRoman-Bold.otf
+  usr/share/fonts/opentype/urw-base35/NimbusSans-Regular.otf
+  usr/share/fonts/opentype/urw-base35/NimbusSans-Bold.otf
+  usr/share/fonts/opentype/urw-base35/NimbusMonoPS-Regular.otf
+  usr/share/fonts/opentype/urw-base35/P052-Roman.otf
+  usr/share/fonts/opentype/urw-base35/P052-Italic.otf
+  usr/share/fonts/opentype/urw-base35/C059-Roman.otf
+  usr/share/fonts/opentype/urw-base35/URWBookman-Light.otf
+  usr/share/fonts/truetype/noto/NotoSans-Regular.ttf
+  usr/share/fonts/truetype/noto/NotoSerif-Regular.ttf
+  usr/share/fonts/truetype/noto/NotoSerif-Italic.ttf
   usr/share/dict/american-english
   usr/share/hunspell/ru_RU.dic
 )

@@ -6,10 +6,15 @@
 # is downloaded with apt-get (fetched, not installed), only the listed files are extracted, and the
 # .deb is deleted. tesseract-ocr is installed from Debian when it is missing and apt-get can.
 #
-#   scripts/fetch-testdata.sh [DEST]        (default .inkbooth/testdata)
+# Any list of the same form works: the held-out reading set (tests/readset.tsv) and a reader's
+# training documents (src/inkbooth/readers/NAME/documents.tsv) are fetched the same way.
+#
+#   scripts/fetch-testdata.sh [DEST [LIST...]]   (default .inkbooth/testdata, tests/evalset.tsv)
 set -euo pipefail
 dest=${1:-.inkbooth/testdata}
-list="$(dirname "$0")/../tests/evalset.tsv"
+shift || true
+lists=("$@")
+[ ${#lists[@]} -gt 0 ] || lists=("$(dirname "$0")/../tests/evalset.tsv")
 mkdir -p "$dest"
 
 apt_download() {  # apt_download PACKAGE DIR: the .deb into DIR, refreshing the lists once if needed
@@ -23,7 +28,7 @@ declare -A wanted=()
 while IFS=$'\t' read -r name package path sha pages quick layouts; do
   [[ -z "$name" || "$name" == \#* ]] && continue
   [ -f "$dest/$(basename "$path")" ] || wanted[$package]+="$path"$'\t'"$sha"$'\n'
-done <"$list"
+done < <(cat "${lists[@]}")
 
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
@@ -49,6 +54,7 @@ for package in "${!wanted[@]}"; do
   rm -rf "$tmp/x" "$tmp"/*.deb
 done
 
+[ -z "${INKBOOTH_NO_TESSERACT:-}" ] || exit 0
 if ! command -v tesseract >/dev/null; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     { DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends tesseract-ocr tesseract-ocr-eng \

@@ -297,3 +297,32 @@ def test_pdfs_and_lines_on_s3(bucket, tmp_path):
     assert pdf_lines(str(folder), str(tmp_path / "local"), PdfLinesConfig(holdout=0.0)).inputs == m.inputs
     prepared = linedata.prepare_lines(f"{bucket}/lines", f"{bucket}/prepared")
     assert prepared.metrics["train_lines"] == 4 and prepared.lineage["data"] == f"{bucket}/lines"
+
+
+def test_long_lines_cut_between_words_keep_their_labels(real_lines, tmp_path):
+    """max_aspect: a line wider than the reader reads at once is cut between words into pieces, each no
+    wider (a single word too wide excepted), side by side, whose labels joined are the whole line's."""
+    import re
+
+    folder, whole_out, _ = real_lines
+    out = tmp_path / "cut"
+    manifest = pdf_lines(str(folder), str(out), PdfLinesConfig(augment=0.0, max_aspect=12.0))
+    whole = {r["image"]: r for r in labels(whole_out)}
+    pieces: dict = {}
+    for r in labels(out):
+        m = re.fullmatch(r"(.*p\d{4}-\d{4})(?:-(\d+))?\.png", r["image"])
+        pieces.setdefault(m.group(1) + ".png", []).append((int(m.group(2) or 0), r))
+    cut = 0
+    for name, parts in pieces.items():
+        parts = [r for _, r in sorted(parts, key=lambda p: p[0])]
+        assert " ".join(r["text"] for r in parts) == whole[name]["text"], name
+        if len(parts) == 1:
+            continue
+        cut += 1
+        boxes = [r["box"] for r in parts]
+        assert all(a[2] <= b[0] for a, b in zip(boxes, boxes[1:])), f"{name}: pieces overlap or are out of order"
+        for r in parts:
+            x0, y0, x1, y1 = r["box"]
+            assert (x1 - x0) <= 12.0 * (y1 - y0) or " " not in r["text"], f"{r['image']} is wider than asked"
+    assert cut == manifest.metrics["lines_cut"] > 50
+    assert manifest.metrics["lines"] > len(whole)
