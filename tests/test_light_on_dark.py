@@ -101,12 +101,16 @@ def test_a_real_beamer_talk_keeps_its_titles_and_bars(tmp_path):
     assert on.recall >= 0.85 and on.precision >= 0.82
 
 
-@pytest.mark.parametrize("kind", ["bars", "solid", "speck", "text", "digits"])
+@pytest.mark.parametrize("kind", ["bars", "solid", "speck", "text", "digits", "dash"])
 def test_figure_pieces_are_not_lines_and_text_is(kind):
     """A row of solid bars (a matrix drawn as cells), a solid bar and a speck are figure pieces; a line
-    of text is not, nor a line of digits (whose glyphs all span the box, but are not solid)."""
+    of text is not, nor a line of digits (whose glyphs all span the box, but are not solid), nor a
+    dash (a table's empty cell: aastex's sideways table has them; solid, but flat)."""
     cfg = pages.PagesConfig()
-    if kind in ("text", "digits"):
+    if kind == "dash":
+        ink = np.zeros((2, 85), dtype=bool)
+        ink[:, 3:80] = True
+    elif kind in ("text", "digits"):
         line = synthetic.render_line("quality judging typography" if kind == "text" else "2023 1000 1987 4500",
                                      size=24, pad=0)
         ink = np.asarray(line.convert("L")) < 128
@@ -120,4 +124,4 @@ def test_figure_pieces_are_not_lines_and_text_is(kind):
         else:
             ink = np.ones((7, 7), dtype=bool)
     box = (0, 0, ink.shape[1], ink.shape[0])
-    assert layout.is_figure_piece(ink, box, cfg) is (kind not in ("text", "digits"))
+    assert layout.is_figure_piece(ink, box, cfg) is (kind not in ("text", "digits", "dash"))

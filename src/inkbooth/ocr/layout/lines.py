@@ -185,6 +185,8 @@ def is_figure_piece(ink: np.ndarray, box: Box, config: PagesConfig) -> bool:
         return True
     if h < 1.5 * config.min_line_height and w < 2 * h:
         return True
+    if h < 1.5 * config.min_line_height:
+        return False  # as flat as a dash or a minus (a table's empty cell): text, however solid
     region = ink[y0:y1, x0:x1]
     if float(region.mean()) >= 0.75:
         return True
