@@ -4,6 +4,11 @@ Faults are queued and consumed in order by requests that match: an S3 error resp
 SlowDown, 500 InternalError), a dropped connection (socket closed with no response), or a
 response whose body is corrupted (one byte flipped). Requests pass through unchanged otherwise,
 Host header included, so the server still verifies the client's signatures.
+
+``cut_after`` runs a function (kill the server, say) right after the server has answered a matching
+request, and gives the client no answer: the fault lands at a known point of a transfer, and
+``forwarded`` (every request the server answered: method, path, body bytes, status) says what the
+server had received by then. A request the server cannot be reached for is dropped ("upstream down").
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import http.client
 import socket
 import threading
 from collections import deque
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlparse
 
@@ -27,6 +33,9 @@ class FaultProxy:
         self.upstream = (u.hostname, u.port)
         self.faults: deque[tuple[str, str, str]] = deque()  # (kind, method or "*", path substring)
         self.seen: list[tuple[str, str, str]] = []  # (method, path, what happened)
+        self.forwarded: list[tuple[str, str, int, int]] = []  # (method, path, body bytes, status) answered upstream
+        self.cuts: list[tuple[str, str, Callable[[], None]]] = []  # (method, path substring, run at the cut)
+        self.cut_at: list[list[tuple[str, str, int, int]]] = []  # ``forwarded`` as it was at each cut
         self.lock = threading.Lock()
         proxy = self
 
@@ -44,6 +53,10 @@ class FaultProxy:
                             return kind
                 return None
 
+            def _drop(self) -> None:
+                self.connection.shutdown(socket.SHUT_RDWR)
+                self.close_connection = True
+
             def _handle(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
@@ -51,8 +64,7 @@ class FaultProxy:
                 with proxy.lock:
                     proxy.seen.append((self.command, self.path, fault or "pass"))
                 if fault == "drop":
-                    self.connection.shutdown(socket.SHUT_RDWR)
-                    self.close_connection = True
+                    self._drop()
                     return
                 if fault in ERRORS:
                     status, code, msg = ERRORS[fault]
@@ -65,12 +77,31 @@ class FaultProxy:
                     self.wfile.write(xml)
                     return
                 conn = http.client.HTTPConnection(*proxy.upstream, timeout=60)
-                conn.putrequest(self.command, self.path, skip_host=True, skip_accept_encoding=True)
-                for k, v in self.headers.items():
-                    conn.putheader(k, v)
-                conn.endheaders(body if body else None)
-                resp = conn.getresponse()
-                data = resp.read()
+                try:
+                    conn.putrequest(self.command, self.path, skip_host=True, skip_accept_encoding=True)
+                    for k, v in self.headers.items():
+                        conn.putheader(k, v)
+                    conn.endheaders(body if body else None)
+                    resp = conn.getresponse()
+                    data = resp.read()
+                except OSError:  # the server is down (killed by a cut, say): the client gets no answer
+                    with proxy.lock:
+                        proxy.seen.append((self.command, self.path, "upstream down"))
+                    self._drop()
+                    return
+                with proxy.lock:
+                    proxy.forwarded.append((self.command, self.path, len(body), resp.status))
+                    cut = next((c for c in proxy.cuts if c[0] in ("*", self.command) and c[1] in self.path
+                                and resp.status < 300), None)
+                    if cut is not None:
+                        proxy.cuts.remove(cut)
+                        proxy.cut_at.append(list(proxy.forwarded))
+                if cut is not None:
+                    cut[2]()
+                    with proxy.lock:
+                        proxy.seen.append((self.command, self.path, "cut"))
+                    self._drop()
+                    return
                 if fault == "corrupt" and data:
                     data = bytes([data[0] ^ 0xFF]) + data[1:]
                 self.send_response(resp.status, resp.reason)
@@ -96,6 +127,12 @@ class FaultProxy:
     def inject(self, kind: str, times: int = 1, method: str = "*", path: str = "") -> None:
         with self.lock:
             self.faults.extend([(kind, method, path)] * times)
+
+    def cut_after(self, method: str, path: str, action: Callable[[], None]) -> None:
+        """Once: when the server has answered (2xx) a request matching ``method`` ("*": any) and
+        ``path`` (a substring), run ``action`` and close the client's connection unanswered."""
+        with self.lock:
+            self.cuts.append((method, path, action))
 
     def clear(self) -> None:
         with self.lock:

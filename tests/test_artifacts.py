@@ -225,37 +225,112 @@ def test_a_publish_that_dies_leaves_the_previous_version_readable(bucket, s3_ser
     assert (artifacts.fetch(uri, tmp_path / "got") / "a.bin").read_bytes() == b"a" * 100
 
 
-def _republish_while_reading(uri: str, tmp_path, publishes: int, reads: int) -> tuple[int, list[str]]:
-    """``publishes`` republishes of a 3-file artifact while a reader fetches it ``reads`` times."""
-    versions = [make_dir(tmp_path / f"v{i}", {f"f{j}.bin": (f"{i}:{j}:" * 4000).encode() for j in range(3)})
-                for i in range(publishes + 1)]
-    artifacts.publish(versions[0], uri, kind="r", overwrite=True, gc_grace=0)
-    failures: list[str] = []
-    done = 0
+def _version(tmp_path, i: int):
+    """A 3-file version whose every file starts with its tag ``i:``."""
+    return make_dir(tmp_path / f"v{i}", {f"f{j}.bin": (f"{i}:{j}:" * 4000).encode() for j in range(3)})
 
-    def reader():
-        nonlocal done
-        while done < reads:
+
+def _tags(folder) -> set[str]:
+    return {(folder / f"f{j}.bin").read_bytes().split(b":")[0].decode() for j in range(3)}
+
+
+def test_a_reader_between_the_steps_of_a_publish_sees_the_old_version_whole(root, tmp_path, monkeypatch):
+    """The publish is held after its files are written and before its pointer moves (the overlap is
+    forced, not hoped for); a reader then gets the old version, every file of it, and after the
+    pointer moves the new one."""
+    uri = storage.join(root, "hot")
+    artifacts.publish(_version(tmp_path, 0), uri, kind="r", overwrite=True, gc_grace=0)
+    written, go = threading.Event(), threading.Event()
+    staged: list = []
+
+    def held(real):
+        def step(*args, **kwargs):
+            real(*args, **kwargs)
+            staged.append(args)
+            written.set()
+            assert go.wait(60)
+        return step
+
+    monkeypatch.setattr(publishing, "_upload_files", held(publishing._upload_files))  # S3
+    monkeypatch.setattr(publishing, "_copy_tree", held(publishing._copy_tree))  # local
+    errors: list[BaseException] = []
+
+    def publish():
+        try:
+            artifacts.publish(_version(tmp_path, 1), uri, kind="r", overwrite=True, gc_grace=0)
+        except BaseException as e:  # noqa: BLE001 - asserted below
+            errors.append(e)
+
+    publisher = threading.Thread(target=publish)
+    publisher.start()
+    try:
+        assert written.wait(60), "the publish never wrote its files"
+        # The new version's files are on the store now, the pointer not moved yet.
+        (args,) = staged
+        manifest = args[2]
+        new_files = (storage.list_files(storage.join(uri, manifest.root)) if storage.parse(uri).is_s3
+                     else [p.name for p in args[1].iterdir()])
+        assert {"f0.bin", "f1.bin", "f2.bin"} <= set(new_files)
+        assert _tags(artifacts.fetch(uri, tmp_path / "during")) == {"0"}
+        assert artifacts.read_text(uri, "f2.bin").startswith("0:")
+        assert publisher.is_alive(), "the reads happened while the publish was between its steps"
+    finally:
+        go.set()
+        publisher.join(60)
+    assert errors == []
+    assert _tags(artifacts.fetch(uri, tmp_path / "after")) == {"1"}
+
+
+def test_a_reader_whose_version_is_collected_under_it_reads_the_new_one_whole(root, tmp_path, monkeypatch):
+    """The reader has read the pointer and is about to fetch the files; it is held there while two
+    republishes move the pointer on and collect its version (gc_grace=0). Its first file is gone
+    when it goes on: it must follow the pointer and return one whole version, the newest."""
+    uri = storage.join(root, "hot")
+    artifacts.publish(_version(tmp_path, 0), uri, kind="r", overwrite=True, gc_grace=0)
+    old_root = artifacts.read_manifest(uri).root
+    about_to_read, collected = threading.Event(), threading.Event()
+    attempts: list[tuple[str, str]] = []  # (file, what happened) for each file the reader fetched
+    real_download = storage.download
+
+    def download(source, *args, **kwargs):
+        if threading.current_thread() is reader:
+            if not attempts:
+                about_to_read.set()
+                assert collected.wait(60)
             try:
-                folder = artifacts.fetch(uri, tmp_path / "reads" / str(done))
-                tags = {(folder / f"f{j}.bin").read_bytes()[:2] for j in range(3)}
-                if len(tags) != 1:
-                    failures.append(f"mixed versions {tags}")
-            except Exception as e:  # noqa: BLE001 - counted
-                failures.append(f"{type(e).__name__}: {e}")
-            done += 1
+                got = real_download(source, *args, **kwargs)
+            except storage.StorageError as e:
+                attempts.append((source, type(e).__name__))
+                raise
+            attempts.append((source, "ok"))
+            return got
+        return real_download(source, *args, **kwargs)
 
-    thread = threading.Thread(target=reader)
-    thread.start()
-    for v in versions[1:]:
-        artifacts.publish(v, uri, kind="r", overwrite=True, gc_grace=0)
-    thread.join()
-    return done, failures
+    monkeypatch.setattr(storage, "download", download)
+    result: dict = {}
 
+    def read():
+        try:
+            result["folder"] = artifacts.fetch(uri, tmp_path / "read")
+        except BaseException as e:  # noqa: BLE001 - asserted below
+            result["error"] = e
 
-def test_a_reader_sees_one_whole_version_during_republishes(bucket, tmp_path):
-    done, failures = _republish_while_reading(f"{bucket}/hot", tmp_path, publishes=4, reads=12)
-    assert done == 12 and failures == []
+    reader = threading.Thread(target=read)
+    reader.start()
+    try:
+        assert about_to_read.wait(60), "the reader never started fetching"
+        for i in (1, 2):
+            artifacts.publish(_version(tmp_path, i), uri, kind="r", overwrite=True, gc_grace=0)
+        assert not [f for f in storage.list_files(uri) if f.startswith(old_root + "/")], \
+            "the reader's version was collected while it was held"
+    finally:
+        collected.set()
+        reader.join(60)
+    assert "error" not in result, result.get("error")
+    assert _tags(result["folder"]) == {"2"}
+    assert attempts[0][0].startswith(storage.join(uri, old_root)) and attempts[0][1] == "NotFoundError", \
+        "its first read met the collected version"
+    assert [what for _, what in attempts[1:]] == ["ok"] * 3
 
 
 def test_a_slow_publish_is_not_collected_by_a_concurrent_one(root, tmp_path, monkeypatch):

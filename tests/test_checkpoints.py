@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import tempfile
 from pathlib import Path
@@ -22,9 +23,11 @@ def prefix(request, tmp_path) -> str:
 
 
 def state(folder: Path, step: int) -> Path:
+    import torch
+
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "model.safetensors").write_bytes(f"weights at {step}".encode() * 100)
-    (folder / "scheduler.bin").write_bytes(f"scheduler {step}".encode())
+    torch.save({"last_epoch": step, "base_lrs": [1e-3]}, folder / "scheduler.bin")  # what resume unpickles
     return folder
 
 
@@ -153,3 +156,100 @@ def test_a_checkpoint_of_another_run_is_said_to_be_so_not_damaged(tmp_path, capl
     with caplog.at_level(logging.WARNING):
         assert a.resume("latest") is None
     assert "damaged" not in caplog.text and "belongs to another run" in caplog.text
+
+
+# ---- the identity bound to the content (issue 23, item 4) ------------------------------------------
+
+
+def edit_manifest(uri: str, change) -> None:
+    """Rewrite a published checkpoint's manifest by hand, as someone with write access to the store could."""
+    path = Path(uri) / artifacts.MANIFEST
+    data = json.loads(path.read_text())
+    change(data)
+    path.write_text(json.dumps(data))
+
+
+def rehash(uri: str, data: dict, name: str) -> None:
+    """Make the manifest's entry for ``name`` match the file now there (and the content hash follow)."""
+    file = Path(uri) / data["root"] / name
+    data["files"] = [f for f in data["files"] if f["path"] != name]
+    if file.exists():
+        data["files"].append({"path": name, "size": file.stat().st_size, "sha256": storage.sha256_file(file)})
+    data["content_hash"] = artifacts.content_hash([artifacts.FileEntry(**f) for f in data["files"]])
+
+
+def test_a_forged_manifest_that_claims_this_run_is_refused_by_the_content(tmp_path):
+    """Another run's checkpoint moved into this run's folder, its manifest edited to record this run's
+    identity: the manifest's own checks all pass (every file hash matches), so before the binding it
+    was resumed; the content says which run wrote it."""
+    prefix = str(tmp_path / "ckpt")
+    b = checkpoints.RunCheckpoints(prefix, RUN_B)
+    b.save(state(tmp_path / "b", 1), 1)
+    a = checkpoints.RunCheckpoints(prefix, RUN_A)
+    Path(a.uri).mkdir(parents=True)
+    forged = Path(a.uri) / "step-00000001"
+    (Path(b.uri) / "step-00000001").rename(forged)
+
+    def claim_a(data):
+        data["lineage"] = {"run_identity": RUN_A, "run": a.key}
+
+    edit_manifest(str(forged), claim_a)
+    assert artifacts.read_manifest(str(forged)).lineage["run_identity"] == RUN_A
+    assert artifacts.fetch(str(forged)), "the forged checkpoint is intact as far as its manifest can tell"
+    for which in ("latest", 1):
+        with pytest.raises(checkpoints.CheckpointRefused,
+                           match=r"manifest claims this run, but its content was written by another run "
+                                 r"\(differing in: instance_images\)"):
+            a.resume(which)
+
+
+def test_files_swapped_under_a_manifest_made_to_match_are_refused(tmp_path):
+    """This run's own checkpoint with one file replaced and the manifest rehashed to match it."""
+    a = checkpoints.RunCheckpoints(str(tmp_path / "ckpt"), RUN_A, keep=3)
+    a.save(state(tmp_path / "a1", 1), 1)
+    point = a.resume("latest")
+    (point.path / "model.safetensors").write_bytes(b"someone else's weights" * 100)
+    edit_manifest(point.uri, lambda data: rehash(point.uri, data, "model.safetensors"))
+    assert artifacts.fetch(point.uri), "the manifest matches the swapped file"
+    with pytest.raises(checkpoints.CheckpointRefused, match="its files are not the ones this run wrote at step 1"):
+        a.resume("latest")
+
+
+def test_a_checkpoint_replayed_at_a_later_step_is_refused(tmp_path):
+    """An old state of this run copied to a later step's name (the run would skip the steps between)."""
+    import shutil
+
+    a = checkpoints.RunCheckpoints(str(tmp_path / "ckpt"), RUN_A, keep=3)
+    a.save(state(tmp_path / "a2", 2), 2)
+    shutil.copytree(Path(a.uri) / "step-00000002", Path(a.uri) / "step-00000004")
+    with pytest.raises(checkpoints.CheckpointRefused, match="its content was written at step 2, not 4"):
+        a.resume("latest")
+
+
+def test_a_checkpoint_without_its_binding_is_not_used(tmp_path, caplog):
+    """Written before checkpoints were bound (or the binding removed, manifest rehashed): not used,
+    an older bound checkpoint is, and an explicit step says why."""
+    a = checkpoints.RunCheckpoints(str(tmp_path / "ckpt"), RUN_A, keep=3)
+    a.save(state(tmp_path / "a1", 1), 1)
+    a.save(state(tmp_path / "a2", 2), 2)
+    newest = a.list()[-1].uri
+
+    def unbind(data):
+        (Path(newest) / data["root"] / checkpoints.BINDING).unlink()
+        rehash(newest, data, checkpoints.BINDING)
+
+    edit_manifest(newest, unbind)
+    with caplog.at_level(logging.WARNING):
+        assert a.resume("latest").step == 1
+    assert "does not hold checkpoint-run.json" in caplog.text
+    with pytest.raises(ValueError, match="step 2 is not bound to its run"):
+        a.resume(2)
+
+
+def test_every_saved_checkpoint_holds_its_binding(tmp_path):
+    a = checkpoints.RunCheckpoints(str(tmp_path / "ckpt"), RUN_A)
+    a.save(state(tmp_path / "a", 3), 3)
+    point = a.resume("latest")
+    bound = json.loads((point.path / checkpoints.BINDING).read_text())
+    files = [f for f in artifacts.read_manifest(point.uri).files if f.path != checkpoints.BINDING]
+    assert bound == {"run": a.key, "identity": RUN_A, "step": 3, "content": artifacts.content_hash(files)}

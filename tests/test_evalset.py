@@ -109,7 +109,11 @@ def test_tesseract_baseline_reads_line_boxes(tmp_path):
     page, truth, _ = next(iter(quick_pages(doc)))
     png = tmp_path / "page.png"
     page.image.save(png)
-    assert score(truth, tesseract_tsv_lines(png, 200)).recall > 0.8
+    # Measured with tesseract 5.3.0: 82 of the 83 true lines found (recall 0.988), 88 boxes (precision
+    # 0.932), the same in 2 runs. The bounds leave 2 more missed lines and 3 more stray boxes (another
+    # Tesseract version); a wrong page segmentation mode or box level loses half the lines or more.
+    found = score(truth, tesseract_tsv_lines(png, 200))
+    assert found.recall >= 80 / 83 and found.precision >= 82 / 91, found
 
 
 def test_truth_reads_a_table_printed_sideways_turned():

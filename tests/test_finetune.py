@@ -94,7 +94,12 @@ def test_finetune_cli_on_200_labelled_lines(base, labelled, tmp_path, capsys):
     m = out["metrics"]
     assert m["steps"] == 8 and m["train_lines"] + m["heldout_lines"] == 200 and m["heldout_lines"] >= 10
     assert m["last_loss"] < m["first_loss"] - 0.5, f"loss did not fall: {m['first_loss']} -> {m['last_loss']}"
-    assert 0 <= m["heldout_cer"] and "heldout_wer" in m
+    # Eight steps of a tiny reader read its 8 held-out lines badly but reproducibly. Measured: 1.7427
+    # (identical in 2 runs; 1.0 to 4.03 across model seeds 0-2 and data seeds 0-2; untrained 3.441,
+    # 16 steps 1.0). The band is that +- 0.25 (two lines of 8 reading otherwise on another CPU): it
+    # says the CER is this run's on its held-out lines, from the trained weights.
+    assert 1.5 <= m["heldout_cer"] <= 2.0, m["heldout_cer"]
+    assert "heldout_wer" in m
 
     # Killed after step 4 (one checkpoint, at 3), then resumed: the same weights as the run above.
     def kill(step):
@@ -238,7 +243,7 @@ def test_checkpoints_resume_only_their_own_run_and_skip_damaged_ones(base, label
     assert all(bool((a[k] == b[k]).all()) for k in a) and full.metrics["last_loss"] == resumed.metrics["last_loss"]
     for c in checkpoints.list_checkpoints(ckpts):
         names = {f.path for f in artifacts.read_manifest(c.uri).files}
-        assert names == {"model.safetensors", "optimizer.safetensors", "state.json"}, "no pickles"
+        assert names == {"model.safetensors", "optimizer.safetensors", "state.json", checkpoints.BINDING}, "no pickles"
 
 
 def test_a_resumed_run_reports_the_losses_of_the_whole_run(base, labelled, tmp_path):
@@ -314,9 +319,11 @@ def test_retrain_trigger_for_labelled_lines(bucket, tmp_path):
         assert len(api.posted("/runs")) == 2
 
 
-@pytest.mark.slow  # ~70 s on the shared CPU (seven subprocesses, each importing torch); the IR tests check the wiring
 def test_ocr_train_pipeline_end_to_end_on_s3(s3_server, bucket, base, tmp_path):
-    """data -> fine-tune -> export (parity gate) -> evaluate -> register, every step a kfp.local subprocess."""
+    """data -> fine-tune -> export (parity gate) -> evaluate -> register, every step a kfp.local subprocess,
+    in the default run: every join of the pipeline (pinned model, lines, trained model and key, ONNX
+    model, evaluation) as kfp.local passes it. Cut to fit: 4 steps, parity on 4 lines with greedy
+    decoding only; about 30 s of CPU, most of it three subprocesses importing torch."""
     storage.upload_dir(base, f"{bucket}/base")
     storage.upload_dir(write_labelled_lines(tmp_path / "data", 40, seed=11), f"{bucket}/lines")
     run = runs.OCRTrainRun(
@@ -324,7 +331,8 @@ def test_ocr_train_pipeline_end_to_end_on_s3(s3_server, bucket, base, tmp_path):
         checkpoints=f"{bucket}/checkpoints", lines={"holdout": 0.2},
         finetune={**FAST, "max_steps": 4, "checkpoint_every": 2},
         # Four steps from random weights: the model cannot read yet, so its INT8 text is far from fp32's.
-        export={"variants": ["fp32", "int8"], "parity_images": 8, "max_int8_cer": 1.0, "min_fp32_exact": 0.5},
+        export={"variants": ["fp32", "int8"], "parity_images": 4, "parity_num_beams": 1, "max_int8_cer": 1.0,
+                "min_fp32_exact": 0.5},
         evaluate={"num_beams": 1}, register={"name": "invoices"},
     )
     run.validate()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import uuid
 
 import pytest
 
@@ -85,18 +86,34 @@ def _checkpoint(prefix: str, step: int, published: bool, tmp_path) -> None:
         storage.upload_dir(folder, uri)
 
 
-def _failed_run() -> dict:
-    def task(name, state, error="", children=()):
-        return {"task_id": name, "display_name": name, "state": state, "error": {"message": error} if error else None,
-                "child_tasks": [{"task_id": c} for c in children]}
+def _failed_run():
+    """GET /runs/<id> of a DreamBooth run that failed at fine-tune, built from the API's own models
+    (kfp-server-api, what the client is generated from), as the exit task receives it."""
+    from kfp_server_api import models
 
-    return {"run_id": RUN_ID, "display_name": "dog", "state": "FAILED", "run_details": {"task_details": [
-        task("root", "FAILED", children=["exit-handler-1"]),
-        task("exit-handler-1", "FAILED", children=["fine-tune", "class-images"]),
-        task("class-images", "SUCCEEDED"),
-        task("fine-tune", "FAILED", "OOMKilled: container exceeded its memory limit"),
-        task("finish-run", "RUNNING"),
-    ]}}
+    ids = {name: str(uuid.uuid5(uuid.NAMESPACE_URL, name)) for name in
+           ("inkbooth-dreambooth", "exit-handler-1", "class-images", "fine-tune", "finish-run")}
+    at = "2026-06-01T10:00:00Z"
+
+    def task(name, state, error="", children=()):
+        return models.V2beta1PipelineTaskDetail(
+            run_id=RUN_ID, task_id=ids[name], display_name=name, state=state, create_time=at, start_time=at,
+            error=models.GoogleRpcStatus(code=2, message=error, details=[]) if error else None,
+            pod_name=f"dog-{name}-1234", execution_id="17",
+            child_tasks=[models.PipelineTaskDetailChildTask(task_id=ids[c], pod_name=f"dog-{c}-1234")
+                         for c in children],
+            state_history=[models.V2beta1RuntimeStatus(update_time=at, state=state)])
+
+    return models.V2beta1Run(
+        run_id=RUN_ID, experiment_id=str(uuid.uuid4()), display_name="dog", state="FAILED", created_at=at,
+        storage_state="AVAILABLE", error=models.GoogleRpcStatus(code=2, message="exit-handler-1 failed"),
+        run_details=models.V2beta1RunDetails(task_details=[
+            task("inkbooth-dreambooth", "FAILED", children=["exit-handler-1", "finish-run"]),
+            task("exit-handler-1", "FAILED", children=["fine-tune", "class-images"]),
+            task("class-images", "SUCCEEDED"),
+            task("fine-tune", "FAILED", "OOMKilled: container exceeded its memory limit"),
+            task("finish-run", "RUNNING"),
+        ]))
 
 
 def test_the_exit_task_names_the_failed_task_and_drops_torn_checkpoints(bucket, tmp_path, caplog):

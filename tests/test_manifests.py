@@ -552,12 +552,40 @@ def test_the_seaweedfs_deployment_runs_and_the_bucket_job_creates_the_buckets(tm
         server.wait(timeout=30)
 
 
-def test_make_manifests_renders_and_validates():
-    out = subprocess.run(["make", "-s", "-C", str(REPO), "-n", "manifests"], capture_output=True, text=True,
-                         timeout=60)
-    assert "kustomize" in out.stdout and "kubernetes-validate" in out.stdout, shlex.join(out.args)
-    assert "inkbooth manifests --cluster" in out.stdout and "--trainer" in out.stdout, \
-        "every example's overlay, and with the opt-in Trainer runtime, is written, rendered and validated"
+def _make_manifests(where: Path, *overrides: str) -> subprocess.CompletedProcess:
+    """`make manifests` as a user runs it, in a folder holding a copy of examples/ and k8s/ (its
+    output goes to that folder's build/k8s, not the checkout's), with this checkout's venv."""
+    kubectl()
+    venv = Path(sys.executable).parent.parent
+    return subprocess.run(["make", "-s", "-f", str(REPO / "Makefile"), "-o", "setup", f"VENV={venv}", *overrides,
+                           "manifests"], cwd=where, capture_output=True, text=True, timeout=300)
+
+
+def test_make_manifests_renders_and_validates(tmp_path):
+    """The target really writes, renders and validates each example's overlay (and with the Trainer
+    runtime) and k8s/cluster/*; an object the schemas refuse makes it fail."""
+    for folder in ("examples", "k8s"):
+        shutil.copytree(REPO / folder, tmp_path / folder)
+    done = _make_manifests(tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    expected = [f"build/k8s/{n}{v}.yaml" for n in EXAMPLES for v in ("", "-trainer")]
+    expected += [f"build/k8s/cluster-{k.name}.yaml" for k in sorted((K8S / "cluster").iterdir())]
+    assert [line for line in done.stdout.splitlines() if line.startswith("build/")] == expected
+    for name in EXAMPLES:
+        plain, trainer = (_docs((tmp_path / f"build/k8s/{name}{v}.yaml").read_text()) for v in ("", "-trainer"))
+        assert {"ServiceAccount", "ConfigMap", "Role", "RoleBinding"} <= {d["kind"] for d in plain}
+        assert "TrainingRuntime" in {d["kind"] for d in trainer} - {d["kind"] for d in plain}
+    # An object kustomize builds but the API server would refuse (replicas must be an integer).
+    broken = tmp_path / "k8s" / "cluster" / "zz-broken"
+    broken.mkdir()
+    (broken / "kustomization.yaml").write_text("resources: [deployment.yaml]\n")
+    (broken / "deployment.yaml").write_text(yaml.safe_dump({
+        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "x"},
+        "spec": {"replicas": "three", "selector": {"matchLabels": {"a": "b"}},
+                 "template": {"metadata": {"labels": {"a": "b"}}, "spec": {"containers": [{"name": "c", "image": "i"}]}}}}))
+    refused = _make_manifests(tmp_path, "CLUSTER_FILES=")  # the examples passed above
+    assert refused.returncode != 0, "the invalid object passed `make manifests`"
+    assert "cluster-zz-broken.yaml" in refused.stdout + refused.stderr and "replicas" in refused.stdout + refused.stderr
 
 
 def test_the_launcher_is_never_left_without_a_region(tmp_path):

@@ -49,7 +49,12 @@ def test_export_parity_on_50_images(tiny_onnx):
     assert m["fp32_beam_exact"] == 1.0, "ORT fp32 beam-4 tokens must equal PyTorch's"
     assert m["int8_size_ratio"] <= 0.35
     assert m["int8_bytes"] < m["fp16_bytes"] < m["fp32_bytes"]
-    assert 0.0 <= m["int8_cer_vs_fp32"] <= 1.0
+    # INT8 drifts from fp32 on a random model (inkbooth.tiny), by an amount fixed by the seed. Measured:
+    # 0.2464 for this fixture (seed 0; the same in 2 runs), 0.0 to 0.31 across seeds 0-4 (2026-12,
+    # x86-64 with AVX-512 VNNI, onnxruntime CPU). The band is that measurement +- 0.1 (a few lines of
+    # 50 reading otherwise on another CPU, e.g. AVX2's saturating int8 products): 0 means the int8
+    # text was not compared (or not quantised), and much more means the quantisation went wrong.
+    assert 0.15 <= m["int8_cer_vs_fp32"] <= 0.35, m["int8_cer_vs_fp32"]
     for variant in ("fp32", "int8", "fp16"):
         for name in (ENCODER, *ENGINE_FILES, "config.json", "preprocessor_config.json", "vocab.json"):
             assert (out / variant / name).is_file(), f"{variant}/{name}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -28,7 +29,8 @@ def test_submit_sends_the_compiled_pipeline_with_cluster_settings(kfp_api, monke
                                s3_secret="team-s3", experiment="ocr-nightly")
     run_id = submit.submit("ocr", ocr_run(), endpoint, run_name="scan-batch")
     (body,) = kfp_api.posted("/runs")
-    assert run_id.startswith("run-") and body["display_name"] == "scan-batch"
+    assert run_id in kfp_api.runs and body["display_name"] == "scan-batch"
+    assert kfp_api.runs[run_id].experiment_id == body["experiment_id"], "the run is in the experiment it named"
     params = body["runtime_config"]["parameters"]
     assert params["model"] == "microsoft/trocr-base-printed" and params["num_shards"] == 8
     assert params["recognize_config"] == {"num_beams": 2} and params["s3_secret"] == "team-s3"
@@ -91,7 +93,7 @@ def test_submit_command(kfp_api, tmp_path, capsys, monkeypatch):
     run_file.write_text("model: microsoft/trocr-base-printed\ndocuments: s3://a/b\noutput: s3://c/d\n")
     monkeypatch.setenv("INKBOOTH_KFP_TOKEN", "token-from-env")
     assert cli.main(["submit", "ocr", "--run", str(run_file), "--host", kfp_api.url, "--set", "num_shards=3"]) == 0
-    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["run_id"].startswith("run-")
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["run_id"] in kfp_api.runs
     assert kfp_api.posted("/runs")[0]["runtime_config"]["parameters"]["num_shards"] == 3
     auth = [r["headers"].get("authorization") or r["headers"].get("Authorization") for r in kfp_api.requests]
     assert "Bearer token-from-env" in auth
@@ -168,3 +170,71 @@ def test_retrain_refuses_a_run_that_makes_its_lines_from_pdfs():
     run = runs.OCRTrainRun(base_model="m", registry="s3://r/models", pdfs="s3://d/pdfs")
     with pytest.raises(ValueError, match="schedule it"):
         submit.retrain_if_changed(run, submit.Endpoint(host="http://127.0.0.1:9"))
+
+
+def _call(api: KFPStandIn, method: str, path: str, body=None) -> tuple[int, dict]:
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(api.url + path, method=method, data=json.dumps(body).encode() if body else None,
+                                     headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            return answer.status, json.loads(answer.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+def test_the_kfp_stand_in_refuses_what_the_api_refuses(kfp_api):
+    """The stand-in the tests above submit to checks bodies against the API's schema (kfp-server-api)
+    and the server's rules, so a request the real API would refuse fails here too."""
+    from kfp_server_api import models
+
+    status, exp = _call(kfp_api, "POST", "/apis/v2beta1/experiments", {"display_name": "e"})
+    assert status == 200 and set(exp) <= set(models.V2beta1Experiment.attribute_map.values())
+    spec = {"root": {"inputDefinitions": {"parameters": {"model": {"parameterType": "STRING"},
+                                                         "shards": {"parameterType": "NUMBER_INTEGER",
+                                                                    "defaultValue": 4}}}}}
+    run = {"display_name": "r", "experiment_id": exp["experiment_id"], "pipeline_spec": spec,
+           "runtime_config": {"parameters": {"model": "m"}}}
+    status, created = _call(kfp_api, "POST", "/apis/v2beta1/runs", run)
+    assert status == 200 and created["state"] == "PENDING" and created["run_id"] in kfp_api.runs
+    status, got = _call(kfp_api, "GET", f"/apis/v2beta1/runs/{created['run_id']}")
+    assert status == 200 and got == created
+    refused = [
+        ({**run, "runtime_config": {"parameters": {"model": "m", "shard": 3}}}, 400, "not inputs of the pipeline"),
+        ({**run, "runtime_config": {"parameters": {}}}, 400, r"inputs \['model'\] have no default"),
+        ({**run, "display_name": ""}, 400, "The run name is empty"),
+        ({**run, "experiment_id": "ocr-nightly"}, 404, "experiment ocr-nightly not found"),
+        ({**run, "pipeline_spec": None}, 400, "pipeline spec or a pipeline version reference"),
+        ({**run, "runtime_config": {"parameter": {"model": "m"}}}, 400, "V2beta1RuntimeConfig has no field 'parameter'"),
+        ({**run, "state": "DONE"}, 400, "'DONE' is not one of"),
+        ({**run, "display_name": 7}, 400, "expected str"),
+    ]
+    for body, code, message in refused:
+        status, answer = _call(kfp_api, "POST", "/apis/v2beta1/runs", body)
+        assert status == code and re.search(message, answer["message"]), (body, answer)
+        assert set(answer) == {"error", "code", "message", "details"}
+    schedule = {"display_name": "s", "experiment_id": exp["experiment_id"], "pipeline_spec": spec,
+                "runtime_config": {"parameters": {"model": "m"}}, "max_concurrency": "1", "mode": "ENABLE",
+                "trigger": {"cron_schedule": {"cron": "0 0 3 * * *"}}}
+    assert _call(kfp_api, "POST", "/apis/v2beta1/recurringruns", schedule)[0] == 200
+    for body, message in (({**schedule, "max_concurrency": 11}, "Support 1-10. Received 11"),
+                          ({**schedule, "trigger": {"cron_schedule": {"cron": "daily"}}}, "cron is not a supported"),
+                          ({**schedule, "trigger": {}}, "needs a trigger")):
+        status, answer = _call(kfp_api, "POST", "/apis/v2beta1/recurringruns", body)
+        assert status == 400 and re.search(message, answer["message"]), (body, answer)
+    status, answer = _call(kfp_api, "POST", "/apis/v2beta1/experiments", {"display_name": "e"})
+    assert status == 409 and "already exists" in answer["message"]
+    assert len(kfp_api.posted("/runs")) == 1 and len(kfp_api.posted("/recurringruns")) == 1, \
+        "posted() lists what was accepted only"
+
+
+def test_a_run_the_api_would_refuse_fails_the_submit(kfp_api, monkeypatch):
+    """An argument the pipeline does not declare (a parameter renamed in the pipeline, say) is refused
+    by the API: submit fails with its answer instead of reporting a run id."""
+    real = submit._arguments
+    monkeypatch.setattr(submit, "_arguments", lambda *a, **kw: {**real(*a, **kw), "num_shard": 8})
+    with pytest.raises(Exception, match="not inputs of the pipeline"):
+        submit.submit("ocr", ocr_run(), submit.Endpoint(host=kfp_api.url))
+    assert not kfp_api.posted("/runs") and not kfp_api.runs

@@ -20,6 +20,18 @@ newest intact one is used instead. A checkpoint in this run's folder whose manif
 run's identity (copied by hand) is not used either, and said to belong to another run, not to be
 damaged.
 
+The identity is bound to the content as well, not only written in the manifest: each checkpoint
+holds ``checkpoint-run.json`` (``BINDING``: the run's identity, the step and the content hash of
+every other file), which the manifest lists and hashes like any file. A checkpoint whose manifest
+claims this run but whose content was written by another run, at another step, or whose files are
+not the ones written with it (a manifest edited to match swapped files) is refused with
+``CheckpointRefused``, and so is one holding a pickle that would do more than rebuild tensors
+(``inkbooth.pickles``): those are not accidents to fall back from, but someone else's files. A
+checkpoint without the binding (written before it existed, or with it removed) is not used.
+This catches forgeries that edit a manifest, move files or replay a step; someone who can write the
+store and reruns this code's ``save`` with the run's identity can still write a checkpoint it
+accepts, which is why its pickles are checked on their own.
+
 The *owner* of a ``RunCheckpoints`` is the pipeline run (KFP run id) of the process that writes:
 ``owner=`` or the environment variable ``INKBOOTH_RUN_ID``. It is recorded beside the run key
 (``pipeline-runs/``) and in the marker of each checkpoint being published, so that a run's exit
@@ -53,16 +65,22 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from inkbooth import artifacts, storage
+from inkbooth import artifacts, pickles, storage
 
 log = logging.getLogger(__name__)
 
 RUN_FILE = "run.json"
+# Inside each checkpoint: the run, the step and the content hash of the other files (see above).
+BINDING = "checkpoint-run.json"
 IDENTITY = "run_identity"
 # The pipeline run a training process belongs to (a pipeline's train component sets it to the KFP run id).
 OWNER_ENV = "INKBOOTH_RUN_ID"
 RUNS_DIR = "pipeline-runs"
 _STEP = re.compile(r"^step-(\d{8})$")
+
+
+class CheckpointRefused(ValueError):
+    """A checkpoint that must not be resumed: not this run's content, or files that could run code."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -182,12 +200,14 @@ class RunCheckpoints:
              config: Mapping[str, Any] | None = None) -> Checkpoint:
         """Publish the state in ``local_dir`` as this run's checkpoint at ``step``, then prune.
 
-        The manifest records the run identity. Checkpoints of this run at later steps than
+        The manifest records the run identity, and ``BINDING`` (written into ``local_dir``) binds it
+        to the content. Checkpoints of this run at later steps than
         ``step`` are from a timeline that was abandoned (a resume fell back past them) and go.
         """
         self._write_run_file()
         if self.owner:
             record_owner(self.uri, self.owner)
+        self._bind(Path(local_dir), step)
         target = storage.join(self.uri, step_name(step))
         artifacts.publish(local_dir, target, kind=self.kind, metrics={"step": step, **(metrics or {})},
                           config=dict(config or {}), lineage={IDENTITY: self.identity, "run": self.key},
@@ -199,6 +219,13 @@ class RunCheckpoints:
         for old in doomed:
             _delete(old.uri)
         return Checkpoint(step, target, self.key)
+
+    def _bind(self, local_dir: Path, step: int) -> None:
+        """Write ``BINDING`` into the staged state: this run, this step, the hash of the other files."""
+        (local_dir / BINDING).unlink(missing_ok=True)
+        record = {"run": self.key, "identity": self.identity, "step": step,
+                  "content": artifacts.content_hash(artifacts.scan_dir(local_dir))}
+        (local_dir / BINDING).write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
 
     def _write_run_file(self) -> None:
         run_file = storage.join(self.uri, RUN_FILE)
@@ -244,6 +271,8 @@ class RunCheckpoints:
         ``latest`` takes this run's newest intact checkpoint (a damaged newer one is skipped with
         a warning) or None when this run has none; checkpoints of other runs are never used. A
         step number must name an intact checkpoint of this run, or ValueError says why not.
+        Either way CheckpointRefused is raised for a checkpoint whose manifest claims this run but
+        whose content does not match it, or whose pickles could run code (nothing is loaded).
         """
         which = str(which)
         if which == "":
@@ -310,10 +339,40 @@ class RunCheckpoints:
                 return None, _GONE
             log.warning("%s: checkpoint damaged, not used: %s", c.uri, e)
             return None, _DAMAGED
+        if BINDING not in {f.path for f in manifest.files}:
+            log.warning("%s: this checkpoint does not hold %s (written before checkpoints were bound to their "
+                        "run, or the binding was removed); not used", c.uri, BINDING)
+            return None, _UNBOUND
+        self._check_content(c, manifest, path)
         return ResumePoint(c.step, c.uri, path), ""
+
+    def _check_content(self, c: Checkpoint, manifest: artifacts.Manifest, path: Path) -> None:
+        """Raise CheckpointRefused unless the verified files are the ones this run wrote at this step,
+        and every pickle among them holds tensor data only."""
+        refused = f"{c.uri}: checkpoint refused, nothing was loaded from it"
+        advice = "if you did not expect this, inspect it and delete it, or resume from '' to start fresh"
+        try:
+            bound = json.loads((path / BINDING).read_text())
+            theirs, step, content = bound["identity"], bound["step"], bound["content"]
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise CheckpointRefused(f"{refused}: its {BINDING} cannot be read ({e}); {advice}") from None
+        if theirs != self.identity or bound.get("run") != self.key:
+            what = ", ".join(differences(self.identity, theirs if isinstance(theirs, dict) else None))
+            raise CheckpointRefused(f"{refused}: its manifest claims this run, but its content was written by "
+                                    f"another run (differing in: {what}); {advice}")
+        if step != c.step:
+            raise CheckpointRefused(f"{refused}: its content was written at step {step}, not {c.step}; {advice}")
+        if artifacts.content_hash([f for f in manifest.files if f.path != BINDING]) != content:
+            raise CheckpointRefused(f"{refused}: its files are not the ones this run wrote at step {c.step} "
+                                    f"(their content hash differs from the one in {BINDING}); {advice}")
+        try:
+            pickles.check_folder(path)
+        except pickles.UnsafePickleError as e:
+            raise CheckpointRefused(f"{refused}: {e}; {advice}") from None
 
 
 _FOREIGN, _DAMAGED, _GONE = "belongs to another run", "damaged", "deleted while it was being read"
+_UNBOUND = f"not bound to its run (no {BINDING})"
 
 
 def _skipped(skipped: dict[str, list[int]]) -> str:

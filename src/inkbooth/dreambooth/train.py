@@ -228,7 +228,9 @@ def train_dreambooth(model: str, instance_images: str, output: str, config: Trai
     global_step = 0
     resumed = run.resume(config.resume)
     if resumed is not None:
-        accelerator.load_state(str(resumed.path))
+        # resume() has refused pickles that would do more than rebuild tensors; weights_only is the
+        # loader's own second line (accelerate's default today, said here so a new default cannot drop it).
+        accelerator.load_state(str(resumed.path), load_kwargs={"weights_only": True})
         global_step = resumed.step
         log.info("resumed from %s (step %d)", resumed.uri, resumed.step)
     first_step = global_step
