@@ -31,6 +31,7 @@ def build(cluster: ClusterConfig | None = None):
         sample_config: dict = {},  # noqa: B006
         s3_secret: str = "inkbooth-s3",
         kfp_api: str = cluster.kfp_api(),
+        model_registries: list = cluster.registry_sinks(),  # noqa: B008 - the cluster file's, baked in
     ):
         finish = exit_task(cluster, kfp_api=kfp_api, checkpoints=checkpoints, clean_checkpoints=True,
                            s3_secret=s3_secret)
@@ -52,7 +53,8 @@ def build(cluster: ClusterConfig | None = None):
                                     "train", s3_secret)
             trained.set_display_name("fine-tune")
             exported = cluster.apply(export_model(trained=trained.outputs["trained"], registry=registry,
-                                                  config=export_config), "export_model", s3_secret)
+                                                  config=export_config, model_registries=model_registries),
+                                     "export_model", s3_secret)
             exported.set_display_name("export-and-register")
             sampled = cluster.apply(sample_model(model=exported.outputs["model"], config=sample_config), "sample", s3_secret)
             sampled.set_display_name("sample")

@@ -37,6 +37,7 @@ def build(cluster: ClusterConfig | None = None):
         s3_secret: str = "inkbooth-s3",
         pdf_secret: str = "inkbooth-pdf",
         kfp_api: str = cluster.kfp_api(),
+        model_registries: list = cluster.registry_sinks(),  # noqa: B008 - the cluster file's, baked in
     ):
         finish = exit_task(cluster, kfp_api=kfp_api, checkpoints=checkpoints, clean_checkpoints=True,
                            s3_secret=s3_secret)
@@ -69,7 +70,8 @@ def build(cluster: ClusterConfig | None = None):
             registered = cluster.apply(register(trained=trained.outputs["trained"],
                                                 onnx_model=exported.outputs["onnx_model"],
                                                 evaluation=evaluated.outputs["evaluation"], registry=registry,
-                                                config=register_config), "register_ocr", s3_secret)
+                                                config=register_config, model_registries=model_registries),
+                                       "register_ocr", s3_secret)
             registered.set_display_name("register")
 
     return ocr_train_pipeline

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import yaml
@@ -102,6 +103,24 @@ def test_ocr_pipeline_end_to_end_on_s3(s3_server, bucket, tmp_path, capfd, monke
     assert set(summary["error_records"]) == {"corrupt.png"}
     log = capfd.readouterr()
     assert "s3cret" not in log.out + log.err, "the PDF password is not in the kfp.local run log"
+    (run_folder,) = (tmp_path / "root").glob("inkbooth-ocr-*")
+    task_logs = sorted(p.stem for p in (run_folder / "logs").glob("*.log"))
+    assert task_logs == ["export-trocr", "finish-run", "merge-ocr", "pin-model", "plan-ocr", "recognize-shard-0",
+                         "recognize-shard-1", "recognize-shard-2"]
+    for task_log in (run_folder / "logs").glob("*.log"):
+        assert "s3cret" not in task_log.read_text(), f"the PDF password is not in {task_log.name}"
+    # Quiet: a line per task (two where another task's line came between its start and end: parallel
+    # shards), the run's log folder, each warning once; the executor's output is in the task logs.
+    printed = (log.out + log.err).splitlines()
+    for task in task_logs:
+        assert sum(bool(re.fullmatch(rf"  {task} +ok +\d+\.\d s", line)) for line in printed) == 1, task
+    warnings = [line for line in printed if line.startswith("  warning")]
+    corrupt = [w for w in warnings if re.fullmatch(r"  warning \(recognize-shard-\d\): corrupt\.png: page 1 cannot be "
+                                                   r"decoded \(truncated or corrupt\?\): image file is truncated", w)]
+    assert len(corrupt) == 1 and len(set(warnings)) == len(warnings) <= 2, warnings  # (the report: locked.pdf)
+    assert len(printed) <= 1 + 2 * len(task_logs) + len(warnings), "\n".join(printed)
+    assert "KFP Executor" not in log.out + log.err
+    assert "Got executor_input" in (run_folder / "logs" / "plan-ocr.log").read_text()
     from inkbooth import artifacts
 
     report = json.loads(artifacts.read_text(results, "report.json"))

@@ -121,6 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--store", choices=["env", "embedded"], default="env",
                    help="env: S3 endpoint and credentials from the environment; embedded: start SeaweedFS here")
     p.add_argument("--workdir", default=".inkbooth", help="local pipeline root and embedded store data")
+    _verbose_flag(p)
 
     def cluster_command(name: str, help_text: str, pipeline_arg: bool = True) -> Any:
         p = _config_parser(sub, name, help_text, "inkbooth.submit:Endpoint", [])
@@ -142,7 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("doctor", help="check a live cluster before the first run (exit 1 if a check fails)",
                        description="Preflight: KFP version and mode, where runs execute, the launcher settings, "
-                                   "credentials, rights, Pod Security, the UI's reports, GPU drivers. Reads the "
+                                   "credentials, rights, Pod Security, the UI's reports, GPU drivers, the model "
+                                   "registries (model_registries). Reads the "
                                    "cluster with kubectl; writes nothing.")
     p.add_argument("--cluster", required=True, metavar="FILE", help="the cluster file the runs compile with")
     p.add_argument("--host", help="KFP API endpoint (default: ml-pipeline through the API server's service proxy)")
@@ -178,6 +180,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fonts", default=".inkbooth/fonts", help="train: the folder `make fonts` fills")
     p.add_argument("--workdir", default=".inkbooth/readers", help="train: base model, stage outputs, checkpoints")
     p.add_argument("--threads", type=int, default=0, help="train: torch threads (default: the recipe's)")
+    p.add_argument("--documents", default=".inkbooth/documents",
+                   help="train: where a recipe's PDFs are (DIR/NAME/; `make documents` fetches them)")
 
     p = sub.add_parser("tiny", help="build a tiny model of a real architecture (offline, seeded)")
     p.add_argument("kind", choices=["trocr", "sd"])
@@ -196,7 +200,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workdir", default=".inkbooth", help="where the demo keeps its files")
     p.add_argument("--num-shards", type=int, default=2)
     p.add_argument("--only", choices=["ocr", "dreambooth"], help="run one pipeline only")
+    p.add_argument("--fonts", default=".inkbooth/fonts",
+                   help="fonts the OCR documents are set in (`make fonts`); without them, Pillow's font only")
+    _verbose_flag(p)
     return parser
+
+
+def _verbose_flag(p: argparse.ArgumentParser) -> None:
+    # SUPPRESS: without the flag here, `inkbooth -v run ...` keeps its value (a subparser's default
+    # would overwrite it).
+    p.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                   help="print every task's log as it comes (it always goes to <run folder>/logs/<task>.log)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -376,9 +390,9 @@ def _run(args: argparse.Namespace) -> int:
             for uri in (run.documents, run.output):
                 if storage.is_s3(uri):
                     storage.ensure_bucket(uri)
-            result = runs.run_local(args.pipeline, run, workdir / "kfp-local")
+            result = runs.run_local(args.pipeline, run, workdir / "kfp-local", verbose=args.verbose)
     else:
-        result = runs.run_local(args.pipeline, run, workdir / "kfp-local")
+        result = runs.run_local(args.pipeline, run, workdir / "kfp-local", verbose=args.verbose)
     print(json.dumps({"pipeline": args.pipeline, "output": result}))
     return 0
 
@@ -467,7 +481,7 @@ def _reader(args: argparse.Namespace) -> int:
 
     if args.action == "train":
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-        print(readers.train(args.name, args.fonts, args.workdir, args.threads))
+        print(readers.train(args.name, args.fonts, args.workdir, args.threads, args.documents))
     else:
         print(readers.path(args.name))
     return 0
@@ -513,7 +527,8 @@ def _demo(args: argparse.Namespace) -> int:
     from inkbooth.demo import run_demo
 
     run_demo(args.workdir, num_shards=args.num_shards,
-             pipelines=(args.only,) if args.only else ("ocr", "dreambooth"))
+             pipelines=(args.only,) if args.only else ("ocr", "dreambooth"), verbose=args.verbose,
+             fonts_dir=args.fonts)
     return 0
 
 

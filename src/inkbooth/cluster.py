@@ -25,6 +25,7 @@ from typing import Any, Literal
 
 from inkbooth import _image, backends
 from inkbooth.config import nested, option
+from inkbooth.sinks.settings import SinkConfig, parse
 
 GPU_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
 S3_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
@@ -45,6 +46,8 @@ CACHE_KEYS = {
                     "and the export config",
     "plan_prior": "the shard count (the plan is a pure function of it)",
 }
+# Stages that register versions, in inkbooth's registry and in the model registries (inkbooth.sinks).
+REGISTER_STAGES = ("export_model", "register_ocr")
 # Stages run inside a ParallelFor: they take a bound on concurrent pods.
 LOOP_STAGES = ("recognize", "prior")
 
@@ -197,10 +200,16 @@ class ClusterConfig:
                                             "<registry>/inkbooth-<variant>:<version> (make push-images REGISTRY=...)")
     kfp: KfpSettings = option(None, "which KFP the runs go to: backend version, mode, namespace")
     storage: StorageSettings = option(None, "the object store's settings (not its keys)")
+    model_registries: list[SinkConfig] = option([], "model registries every registered version also goes to "
+                                                    "(inkbooth.sinks: type mlflow or kubeflow, uri, ...); a run's "
+                                                    "own model_registries add to these")
+    registry_secret: str = option("", "Secret the register steps read the model registries' tokens from: each key "
+                                      "a sink's token_env, set as that environment variable ('' for none)")
 
     def __post_init__(self) -> None:
         self.kfp = nested(KfpSettings, self.kfp, source="kfp")
         self.storage = nested(StorageSettings, self.storage, source="storage")
+        self.model_registries = parse(self.model_registries, source="model_registries")
 
     def stage(self, name: str) -> StageResources:
         return getattr(self, name)
@@ -237,6 +246,19 @@ class ClusterConfig:
             if not _DNS_LABEL.match(getattr(self.kfp, key)):
                 raise ValueError(f"kfp.{key}: {getattr(self.kfp, key)!r} is not a Kubernetes namespace name")
         self.storage.validate()
+        parse(self.model_registries, source="model_registries")
+        if self.registry_secret and not _DNS_LABEL.match(self.registry_secret):
+            raise ValueError(f"registry_secret: {self.registry_secret!r} is not a Kubernetes Secret name")
+        tokens = [s.label() for s in self.model_registries if s.token_env]
+        if tokens and not self.registry_secret:
+            raise ValueError(f"model_registries: {', '.join(tokens)} take a token from token_env: name the Secret "
+                             "that holds it in registry_secret")
+
+    def registry_sinks(self) -> list[dict[str, Any]]:
+        """The model registries as the pipelines' ``model_registries`` parameter takes them."""
+        from inkbooth.config import to_dict
+
+        return [to_dict(s) for s in self.model_registries]
 
     def s3_endpoint(self) -> str:
         """The endpoint the steps and KFP's launcher reach the store at ('' for AWS S3)."""
@@ -340,6 +362,12 @@ class ClusterConfig:
             if optional and self.honours("optional_secret_env"):
                 kubernetes.use_secret_as_env(task, secret_name=s3_secret, secret_key_to_env={k: k for k in optional},
                                              optional=True)
+        if stage in REGISTER_STAGES and self.registry_secret:
+            # The sinks' tokens as the environment variables they name, from the Secret: never parameters.
+            names = sorted({s.token_env for s in self.model_registries if s.token_env})
+            if names:
+                kubernetes.use_secret_as_env(task, secret_name=self.registry_secret,
+                                             secret_key_to_env={n: n for n in names})
         return task
 
     def use_pdf_secret(self, task: Any, pdf_secret: Any) -> Any:

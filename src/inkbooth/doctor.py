@@ -12,7 +12,11 @@ the cluster file (``inkbooth.cluster``) it checks:
   cloud identity; GCS and checksum mode; the runner account's rights; Pod Security against the
   compile contract; whether the KFP UI can read the runs' reports; GPU nodes and their NVIDIA driver
   (GPU Feature Discovery labels) against the images' CUDA;
-* with ``check_bucket``, the pipeline root's bucket, from here, with the local credentials.
+* with ``check_bucket``, the pipeline root's bucket, from here, with the local credentials;
+* each model registry of ``model_registries`` (``inkbooth.sinks``: MLflow, Kubeflow Model Registry),
+  from here: that it answers, with the token its ``token_env`` names where one is set. A registry at
+  a cluster-internal name (``*.svc``, ``*.svc.cluster.local``) that does not resolve here is a
+  ``warn``: the register steps reach it from inside the cluster.
 
 The checks are in ``inkbooth.doctor_checks`` (KFP, the store) and ``inkbooth.doctor_cluster`` (Pod
 Security, the UI, GPUs); here is the transport, ``Api``: ``kubectl get --raw`` and ``kubectl auth can-i``
@@ -26,6 +30,7 @@ import contextlib
 import json
 import os
 import subprocess
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from typing import Any
@@ -34,7 +39,7 @@ from inkbooth.cluster import ClusterConfig
 from inkbooth.doctor_checks import ApiError, Finding, bucket
 from inkbooth.doctor_cluster import ClusterDoctor
 
-__all__ = ["Api", "ApiError", "Finding", "diagnose", "head_bucket", "render"]
+__all__ = ["Api", "ApiError", "Finding", "diagnose", "head_bucket", "registry_findings", "render"]
 TIMEOUT = 20  # seconds: every kubectl call and HTTP request
 
 
@@ -88,6 +93,41 @@ def diagnose(settings: ClusterConfig, api: Api, *, s3_secret: str = "inkbooth-s3
     findings = ClusterDoctor(settings, api, s3_secret, kfp_host, token).run()
     if check_bucket:
         findings.append(head_bucket(settings))
+    return findings + registry_findings(settings)
+
+
+def _in_cluster_name(uri: str) -> bool:
+    host = (urllib.parse.urlsplit(uri).hostname or "").lower()
+    return host.endswith((".svc", ".svc.cluster.local")) or ("." not in host and host != "localhost")
+
+
+def registry_findings(settings: ClusterConfig, check: Any = None) -> list[Finding]:
+    """One finding per model registry of the cluster file: does it answer from here (``inkbooth.sinks.check``)?"""
+    from inkbooth import sinks
+
+    check = check or sinks.check
+    findings = []
+    for sink in settings.model_registries:
+        name = f"registry {sink.label()}"
+        try:
+            said = check(sink)
+        except sinks.SinkError as e:
+            unresolved = any(w in str(e) for w in ("Name or service not known", "nodename nor servname",
+                                                   "Temporary failure in name resolution", "getaddrinfo failed"))
+            if unresolved and _in_cluster_name(sink.uri):
+                findings.append(Finding(name, "warn", f"{sink.uri} is a cluster-internal name, not resolvable "
+                                        "from here; the register steps reach it from inside the cluster",
+                                        f"to check it from here: kubectl port-forward to its service, then "
+                                        f"inkbooth doctor with a cluster file whose {sink.type} uri is "
+                                        "http://127.0.0.1:PORT"))
+                continue
+            fix = {"mlflow": "check the uri (the MLflow tracking server) and MLFLOW_TRACKING_TOKEN or token_env; "
+                             "pip install 'inkbooth[mlflow]' for the client",
+                   "kubeflow": "check the uri (the Model Registry REST service, scheme://host:port) and the token "
+                               "(token_env); pip install 'inkbooth[model-registry]' for the client"}[sink.type]
+            findings.append(Finding(name, "FAIL", f"{sink.uri}: {e}", fix))
+            continue
+        findings.append(Finding(name, "ok", f"{sink.uri}: {said}"))
     return findings
 
 

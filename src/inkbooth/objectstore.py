@@ -34,9 +34,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from inkbooth.runtime import environment  # noqa: F401  (callers apply a store's env() with it)
 
 # Every listener `weed mini` opens; each gets a free loopback port. WebDAV (-webdav=false) and the
 # Iceberg and Lance catalogs (port 0) are not started: they answered anyone.
@@ -441,16 +442,3 @@ class EmbeddedS3:
         self.stop()
 
 
-@contextlib.contextmanager
-def environment(values: dict[str, str]) -> Iterator[None]:
-    """Set environment variables for the duration of the block (restored after)."""
-    saved = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v

@@ -11,12 +11,12 @@ import dataclasses
 import importlib
 import logging
 import os
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from inkbooth.config import option, to_dict
+from inkbooth.sinks.settings import SinkConfig
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +60,15 @@ class OCRRun:
                 "export_config": d["export"], "recognize_config": d["recognize"]}
 
 
+def _check_sinks(model_registries: list[SinkConfig], registry: str) -> None:
+    from inkbooth import config, sinks
+
+    try:
+        sinks.reachable(model_registries, registry)
+    except sinks.SinkError as e:
+        raise config.ConfigError(f"model_registries: {e}") from None
+
+
 def _absolute(uri: str) -> str:
     from inkbooth import storage
 
@@ -80,6 +89,8 @@ class DreamBoothRun:
     train: dict[str, Any] = option({}, "training (inkbooth.dreambooth.train.TrainConfig fields)")
     export: dict[str, Any] = option({}, "export (inkbooth.dreambooth.export.ExportCheckpointConfig fields)")
     sample: dict[str, Any] = option({}, "samples (inkbooth.dreambooth.sample.SampleConfig fields)")
+    model_registries: list[SinkConfig] = option([], "model registries the new version is also registered in "
+                                                    "(inkbooth.sinks.SinkConfig: type mlflow or kubeflow, uri, ...)")
 
     def __post_init__(self) -> None:
         # One class prompt for both the class images and the prior loss.
@@ -102,6 +113,7 @@ class DreamBoothRun:
         config.from_dict(TrainConfig, self.train, source="train")
         config.from_dict(ExportCheckpointConfig, self.export, source="export")
         config.from_dict(SampleConfig, self.sample, source="sample")
+        _check_sinks(self.model_registries, self.registry)
         if self.prior_shards < 1:
             raise ValueError("prior_shards must be at least 1")
 
@@ -112,7 +124,7 @@ class DreamBoothRun:
                 "prior_output": _absolute(d["prior_output"]), "registry": _absolute(d["registry"]),
                 "checkpoints": _absolute(d["checkpoints"]) if d["checkpoints"] else "",
                 "prior_shards": d["prior_shards"], "prior_config": d["prior"], "train_config": d["train"],
-                "export_config": d["export"], "sample_config": d["sample"]}
+                "export_config": d["export"], "sample_config": d["sample"], "model_registries": d["model_registries"]}
 
 
 @dataclasses.dataclass
@@ -133,6 +145,8 @@ class OCRTrainRun:
     export: dict[str, Any] = option({}, "export and parity gate (inkbooth.ocr.recognition.export.ExportConfig fields)")
     evaluate: dict[str, Any] = option({}, "held-out evaluation (inkbooth.ocr.training.evaluate.EvaluateConfig fields)")
     register: dict[str, Any] = option({}, "registration (inkbooth.ocr.training.register.RegisterConfig fields: name, ...)")
+    model_registries: list[SinkConfig] = option([], "model registries the new version is also registered in "
+                                                    "(inkbooth.sinks.SinkConfig: type mlflow or kubeflow, uri, ...)")
 
     def validate(self) -> None:
         from inkbooth import config
@@ -156,6 +170,7 @@ class OCRTrainRun:
         config.from_dict(ExportConfig, self.export, source="export")
         config.from_dict(EvaluateConfig, self.evaluate, source="evaluate")
         config.from_dict(RegisterConfig, self.register, source="register")
+        _check_sinks(self.model_registries, self.registry)
 
     def arguments(self) -> dict[str, Any]:
         d = to_dict(self)
@@ -167,7 +182,8 @@ class OCRTrainRun:
                 "checkpoints": _absolute(d["checkpoints"]) if d["checkpoints"] else "",
                 "data_format": "pdfs" if pdfs else "lines", "extra_lines": data if pdfs else "",
                 "pdf_lines_config": d["pdf_lines"], "lines_config": d["lines"], "finetune_config": d["finetune"],
-                "export_config": d["export"], "evaluate_config": d["evaluate"], "register_config": d["register"]}
+                "export_config": d["export"], "evaluate_config": d["evaluate"], "register_config": d["register"],
+                "model_registries": d["model_registries"]}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -224,34 +240,34 @@ def packaged_yaml(name: str) -> Path:
     return Path(pkg.__file__).parent / get(name).yaml
 
 
-def run_local(name: str, run: Any, pipeline_root: str | Path) -> Any:
-    """Run a pipeline end to end with kfp.local in this environment; returns the run's result."""
+def run_local(name: str, run: Any, pipeline_root: str | Path, verbose: bool = False,
+              display: Any = None) -> Any:
+    """Run a pipeline end to end with kfp.local in this environment; returns the run's result.
+
+    It prints a line per task and each warning once (``inkbooth.runlog``); each task's output goes to
+    ``<run folder>/logs/<task>.log``, printed in full with ``verbose``, its last lines if it fails.
+    """
     import json
 
     from kfp import local
 
-    from inkbooth import cluster
+    from inkbooth import cluster, runlog
 
     spec = get(name)
     pipeline_root = Path(pipeline_root).absolute()
     pipeline_root.mkdir(parents=True, exist_ok=True)
-    # Our images are not named "python"; locally the image is not used at all.
-    warnings.filterwarnings("ignore", message=".*non-Python base image.*")
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root), raise_on_error=True)
     # Steps are subprocesses: keep their threads in check on small machines.
     os.environ.setdefault("OMP_NUM_THREADS", str(min(4, os.cpu_count() or 1)))
-    # kfp.local swaps builtins.print per task; with concurrent ParallelFor tasks the swaps interleave
-    # and can leave an indenting print installed after the run. Put ours back.
-    import builtins
-
+    display = display if display is not None else runlog.Display(verbose=verbose)
     before = set(pipeline_root.iterdir())
-    saved_print = builtins.print
-    try:
-        # Here a failure is bad input or a bug, not a preempted node: no retries (kfp.local would
-        # honour them, with their backoff). No KFP API either to name a failed task.
-        spec.load(cluster.ClusterConfig().without_retries())(**run.arguments(), kfp_api="")
-    finally:
-        builtins.print = saved_print
+    with runlog.capture(display, title=f"{name} pipeline"):
+        try:
+            # Here a failure is bad input or a bug, not a preempted node: no retries (kfp.local would
+            # honour them, with their backoff). No KFP API either to name a failed task.
+            spec.load(cluster.ClusterConfig().without_retries())(**run.arguments(), kfp_api="")
+        except RuntimeError as e:
+            raise RuntimeError(runlog.failure_message(display, e)) from e
     # kfp.local keeps each task's outputs in <root>/<pipeline>-<time>/<task>/executor_output.json.
     (folder,) = [p for p in set(pipeline_root.iterdir()) - before if p.is_dir()]
     outputs = json.loads((folder / spec.result_task / "executor_output.json").read_text())

@@ -16,6 +16,7 @@ Nothing here reads the environment at import time; every function looks when it 
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import logging
@@ -25,6 +26,7 @@ import re
 import shutil
 import subprocess
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -316,3 +318,18 @@ def require_usable_gpus(device: str, backend: str = "torch") -> None:
     if seen < given:
         raise HardwareError(f"{asked}: {what} sees only {seen} of them; check the GPUs' health on the node "
                             f"(nvidia-smi) and CUDA_VISIBLE_DEVICES, or request {seen} GPU(s)")
+
+
+@contextlib.contextmanager
+def environment(values: dict[str, str]) -> Iterator[None]:
+    """Set environment variables for the duration of the block (restored after)."""
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v

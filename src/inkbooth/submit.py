@@ -97,19 +97,35 @@ def _package(name: str, settings: cluster.ClusterConfig, folder: str) -> str:
     return str(path)
 
 
-def _arguments(run: Any, endpoint: Endpoint) -> dict[str, Any]:
+def _with_sinks(settings: cluster.ClusterConfig, run: Any) -> cluster.ClusterConfig:
+    """The settings to compile with: the run's model registries join the cluster file's (so the register
+    steps also get the tokens of the run's sinks from registry_secret)."""
+    from inkbooth import sinks
+
+    if not hasattr(run, "model_registries"):
+        return settings
+    merged = dataclasses.replace(settings, model_registries=sinks.combine(settings.model_registries,
+                                                                          run.model_registries))
+    merged.validate()
+    return merged
+
+
+def _arguments(run: Any, endpoint: Endpoint, settings: cluster.ClusterConfig | None = None) -> dict[str, Any]:
+    """The run's pipeline arguments; with ``settings``, the model registries are theirs (``_with_sinks``)."""
     run.validate()
     args = run.arguments()
     for key, value in args.items():
         if isinstance(value, str) and value.startswith("/"):
             raise ValueError(f"{key} = {value!r} is a local path; a cluster run needs s3:// URIs (or hub ids)")
+    if settings is not None and "model_registries" in args:
+        args["model_registries"] = settings.registry_sinks()
     return {**args, "s3_secret": endpoint.s3_secret}
 
 
 def submit(name: str, run: Any, endpoint: Endpoint, run_name: str | None = None) -> str:
     """Compile and submit one run of pipeline ``name``; returns the run id."""
-    settings = _settings(endpoint)
-    arguments = _arguments(run, endpoint)
+    settings = _with_sinks(_settings(endpoint), run)
+    arguments = _arguments(run, endpoint, settings)
     client = _client(endpoint)
     settings = check_backend(client, settings, endpoint.host)
     with storage.temp_dir("inkbooth-submit-") as tmp:
@@ -127,8 +143,8 @@ def schedule(name: str, run: Any, endpoint: Endpoint, *, job_name: str, cron: st
     """A recurring run of pipeline ``name`` on a cron schedule; returns the recurring run id."""
     if len(cron.split()) not in (5, 6):
         raise ValueError(f"cron {cron!r}: expected 5 or 6 fields, e.g. '0 0 3 * * *' (KFP uses seconds first)")
-    settings = _settings(endpoint)
-    arguments = _arguments(run, endpoint)
+    settings = _with_sinks(_settings(endpoint), run)
+    arguments = _arguments(run, endpoint, settings)
     client = _client(endpoint)
     settings = check_backend(client, settings, endpoint.host)
     experiment = _experiment_id(client, endpoint, settings)

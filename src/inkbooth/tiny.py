@@ -254,6 +254,10 @@ def build_tiny_sd(out_dir: str | Path, config: TinySDConfig | None = None) -> Pa
     import tempfile
 
     import torch
+
+    from inkbooth import quiet
+
+    quiet.library_notes()
     from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 

@@ -8,6 +8,8 @@
 
 The result is registered as the next version of ``models/<name>/`` with the training lineage (base
 model, subject images, class images, config, metrics); identical content maps to its old version.
+Then the version is registered in each model registry ``sinks`` names (``inkbooth.sinks``: MLflow,
+Kubeflow Model Registry) under the same name and version.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from inkbooth import artifacts, storage
+from inkbooth import sinks as registry_sinks
 from inkbooth.config import option, to_dict
 
 KIND = "dreambooth-export"
@@ -47,14 +50,20 @@ def _dtype(name: str) -> Any:
 
 
 def export_checkpoint(trained: str, registry: str, config: ExportCheckpointConfig,
-                      work_dir: str | None = None) -> tuple[str, artifacts.Manifest]:
-    """Export the training artifact at ``trained`` and register it; returns (version URI, manifest)."""
+                      work_dir: str | None = None, *, sinks: list[Any] | None = None) -> tuple[str, artifacts.Manifest]:
+    """Export the training artifact at ``trained`` and register it, in the registry and in every one of
+    ``sinks`` (``inkbooth.sinks.SinkConfig`` or its fields); returns (version URI, manifest).
+
+    A sink that fails raises ``inkbooth.sinks.SinkError`` once the version is in the registry: a rerun
+    finds the same version (same content) and registers it where it is missing.
+    """
     from diffusers import StableDiffusionPipeline
     from safetensors.torch import save_file
 
     from inkbooth.dreambooth.singlefile import pipeline_to_original
 
     config.validate()
+    sink_configs = registry_sinks.reachable(sinks, registry)  # refused before anything is exported
     source = artifacts.fetch(trained)
     training = artifacts.read_manifest(trained)
     with storage.temp_dir("inkbooth-export-") as tmp:
@@ -84,4 +93,5 @@ def export_checkpoint(trained: str, registry: str, config: ExportCheckpointConfi
             metrics=training.metrics, lineage={**training.lineage, "trained": training.content_hash},
             inputs={"trained": training.content_hash, **training.inputs},
         )
+    registry_sinks.register_version(sink_configs, reg.uri(config.name, version), manifest)
     return reg.uri(config.name, version), manifest

@@ -113,11 +113,17 @@ class ExportConfig:
 
 
 def _export_optimum(model_dir: Path, out: Path, opset: int) -> None:
+    from inkbooth import quiet
+
+    quiet.library_notes()
     from optimum.exporters.onnx import main_export
 
-    # no_post_process: keep decoder and decoder-with-past as two files, no merged duplicate.
-    main_export(str(model_dir), output=out, task="image-to-text-with-past", opset=opset,
-                no_post_process=True, do_validation=False, device="cpu")
+    with warnings.catch_warnings():  # optimum loads through AutoModelForVision2Seq: optimum's to change
+        warnings.filterwarnings("ignore", message="The class `AutoModelForVision2Seq` is deprecated",
+                                category=FutureWarning)
+        # no_post_process: keep decoder and decoder-with-past as two files, no merged duplicate.
+        main_export(str(model_dir), output=out, task="image-to-text-with-past", opset=opset,
+                    no_post_process=True, do_validation=False, device="cpu")
     for extra in out.glob("decoder_model_merged*.onnx"):
         extra.unlink()
 

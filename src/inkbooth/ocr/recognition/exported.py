@@ -76,6 +76,9 @@ def _session_options(threads: int) -> Any:
 
 def load_ort_model(folder: Path, provider: str = "CPUExecutionProvider", threads: int = 0) -> Any:
     """optimum's ORTModelForVision2Seq over encoder, decoder and decoder-with-past of ``folder``."""
+    from inkbooth import quiet
+
+    quiet.library_notes()
     from optimum.onnxruntime import ORTModelForVision2Seq
 
     return ORTModelForVision2Seq.from_pretrained(

@@ -1,6 +1,6 @@
 """register_trocr: a fine-tuned checkpoint becomes the next version of a model in the registry.
 
-May import the other training modules.
+May import the other training modules, and ``inkbooth.sinks`` (the model registries beside ours).
 """
 
 from __future__ import annotations
@@ -8,8 +8,10 @@ from __future__ import annotations
 import dataclasses
 import shutil
 from pathlib import Path
+from typing import Any
 
 from inkbooth import artifacts, storage
+from inkbooth import sinks as registry_sinks
 from inkbooth.config import option
 from inkbooth.ocr.training.finetune import KIND, LOGS
 
@@ -39,16 +41,20 @@ class RegisterConfig:
 
 
 def register_trocr(trained: str, registry: str, config: RegisterConfig | None = None, *,
-                   onnx_model: str | None = None, evaluation: str | None = None) -> tuple[str, artifacts.Manifest]:
+                   onnx_model: str | None = None, evaluation: str | None = None,
+                   sinks: list[Any] | None = None) -> tuple[str, artifacts.Manifest]:
     """Make a fine-tuning output the next version of ``config.name``; returns (version URI, manifest).
 
     The version holds the Hugging Face checkpoint (so it is itself a model source for OCR and
     further fine-tuning) with training.json, and the evaluation and export parity where given. Its
     lineage names the base checkpoint, the data and their hashes; its metrics, the held-out error
-    rates. Identical content maps to the existing version.
+    rates. Identical content maps to the existing version. The version is then registered in every
+    model registry of ``sinks`` (``inkbooth.sinks``) too; one that fails raises ``SinkError``, and a
+    rerun registers it where it is missing.
     """
     config = config or RegisterConfig()
     config.validate()
+    sink_configs = registry_sinks.reachable(sinks, registry)
     ev = artifacts.read_manifest(evaluation) if evaluation else None
     worst = ev.metrics.get("cer") if ev else None
     if worst is not None and worst > config.max_cer:  # before anything is copied
@@ -72,4 +78,5 @@ def register_trocr(trained: str, registry: str, config: RegisterConfig | None = 
             inputs={**trained_manifest.inputs, "trained": trained_manifest.content_hash, **extra_inputs},
             config=trained_manifest.config, metrics=metrics,
             lineage={**trained_manifest.lineage, "trained": trained})
+    registry_sinks.register_version(sink_configs, reg.uri(config.name, version), manifest)
     return reg.uri(config.name, version), manifest
