@@ -11,29 +11,35 @@ TESTDATA := .inkbooth/testdata
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
 
+# pip's and the build backend's output goes to a log: the tail is printed if setup fails.
 $(STAMP): pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
-	touch $(STAMP)
+	@echo "setup: installing inkbooth[dev] into $(VENV) (log: $(VENV)/setup.log)"
+	@$(PYTHON) -m venv $(VENV)
+	@{ $(BIN)/pip install --upgrade pip && $(BIN)/pip install -e '.[dev]'; } > $(VENV)/setup.log 2>&1 \
+		|| { tail -n 40 $(VENV)/setup.log; echo "setup failed; the full log: $(VENV)/setup.log"; exit 1; }
+	@touch $(STAMP)
 
 setup: $(STAMP) ## create .venv and install inkbooth with its dev, OCR and local-store extras
 
-demo: setup ## set up, then run both pipelines end to end locally (embedded S3, the Latin reader, a tiny Stable Diffusion)
-	$(BIN)/inkbooth demo
+demo: setup fonts ## set up, then run both pipelines end to end locally (embedded S3, the printed reader on documents in four font families, a tiny Stable Diffusion); VERBOSE=1 prints every task's log
+	$(BIN)/inkbooth demo $(if $(VERBOSE),--verbose)
 
 report-screenshots: setup ## after make demo: PNGs of the demo's two reports for the README (headless Chromium)
 	bash scripts/install-chromium.sh
 	$(BIN)/python scripts/report-screenshots.py
 
-testdata: ## fetch test data from Debian (real LaTeX-typeset PDFs, tests/evalset.tsv; tesseract-ocr) into .inkbooth/testdata
-	bash scripts/fetch-testdata.sh $(TESTDATA)
+testdata: ## fetch test data from Debian (real LaTeX-typeset PDFs: tests/evalset.tsv, tests/readset.tsv; tesseract-ocr) into .inkbooth/testdata
+	bash scripts/fetch-testdata.sh $(TESTDATA) tests/evalset.tsv tests/readset.tsv
 
 fonts: ## fetch fonts and word lists from Debian (for synthetic training lines) into .inkbooth/fonts
-	bash scripts/fetch-fonts.sh .inkbooth/fonts
+	@bash scripts/fetch-fonts.sh .inkbooth/fonts
 
 reader-latin: setup fonts ## train the Latin reader from scratch (its recipe's 5 stages) and install it in src/inkbooth/readers (about 2 h of one core)
 	OMP_NUM_THREADS=1 nice -n 10 $(BIN)/inkbooth reader train latin
+
+reader-printed: setup fonts ## teach the Latin reader real documents (Debian's TeX documentation PDFs and 25 fonts; 3 stages) and install it (about 100 min of one core)
+	bash scripts/fetch-testdata.sh .inkbooth/documents/printed src/inkbooth/readers/printed/documents.tsv
+	OMP_NUM_THREADS=1 nice -n 10 $(BIN)/inkbooth reader train printed
 
 reader-cyrillic: setup fonts ## retrain the Cyrillic reader the same way (about 1 h of one core)
 	OMP_NUM_THREADS=1 nice -n 10 $(BIN)/inkbooth reader train cyrillic
@@ -58,6 +64,9 @@ bench: setup testdata ## benchmarks (bench/*.py); figures go in the README
 	$(BIN)/python bench/ocr.py
 	$(BIN)/python bench/dreambooth.py
 	$(BIN)/python bench/pages.py --detectors xycut,ppocr
+
+bench-reading: setup testdata ## reading held-out real documents per font family vs Tesseract (tests/readset.tsv; a few minutes)
+	$(BIN)/python bench/reading.py --models printed,latin
 
 bench-pages: setup testdata ## page segmentation vs Tesseract on the real-PDF evaluation set (a few minutes)
 	$(BIN)/python bench/pages.py --detectors xycut,ppocr
@@ -117,4 +126,4 @@ manifests: setup ## write the overlay of every example cluster file (and with th
 clean: ## remove the venv and local run data
 	rm -rf $(VENV) .inkbooth .pytest_cache
 
-.PHONY: help setup demo report-screenshots testdata fonts reader-latin reader-cyrillic test test-all test-load lint compile bench bench-pages images lock-images standin-base push-images test-images manifests clean
+.PHONY: help setup demo report-screenshots testdata fonts reader-latin reader-printed reader-cyrillic test test-all test-load lint compile bench bench-pages bench-reading images lock-images standin-base push-images test-images manifests clean

@@ -8,7 +8,15 @@ hub id does) and exports to ONNX behind the same parity gate. Each is made by
 * ``latin``: printable ASCII, in Pillow's bundled font (the demo documents'): the demo and the tests
   that must read use it;
 * ``cyrillic``: Russian, in Debian's DejaVu Sans, to show that another alphabet and tokenizer go
-  through the same stage end to end.
+  through the same stage end to end;
+* ``printed``: the Latin reader taught real documents: synthetic lines in many of Debian's fonts and
+  lines cut from Debian's documentation PDFs (``documents.tsv``; those in ``tests/readset.tsv`` are
+  held out and never trained on).
+
+A recipe's ``base`` is a tiny model's shape, or ``{reader: NAME}``: start from that committed reader
+(its content hash goes into the lineage). Its ``data`` names a list of PDFs (``documents``, fetched
+by ``scripts/fetch-testdata.sh`` into ``documents_dir``) and how ``inkbooth.ocr.training.pdflines``
+cuts them (``pdf_lines``): every stage then trains on those lines beside its synthetic ones.
 
 A reader's folder holds the checkpoint, ``recipe.yaml`` (base shape and fine-tuning stages),
 ``training.json`` (its last stage's config, metrics and held-out history) and a manifest (content
@@ -27,7 +35,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-NAMES = ("latin", "cyrillic")
+NAMES = ("latin", "cyrillic", "printed")
 HERE = Path(__file__).resolve().parent
 RECIPE = "recipe.yaml"
 
@@ -75,7 +83,7 @@ def stages(spec: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def train(name: str, fonts_dir: str | Path = ".inkbooth/fonts", workdir: str | Path = ".inkbooth/readers",
-          threads: int = 0) -> Path:
+          threads: int = 0, documents_dir: str | Path = ".inkbooth/documents") -> Path:
     """Make reader ``name`` from its recipe and install it in the package; returns its folder.
 
     Each stage resumes its own checkpoints if interrupted; a stage whose output is published from
@@ -87,9 +95,13 @@ def train(name: str, fonts_dir: str | Path = ".inkbooth/fonts", workdir: str | P
 
     spec = recipe(name)
     work = Path(workdir) / name
-    base_cfg = config.from_dict(tiny.TinyTrOCRConfig, {**tiny.dataclasses.asdict(tiny.READER_SHAPE), **spec["base"]},
-                                source=f"{name}/{RECIPE}: base")
-    source = str(tiny.build_tiny_trocr(work / "base", base_cfg))
+    if "reader" in spec["base"]:
+        source = str(path(spec["base"]["reader"]))
+    else:
+        base_cfg = config.from_dict(tiny.TinyTrOCRConfig, {**tiny.dataclasses.asdict(tiny.READER_SHAPE), **spec["base"]},
+                                    source=f"{name}/{RECIPE}: base")
+        source = str(tiny.build_tiny_trocr(work / "base", base_cfg))
+    data = _lines(name, spec["data"], Path(documents_dir) / name, work) if spec.get("data") else None
     outputs: list[str] = []
     for k, stage in enumerate(stages(spec), start=1):
         ft = {**stage, "synthetic": _with_fonts(stage["synthetic"], Path(fonts_dir).absolute()), "resume": "latest",
@@ -99,13 +111,37 @@ def train(name: str, fonts_dir: str | Path = ".inkbooth/fonts", workdir: str | P
         outputs.append(output)
         if artifacts.is_published(output):
             done = artifacts.read_manifest(output)
-            if identity(done.config) == identity(config.to_dict(ft_cfg)) and done.lineage.get("base_model") == source:
+            if (identity(done.config) == identity(config.to_dict(ft_cfg)) and done.lineage.get("base_model") == source
+                    and done.lineage.get("data", "") == (data or "")):
                 log.info("stage %d: %s is trained already", k, output)
                 source = output
                 continue
-        finetune_trocr(source, output, ft_cfg, checkpoints=str(work / "checkpoints"))
+        finetune_trocr(source, output, ft_cfg, data=data, checkpoints=str(work / "checkpoints"))
         source = output
     return install(name, outputs, fonts_dir)
+
+
+def documents(name: str) -> Path:
+    """The list of PDFs reader ``name`` trains on (``scripts/fetch-testdata.sh DEST LIST`` fetches them)."""
+    return HERE / name / "documents.tsv"
+
+
+def _lines(name: str, spec: dict[str, Any], folder: Path, work: Path) -> str:
+    """Labelled lines cut from the recipe's documents (all listed files must be in ``folder``), made
+    once: the published set is reused while its documents and settings are the same."""
+    from inkbooth import config
+    from inkbooth.ocr.training.pdflines import PdfLinesConfig, pdf_lines
+
+    listed = [row.split("\t")[2].rsplit("/", 1)[-1] for row in documents(name).read_text(encoding="utf-8").splitlines()
+              if row.strip() and not row.startswith("#")]
+    missing = [f for f in listed if not (folder / f).is_file()]
+    if missing:
+        raise FileNotFoundError(f"reader {name!r}: {len(missing)} of its {len(listed)} documents are not in {folder} "
+                                f"(first: {missing[0]}); scripts/fetch-testdata.sh {folder} {documents(name)} fetches them")
+    cfg = config.from_dict(PdfLinesConfig, spec.get("pdf_lines") or {}, source=f"{name}/{RECIPE}: data.pdf_lines")
+    output = str(work / "lines")
+    pdf_lines(str(folder), output, cfg)  # returns the published set when documents and settings are the same
+    return output
 
 
 def _stage_summary(k: int, manifest: Any) -> dict[str, Any]:
