@@ -326,3 +326,18 @@ def test_long_lines_cut_between_words_keep_their_labels(real_lines, tmp_path):
             assert (x1 - x0) <= 12.0 * (y1 - y0) or " " not in r["text"], f"{r['image']} is wider than asked"
     assert cut == manifest.metrics["lines_cut"] > 50
     assert manifest.metrics["lines"] > len(whole)
+
+
+def test_a_published_set_is_reused_unless_a_setting_that_shapes_it_changed(tmp_path):
+    """A rerun returns the published lines when only a page setting the lines do not depend on changed
+    (how the OCR run finds lines: light_on_dark, deskew, ...), and is refused at that output when one
+    they do depend on changed (the render DPI)."""
+    folder = tmp_path / "pdfs"
+    folder.mkdir()
+    (folder / "a.pdf").write_bytes(text_pdf([PAGE]))
+    out = str(tmp_path / "lines")
+    first = pdf_lines(str(folder), out, PdfLinesConfig())
+    again = pdf_lines(str(folder), out, PdfLinesConfig(pages={"light_on_dark": False, "deskew": False}))
+    assert again.content_hash == first.content_hash
+    with pytest.raises(storage.AlreadyExistsError, match="other input or config"):
+        pdf_lines(str(folder), out, PdfLinesConfig(pages={"pdf_dpi": 150}))

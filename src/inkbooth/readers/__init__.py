@@ -38,6 +38,7 @@ from typing import Any
 NAMES = ("latin", "cyrillic", "printed")
 HERE = Path(__file__).resolve().parent
 RECIPE = "recipe.yaml"
+DOCUMENTS = "documents.tsv"
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +124,7 @@ def train(name: str, fonts_dir: str | Path = ".inkbooth/fonts", workdir: str | P
 
 def documents(name: str) -> Path:
     """The list of PDFs reader ``name`` trains on (``scripts/fetch-testdata.sh DEST LIST`` fetches them)."""
-    return HERE / name / "documents.tsv"
+    return HERE / name / DOCUMENTS
 
 
 def _lines(name: str, spec: dict[str, Any], folder: Path, work: Path) -> str:
@@ -175,7 +176,9 @@ def install(name: str, stage_outputs: list[str], fonts_dir: str | Path | None = 
             record = work / "training.json"
             record.write_text(record.read_text(encoding="utf-8").replace(prefix, ""), encoding="utf-8")
         history = [_stage_summary(k, artifacts.read_manifest(str(out))) for k, out in enumerate(stage_outputs, 1)]
-        shutil.copy2(dest / RECIPE, work / RECIPE)
+        for kept in (RECIPE, DOCUMENTS):  # the recipe, and the documents list where it has one
+            if (dest / kept).is_file():
+                shutil.copy2(dest / kept, work / kept)
         # Published in place, not as a version under .inkbooth-versions/: package data is found by its
         # file names. The old folder steps aside and comes back if the publish fails.
         old = dest.with_name(f".{name}.old")

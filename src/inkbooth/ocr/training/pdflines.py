@@ -115,7 +115,7 @@ def pdf_lines(pdfs: str, output: str, config: PdfLinesConfig | None = None, *, e
         inputs["extra_lines"] = line_data_hash(extra_lines)
     if artifacts.is_published(output):
         existing = artifacts.read_manifest(output)
-        if existing.kind == KIND and existing.inputs == inputs and existing.config == to_dict(config):
+        if existing.kind == KIND and existing.inputs == inputs and identity(existing.config) == identity(to_dict(config)):
             log.info("%s: lines of these PDFs are made already; reusing them", output)
             return existing
         raise storage.AlreadyExistsError(f"{output}: holds another artifact ({existing.kind}, other input or "
@@ -167,6 +167,17 @@ def pdf_lines(pdfs: str, output: str, config: PdfLinesConfig | None = None, *, e
                                 if k.startswith("left_out:")}}
         return artifacts.publish(work, output, kind=KIND, inputs=inputs, config=to_dict(config), metrics=metrics,
                                  lineage={"pdfs": source or pdfs, "extra_lines": extra_lines or ""})
+
+
+# The page settings that shape the lines (how pages render and crops are cut); the others (how the
+# OCR run finds lines on a page) do not, and a new one of those does not make the lines stale.
+PAGE_FIELDS = ("pdf_dpi", "line_padding", "max_pages", "max_pixels", "pdf_password")
+
+
+def identity(config: dict[str, Any]) -> dict[str, Any]:
+    """The fields of a pdf-lines config (as a dict) that shape its output."""
+    pages = config.get("pages") or {}
+    return {**config, "pages": {k: pages.get(k) for k in PAGE_FIELDS}}
 
 
 def _documents_hash(pdfs: str, keys: list[str]) -> str:
