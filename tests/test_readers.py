@@ -67,15 +67,17 @@ def test_the_default_export_gate_passes_on_each_reader_in_its_own_script(name, t
     on models that read: the rendered lines are in each reader's own fonts, alphabet and words (its
     training.json), so INT8 is measured on what the model reads. Measured (threads 1): Latin fp32 CER
     0.008, INT8 against fp32 0.007; Cyrillic 0.005 and 0.006 (with Latin lines in Pillow's font the
-    Cyrillic reader failed the gate: 0.18)."""
+    Cyrillic reader failed the gate: 0.18); printed 0.018 and 0.016."""
     m = export.export_trocr(str(readers.path(name)), str(tmp_path / "onnx"),
                             export.ExportConfig(variants=["fp32", "int8"], threads=2))
     metrics = m.metrics
     assert metrics["parity_images"] == export.ExportConfig().parity_images
     assert metrics["fp32_beam_exact"] >= 0.98 and metrics["int8_cer_vs_fp32"] <= 0.05
-    assert metrics["fp32_cer"] <= 0.03 and abs(metrics["int8_cer_delta"]) <= 0.02
+    # fp32 CER on the reader's own lines: Latin 0.008, Cyrillic 0.005; the printed reader's lines are in
+    # 25 fonts, a tenth of them random characters: 0.018 (INT8 0.027).
+    assert metrics["fp32_cer"] <= {"printed": 0.04}.get(name, 0.03) and abs(metrics["int8_cer_delta"]) <= 0.02
     assert metrics["int8_bytes"] < 0.35 * metrics["fp32_bytes"]
-    font = {"latin": "Pillow's default font", "cyrillic": "DejaVuSans.ttf"}[name]
+    font = {"latin": "Pillow's default font", "cyrillic": "DejaVuSans.ttf", "printed": "lmroman10-regular.otf"}[name]
     assert font in m.lineage["parity_lines"]
 
 
@@ -185,3 +187,41 @@ def test_a_recipe_trains_in_stages_and_a_trained_stage_is_not_run_again(tmp_path
     (here / "latin" / readers.RECIPE).write_text(yaml.safe_dump(recipe))
     readers.train("latin", FONTS, work)
     assert [Path(r).name for r in runs[2:]] == ["trained-2"], "a changed stage runs again, from the stage before"
+
+
+def _real_page_cer(name: str, docs: dict[str, int]) -> dict[str, float]:
+    """CER of reader ``name`` (torch fp32, greedy) on one held-out real page of each document of
+    tests/readset.tsv named in ``docs`` (name -> 1-based page), scored as bench/reading.py scores."""
+    import pypdfium2 as pdfium
+
+    from bench.reading import TESTDATA, edits, readset, render, score_page, truth
+    from inkbooth.ocr.documents.pages import Page, PagesConfig
+    from inkbooth.ocr.layout.lines import page_lines
+
+    rec = Recognizer(readers.path(name), RecognizeConfig(backend="torch", token_boxes=False, threads=2, num_beams=1))
+    out = {}
+    for doc in readset(list(docs)):
+        path = TESTDATA / doc["file"]
+        if not path.exists():
+            pytest.skip(f"{path} not fetched (make testdata)")
+        pdf = pdfium.PdfDocument(str(path))
+        page = pdf[docs[doc["name"]] - 1]
+        image = render(page, 200)
+        true, ignored, _ = truth(page, 200)
+        page.close()
+        pdf.close()
+        lines = page_lines(Page(0, image), PagesConfig())
+        read = [(ln.box, r.text) for ln, r in zip(lines, rec.read([ln.image for ln in lines]))]
+        pairs = score_page(read, true, ignored)
+        out[doc["family"]] = sum(edits(h, r) for h, r in pairs) / sum(len(" ".join(r.split())) for _, r in pairs)
+    return out
+
+
+def test_the_printed_reader_reads_held_out_real_pages_in_three_families():
+    """One page each of three held-out documents (tests/readset.tsv: never trained on), in Computer
+    Modern, Times and Libertine, read like bench/reading.py reads them (greedy here)."""
+    got = _real_page_cer("printed", {"booktabs": 3, "psnfss2e": 2, "sigconf": 1})
+    print(f"\nprinted reader on held-out real pages: {got}")
+    # Measured (greedy, torch fp32): 0.0075, 0.031, 0.015; the Latin reader it started from reads such
+    # pages at 0.38-0.64 (bench/reading.py). Bounds: about twice the measurement.
+    assert got["Computer Modern"] <= 0.02 and got["Times"] <= 0.06 and got["Libertine"] <= 0.03, got
