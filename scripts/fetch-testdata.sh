@@ -27,7 +27,9 @@ apt_download() {  # apt_download PACKAGE DIR: the .deb into DIR, refreshing the 
 declare -A wanted=()
 while IFS=$'\t' read -r name package path sha pages quick layouts; do
   [[ -z "$name" || "$name" == \#* ]] && continue
-  [ -f "$dest/$(basename "$path")" ] || wanted[$package]+="$path"$'\t'"$sha"$'\n'
+  [ -f "$dest/$(basename "$path")" ] && continue
+  # a file listed twice (in two lists) is fetched once
+  [[ "${wanted[$package]:-}" == *"$path"$'\t'* ]] || wanted[$package]+="$path"$'\t'"$sha"$'\n'
 done < <(cat "${lists[@]}")
 
 tmp=$(mktemp -d)
