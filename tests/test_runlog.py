@@ -195,3 +195,12 @@ def test_the_onnx_export_does_not_pass_on_optimums_deprecation_warning(tiny_troc
 
     with pytest.warns(FutureWarning, match="AutoModelForVision2Seq` is deprecated"):
         AutoModelForVision2Seq.from_pretrained(tiny_trocr)
+
+
+def test_a_warning_logged_after_a_progress_bar_on_its_line_is_still_a_warning(tmp_path):
+    """tqdm's last draw has no newline: the task's next log line follows it on the same line."""
+    display, out = _display(live=False)
+    task = _task(tmp_path, "recognize-shard-0")
+    display.output(task, "ocr shard 0/3:   0%|          | 0/2 [00:00<?, ?doc/s][KFP Executor 2026-12-05 15:44:21,771 "
+                         "WARNING]: corrupt.png: page 1 cannot be decoded\n")
+    assert "  warning (recognize-shard-0): corrupt.png: page 1 cannot be decoded" in out.getvalue().splitlines()

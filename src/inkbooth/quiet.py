@@ -20,6 +20,14 @@ NOTES = [
      "diffusers picks one and says so at every import"),
     ("diffusers.models.modeling_utils", r"There are modules in \w+ that should be kept in float32: \[\]\. ",
      "diffusers warns on every dtype cast, with an empty list of modules to keep in float32 (nothing to keep)"),
+    # transformers' own loggers do not propagate, except where CI=true (GitHub Actions, GitLab CI):
+    # there these reach the step's log as warnings.
+    *((name, r"`torch_dtype` is deprecated! Use `dtype` instead!",
+       "optimum's exporter and diffusers read or pass `torch_dtype`; transformers 4.57 renamed it")
+      for name in ("transformers.configuration_utils", "transformers.modeling_utils")),
+    *((name, r"Using a slow image processor as `use_fast` is unset",
+       "the committed readers and trocr-base save a slow (PIL) image processor, which is what they are read with")
+      for name in ("transformers.processing_utils", "transformers.models.auto.image_processing_auto")),
 ]
 
 

@@ -41,7 +41,9 @@ NAME_WIDTH = 20  # "generate-prior-0" fits
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 # What a task's log says that the user should see once: the KFP executor's log format, and
 # Python's warnings ("path:line: SomeWarning: text").
-_LOGGED_WARNING = re.compile(r"^\[KFP Executor [^\]]* (?:WARNING|ERROR|CRITICAL)\]: (?P<message>.+)")
+# Searched anywhere in a line: a progress bar's last draw has no newline, so the next log line of the
+# task may follow it on the same line.
+_LOGGED_WARNING = re.compile(r"\[KFP Executor [^\]]* (?:WARNING|ERROR|CRITICAL)\]: (?P<message>.+)")
 _PYTHON_WARNING = re.compile(r"^\S+:\d+: (?P<message>\w*Warning: .+)")
 # A tqdm bar ("train:  50%|█████     | 3/6 [00:02<00:02, 1.2step/s]"): the task's progress.
 _ITERATION = re.compile(r"-iteration-(\d+)$")
@@ -117,10 +119,10 @@ class Display:
         with ``verbose``)."""
         task.write(line if line.endswith("\n") else line + "\n")
         line = line.rstrip("\r\n")
-        found = _LOGGED_WARNING.match(line) or _PYTHON_WARNING.match(line)
+        found = _LOGGED_WARNING.search(line) or _PYTHON_WARNING.match(line)
         if found:
             self.warn(found["message"], task.name)
-        progress = _PROGRESS.match(line)
+        progress = _PROGRESS.match(line.rsplit("\r", 1)[-1])  # a bar redraws itself after a carriage return
         if progress:
             what = (progress["what"] or "").strip()
             task.progress = f"{what} {progress['done']}/{progress['total']}".strip()

@@ -6,3 +6,9 @@ export stage and its parity gate), ``recognizer`` (the recogniser), ``chunks`` (
 overlapping chunks and stitched), ``localize`` (token boxes). May import ``inkbooth.ocr.documents``;
 never ``layout``, ``training`` or ``batch``.
 """
+
+from inkbooth import quiet
+
+# Every stage that recognises or exports loads transformers (and optimum): its messages that are not
+# the user's to fix go first.
+quiet.library_notes()
