@@ -40,6 +40,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from inkbooth.ocr.recognition.text import cer  # noqa: E402
+from tests.pdftruth import _inside, iou  # noqa: E402  (the segmentation benchmark's box measures)
 
 READSET = REPO / "tests" / "readset.tsv"
 TESTDATA = REPO / ".inkbooth" / "testdata"
@@ -84,14 +85,6 @@ def truth(page, dpi: int) -> tuple[list[tuple[Box, str]], list[Box], list[list[t
     return [(ln.box, ln.text) for ln in good], [ln.box for ln in lines if ln.problem], words
 
 
-def _overlap(a: Box, b: Box) -> float:
-    """Share of box a's area inside box b."""
-    w = min(a[2], b[2]) - max(a[0], b[0])
-    h = min(a[3], b[3]) - max(a[1], b[1])
-    area = max(1e-9, (a[2] - a[0]) * (a[3] - a[1]))
-    return max(0.0, w) * max(0.0, h) / area
-
-
 def assign(read: list[tuple[Box, str]], true: list[tuple[Box, str]], ignored: list[Box]
            ) -> tuple[dict[int, list[int]], list[int]]:
     """Which read lines each true line is given (indices into ``read``), and the read lines over no true line."""
@@ -100,11 +93,11 @@ def assign(read: list[tuple[Box, str]], true: list[tuple[Box, str]], ignored: li
     for k, (box, text) in enumerate(read):
         if not text.strip():
             continue
-        shares = [_overlap(box, t) for t, _ in true]
+        shares = [_inside(box, t) for t, _ in true]
         best = max(range(len(true)), key=shares.__getitem__, default=-1)
         if best >= 0 and shares[best] >= 0.3:
             given[best].append(k)
-        elif not any(_overlap(box, b) >= 0.3 for b in ignored):
+        elif not any(_inside(box, b) >= 0.3 for b in ignored):
             inserted.append(k)
     return given, inserted
 
@@ -115,14 +108,6 @@ def score_page(read: list[tuple[Box, str]], true: list[tuple[Box, str]], ignored
     pairs = [(" ".join(read[k][1] for k in sorted(given[i], key=lambda k: read[k][0][0])), ref)
              for i, (_, ref) in enumerate(true)]
     return pairs + [(read[k][1], "") for k in inserted]
-
-
-def iou(a: Box, b: Box) -> float:
-    w = min(a[2], b[2]) - max(a[0], b[0])
-    h = min(a[3], b[3]) - max(a[1], b[1])
-    inter = max(0.0, w) * max(0.0, h)
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
 
 
 def score_words(read: list[tuple[Box, str]], words_read: list[list[tuple[Box, str]]], true: list[tuple[Box, str]],
