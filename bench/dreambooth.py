@@ -17,7 +17,8 @@ the script imports; PyPI's torchvision does not import beside torch 2.13.0 CPU).
     ``StableDiffusionPipeline.__call__`` records wall and CPU time from the start of the first
     sampling call to the end of the last, and counts the images.
 (c) sampler statistics for lower step counts: the same seeds through each sampler setting, compared
-    with a converged solution of the same ODE (see ``--quality``).
+    with a converged solution of the same ODE (see ``--quality``; over many prompts, seeds and two
+    model shapes: bench/sampler.py).
 
 Rounds are interleaved (every variant once per round, the order of the two sides alternating); the
 report gives medians, the spread (min-max) and the ratio of medians, plus the median of per-round
@@ -442,7 +443,9 @@ def sampler_quality(work: Path, args: argparse.Namespace) -> dict:
     """Each sampler setting against the converged solution of the same guided ODE and seeds.
 
     The converged solution is DPM-Solver++ on trailing timesteps at 400 steps (checked: 200 steps
-    differ from it by a small fraction of a pixel level, reported as ``truth_check``).
+    differ from it by a small fraction of a pixel level, reported as ``truth_check``). One prompt and
+    eight seeds: bench/sampler.py measures the spread over many prompts and seeds on two model
+    shapes, and PriorConfig's default follows from that.
     """
     import numpy as np
     import torch
@@ -465,11 +468,14 @@ def sampler_quality(work: Path, args: argparse.Namespace) -> dict:
 
     truth = sample("dpmsolver++", "trailing", 400)
     check = float(np.abs(sample("dpmsolver++", "trailing", 200) - truth).mean())
-    settings = [("pndm", "model", 50, "reference default"), ("dpmsolver++", "model", 20, "inkbooth before"),
-                ("dpmsolver++", "trailing", 10, ""), ("dpmsolver++", "trailing", 15, "inkbooth default"),
+    settings = [("pndm", "model", 50, "reference default"), ("dpmsolver++", "model", 20, "inkbooth's first default"),
+                ("dpmsolver++", "trailing", 10, ""), ("dpmsolver++", "trailing", 15, ""),
                 ("dpmsolver++", "trailing", 20, ""), ("dpmsolver++", "trailing", 25, "")]
+    default = prior.PriorConfig(class_prompt=CLASS_PROMPT)
     rows = []
     for name, spacing, steps, note in settings:
+        if (name, spacing, steps) == (default.scheduler, default.timestep_spacing, default.steps):
+            note = "inkbooth default"
         img = sample(name, spacing, steps)
         mse = ((img - truth) ** 2).mean()
         hist = [np.histogram(x, bins=32, range=(0, 255))[0] / x.size for x in (img, truth)]

@@ -149,14 +149,16 @@ def test_a_recognize_worker_fetches_only_the_variant_it_runs(tiny_onnx, bucket, 
     downloaded = []
     real = storage.download
     monkeypatch.setattr(storage, "download", lambda src, *a, **k: (downloaded.append(src), real(src, *a, **k))[1])
-    config = RecognizeConfig()  # variant auto: INT8 on this CPU
+    config = RecognizeConfig(device="cpu")  # variant auto: the export's measured choice for CPU
     folder, content = resolve_model(remote, config)
-    assert config.variant == "int8" and content == manifest.content_hash
-    variant_files = artifacts.file_uri(remote, f"int8/{DECODER_STEP}").rsplit("/", 1)[0] + "/"
+    chosen = manifest.metrics["variants"]["choice"]
+    other = "int8" if chosen == "fp32" else "fp32"
+    assert config.variant == chosen and content == manifest.content_hash
+    variant_files = artifacts.file_uri(remote, f"{chosen}/{DECODER_STEP}").rsplit("/", 1)[0] + "/"
     assert downloaded and all(u.startswith(variant_files) for u in downloaded)
-    assert (folder / "int8" / DECODER_STEP).is_file() and not (folder / "fp32").exists()
+    assert (folder / chosen / DECODER_STEP).is_file() and not (folder / other).exists()
     n = len(downloaded)
-    resolve_model(remote, RecognizeConfig())
+    resolve_model(remote, RecognizeConfig(device="cpu"))
     assert len(downloaded) == n, "a second worker on this node reuses the fetched variant"
     assert Recognizer(folder, config).read([]) == []
     # The whole artifact afterwards still fetches (and verifies) every file.

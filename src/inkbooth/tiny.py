@@ -219,6 +219,8 @@ class TinySDConfig:
     vae_channels: list[int] = option([32, 64], "VAE block widths")
     text_hidden: int = option(32, "CLIP text encoder width (= UNet cross-attention width)")
     text_layers: int = option(2, "CLIP text encoder layers")
+    attention_heads: int = option(8, "UNet attention heads per block (attention at the full latent size dominates "
+                                     "the cost of large latents)")
     max_length: int = option(77, "prompt length in tokens, as in SD 1.x")
     seed: int = option(0, "seed of the random weights")
 
@@ -273,7 +275,8 @@ def build_tiny_sd(out_dir: str | Path, config: TinySDConfig | None = None) -> Pa
         block_out_channels=tuple(cfg.unet_channels), layers_per_block=2,
         down_block_types=("CrossAttnDownBlock2D",) * (n - 1) + ("DownBlock2D",),
         up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * (n - 1),
-        cross_attention_dim=cfg.text_hidden, attention_head_dim=8, norm_num_groups=8,
+        # diffusers' legacy name: SD 1.x's attention_head_dim (8) is its number of heads.
+        cross_attention_dim=cfg.text_hidden, attention_head_dim=cfg.attention_heads, norm_num_groups=8,
     )
     vae = AutoencoderKL(
         in_channels=3, out_channels=3, latent_channels=4, block_out_channels=tuple(cfg.vae_channels),

@@ -44,8 +44,10 @@ class RecognizeConfig:
 
     backend: Literal["onnx", "torch"] = option("onnx", "onnx (ONNX Runtime, default) or torch")
     variant: Literal["auto", "fp32", "int8", "fp16"] = option(
-        "auto", "which exported variant ONNX Runtime runs; auto: the fastest where it runs (fp16 on CUDA, "
-                "INT8 on CPU, fp32 when the export lacks it; see bench/ocr.py)")
+        "auto", "which exported variant ONNX Runtime runs; auto: on CPU the one the export measured fastest "
+                "within its CER budget (its manifest's metrics.variants; fp32 where INT8 costs more CER than "
+                "it saves time), on CUDA fp16; an export without that record: INT8 on CPU, fp32 when the "
+                "export lacks it")
     device: Literal["auto", "cpu", "cuda"] = option("auto", "cuda when available (auto), or force one")
     num_beams: int = option(4, "beam search width (1 = greedy)", min=1, max=64)
     max_new_tokens: int = option(128, "longest line in tokens (the library default of 20 truncates lines)",
@@ -111,12 +113,15 @@ class Recognizer:
         self.dir = Path(model_dir)
         runtime.limit_torch_threads(self.config.threads)
         runtime.require_usable_gpus(self.config.device, "onnxruntime" if self.config.backend == "onnx" else "torch")
+        record = None  # the export's measured variant choice, if it has one
         if (self.dir / artifacts.MANIFEST).is_file():  # an export published here: its current version's files
-            self.dir = Path(artifacts.read_manifest(str(self.dir)).location(str(self.dir)))
+            manifest = artifacts.read_manifest(str(self.dir))
+            self.dir = Path(manifest.location(str(self.dir)))
+            record = manifest.metrics.get("variants")
         if self.config.backend == "onnx" and self.config.variant == "auto":
             present = {v for v in ("fp32", "int8", "fp16") if (self.dir / v).is_dir()}
-            self.config = dataclasses.replace(self.config, variant=choose_variant("auto", present,
-                                                                                  _ort_device(self.config.device)))
+            self.config = dataclasses.replace(self.config, variant=choose_variant(
+                "auto", present, _ort_device(self.config.device), record))
         root = self.dir / self.config.variant if (self.dir / self.config.variant).is_dir() else self.dir
         self.root = root
         self.processor = TrOCRProcessor.from_pretrained(root)
@@ -341,7 +346,8 @@ def resolve_model(model: str, config: RecognizeConfig) -> tuple[Path, str]:
     # fails the run here, before any document.
     present = {e.path.split("/", 1)[0] for e in manifest.files if "/" in e.path}
     try:
-        config.variant = choose_variant(config.variant, present, _ort_device(config.device))
+        config.variant = choose_variant(config.variant, present, _ort_device(config.device),
+                                        manifest.metrics.get("variants"))
     except ValueError as e:
         raise ValueError(f"{model}: {e}; choose one of those, or export it (export config 'variants')") from None
     return artifacts.fetch(model, only=config.variant), manifest.content_hash

@@ -2,7 +2,7 @@
 
 The held-out sets are the ones fine-tuning evaluated on (the labelled held-out split of the prepared
 lines, and the run's fixed set of synthetic lines), read here the way OCR reads: with ONNX Runtime,
-beam search, each exported variant. The result says what the INT8 model that OCR runs by default
+beam search, each exported variant. The result says what the INT8 model
 costs against fp32 on real text (``int8_cer_delta``), next to the export's parity numbers, which
 compare INT8 with fp32 output rather than with the truth.
 
@@ -20,6 +20,7 @@ from typing import Any
 
 from inkbooth import artifacts, storage
 from inkbooth.config import from_dict, option, to_dict
+from inkbooth.ocr.recognition.exported import auto_variant
 from inkbooth.ocr.recognition.recognizer import RecognizeConfig, Recognizer
 from inkbooth.ocr.recognition.text import error_rates
 from inkbooth.ocr.training import finetune
@@ -65,7 +66,8 @@ def evaluate_trocr(onnx_model: str, trained: str, output: str, config: EvaluateC
 
     Publishes ``evaluation.json`` (CER and WER per variant and set, the INT8 - fp32 CER delta) and
     ``predictions.jsonl`` at ``output``. ``cer`` in the metrics is the headline set's CER of the
-    variant OCR runs by default (INT8 when evaluated, else fp32).
+    variant OCR runs on CPU by default (``variant: auto``: the export's measured choice, see
+    ``exported.auto_variant``), among those evaluated.
     """
     config = config or EvaluateConfig()
     config.validate()
@@ -94,11 +96,12 @@ def evaluate_trocr(onnx_model: str, trained: str, output: str, config: EvaluateC
         metrics[f"{variant}_wer"] = metrics[f"{variant}_{headline}_wer"]
     if "int8" in config.variants and "fp32" in config.variants:
         metrics["int8_cer_delta"] = round(metrics["int8_cer"] - metrics["fp32_cer"], 5)
-    default = "int8" if "int8" in config.variants else config.variants[0]
-    metrics.update({"cer": metrics[f"{default}_cer"], "wer": metrics[f"{default}_wer"], "variant": default,
-                    "headline_set": headline, "lines": {k: len(v) for k, v in sets.items()},
-                    "seconds": round(time.perf_counter() - started, 2)})
     onnx_manifest = artifacts.read_manifest(onnx_model)
+    # The headline is the variant OCR runs on CPU by default: the export's measured choice.
+    default, why = auto_variant(set(config.variants), "cpu", onnx_manifest.metrics.get("variants"))
+    metrics.update({"cer": metrics[f"{default}_cer"], "wer": metrics[f"{default}_wer"], "variant": default,
+                    "variant_why": why, "headline_set": headline, "lines": {k: len(v) for k, v in sets.items()},
+                    "seconds": round(time.perf_counter() - started, 2)})
     with storage.temp_dir("inkbooth-eval-") as tmp:
         work = Path(tmp)
         (work / "evaluation.json").write_text(json.dumps({"metrics": metrics, "config": to_dict(config)}, indent=2))
