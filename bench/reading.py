@@ -6,8 +6,8 @@ trained on, fetched by ``make testdata``). Each listed page is rendered once at 
 * ``ours``: the OCR run's own steps, page segmentation (``inkbooth.ocr.layout.lines.page_lines``)
   then the recognizer (ONNX Runtime, the defaults: variant auto, beam 4, long lines in chunks), for
   each model asked for (``--models printed,latin``: a reader's name, a folder or an export);
-* ``tesseract``: ``tesseract PAGE - --psm 3 tsv`` (Tesseract 5, its ``eng`` model), words grouped
-  into its own lines.
+* ``tesseract``: ``tesseract PAGE - --psm 3 tsv`` (Tesseract 5, its ``eng`` model, or
+  ``--tesseract-lang``'s), words grouped into its own lines.
 
 The truth is the page's text layer cut into lines (``inkbooth.ocr.documents.textlayer``, the rule
 the training lines are labelled by); lines whose text is no label there (formulas out of reading
@@ -19,6 +19,10 @@ over as deleted. CER = all edits / all true characters, per family and per lengt
 are CPU seconds, segmentation included (ours) and Tesseract's whole process.
 
     python bench/reading.py [--models printed,latin] [--docs mnras,sigconf] [--json out.json] [--chart cer.png]
+
+Another held-out set of the same form, such as the Russian one, with its readers and Tesseract's model:
+
+    python bench/reading.py --readset tests/readset-cyrillic.tsv --models printed-cyrillic,cyrillic --tesseract-lang rus
 """
 
 from __future__ import annotations
@@ -47,10 +51,10 @@ TESTDATA = REPO / ".inkbooth" / "testdata"
 Box = tuple[float, float, float, float]
 
 
-def readset(names: list[str] | None = None) -> list[dict]:
-    """The held-out reading documents: name, file, 0-based pages, family."""
+def readset(names: list[str] | None = None, path: Path = READSET) -> list[dict]:
+    """The held-out reading documents of ``path``: name, file, 0-based pages, family."""
     out = []
-    for row in READSET.read_text(encoding="utf-8").splitlines():
+    for row in path.read_text(encoding="utf-8").splitlines():
         if not row.strip() or row.startswith("#"):
             continue
         name, _package, path, _sha, pages, family = row.split("\t")
@@ -141,10 +145,12 @@ def edits(hyp: str, ref: str) -> float:
     return cer(hyp, ref) * len(ref) if ref else float(len(hyp))
 
 
-def tesseract_lines(png: Path, dpi: int) -> tuple[list[tuple[Box, str]], list[list[tuple[Box, str]]]]:
+def tesseract_lines(png: Path, dpi: int,
+                    lang: str = "eng") -> tuple[list[tuple[Box, str]], list[list[tuple[Box, str]]]]:
     """Tesseract's lines of a page image (its level-4 boxes with their words joined) and their words
-    (level-5 boxes and text)."""
-    out = subprocess.run(["tesseract", str(png), "-", "--psm", "3", "--dpi", str(dpi), "tsv"], capture_output=True,
+    (level-5 boxes and text), read with its ``lang`` model."""
+    out = subprocess.run(["tesseract", str(png), "-", "-l", lang, "--psm", "3", "--dpi", str(dpi), "tsv"],
+                         capture_output=True,
                          text=True, check=True, env={**os.environ, "OMP_THREAD_LIMIT": "1"}).stdout
     boxes: dict[tuple, Box] = {}
     words: dict[tuple, list[tuple[Box, str]]] = defaultdict(list)
@@ -192,14 +198,15 @@ class Ours:
                 [[(tuple(w["box"]), w["text"]) for w in rec.get("words", [])] for rec in records])
 
 
-def run(models: list[str], names: list[str] | None, dpi: int, tesseract: bool, lengths: list[int]) -> dict:
+def run(models: list[str], names: list[str] | None, dpi: int, tesseract: bool, lengths: list[int],
+        readset_path: Path = READSET, tesseract_lang: str = "eng") -> dict:
     import pypdfium2 as pdfium
 
     readers_ = {m: Ours(m, dpi) for m in models}
     systems = [*models, *(["tesseract"] if tesseract else [])]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for doc in readset(names):
+        for doc in readset(names, readset_path):
             path = TESTDATA / doc["file"]
             if not path.is_file():
                 print(f"reading: {path} is missing (make testdata); skipped", file=sys.stderr)
@@ -215,7 +222,7 @@ def run(models: list[str], names: list[str] | None, dpi: int, tesseract: bool, l
                 for system in systems:  # CPU seconds: the machine's other work does not count
                     if system == "tesseract":
                         started = resource.getrusage(resource.RUSAGE_CHILDREN)
-                        read, words = tesseract_lines(png, dpi)
+                        read, words = tesseract_lines(png, dpi, tesseract_lang)
                         ended = resource.getrusage(resource.RUSAGE_CHILDREN)
                         seconds = ended.ru_utime + ended.ru_stime - started.ru_utime - started.ru_stime
                     else:
@@ -301,7 +308,7 @@ def markdown(summary: dict, systems: list[str]) -> str:
     return "\n".join(out)
 
 
-def chart(summary: dict, systems: list[str], path: str) -> None:
+def chart(summary: dict, systems: list[str], path: str, readset_path: Path = READSET) -> None:
     """CER against the true line's length, one line per system (a PNG for the README)."""
     import matplotlib
 
@@ -317,7 +324,8 @@ def chart(summary: dict, systems: list[str], path: str) -> None:
     ax.set_ylim(bottom=0)
     ax.grid(alpha=0.3)
     ax.legend()
-    ax.set_title("CER against line length, held-out real documents (tests/readset.tsv)", fontsize=9)
+    where = readset_path.relative_to(REPO) if readset_path.is_relative_to(REPO) else readset_path
+    ax.set_title(f"CER against line length, held-out real documents ({where})", fontsize=9)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -328,7 +336,10 @@ def main(argv=None) -> None:
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", default="printed", help="comma-separated readers (names), folders or exports")
-    ap.add_argument("--docs", default="", help="comma-separated names from tests/readset.tsv (default: all)")
+    ap.add_argument("--docs", default="", help="comma-separated names from the readset (default: all)")
+    ap.add_argument("--readset", default=str(READSET.relative_to(REPO)),
+                    help="the held-out documents (a list like tests/readset.tsv, fetched into .inkbooth/testdata)")
+    ap.add_argument("--tesseract-lang", default="eng", help="Tesseract's model (-l), e.g. rus for the Cyrillic readset")
     ap.add_argument("--dpi", type=int, default=200)
     ap.add_argument("--no-tesseract", action="store_true")
     ap.add_argument("--lengths", default="30,45,60,75,90,105,120,400", help="upper edges of the line-length buckets")
@@ -336,12 +347,13 @@ def main(argv=None) -> None:
     ap.add_argument("--chart", help="write the CER-against-line-length chart here (PNG)")
     args = ap.parse_args(argv)
     models = [m for m in args.models.split(",") if m]
+    readset_path = (REPO / args.readset).resolve()
     result = run(models, [d for d in args.docs.split(",") if d] or None, args.dpi, not args.no_tesseract,
-                 [int(x) for x in args.lengths.split(",")])
+                 [int(x) for x in args.lengths.split(",")], readset_path, args.tesseract_lang)
     summary = summarise(result)
     print(markdown(summary, result["systems"]))
     if args.chart:
-        chart(summary, result["systems"], args.chart)
+        chart(summary, result["systems"], args.chart, readset_path)
     if args.json:
         Path(args.json).write_text(json.dumps({"machine": machine(), "dpi": args.dpi, **summary,
                                                "rows": result["rows"]}, indent=1, ensure_ascii=False))

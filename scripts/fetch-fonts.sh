@@ -6,13 +6,17 @@
 #   fonts-urw-base35    URW clones of the PostScript base 35: Times, Helvetica, Courier, Palatino,
 #                       Century Schoolbook, Bookman
 #   fonts-noto-core     Noto Sans / Serif
+#   fonts-cmu           Computer Modern Unicode (CM with Cyrillic: XeLaTeX/LuaLaTeX Russian documents)
+#   cm-super-minimal    CM-Super Type 1 (CM in T2A, as pdfLaTeX prints Russian documents; Pillow reads .pfb)
+#   fonts-paratype      PT Sans / Serif / Mono (ParaType's public Cyrillic and Latin families)
 #   wamerican           an English word list
 #   hunspell-ru         a Russian word list (hunspell .dic, UTF-8)
 # Everything lands in $dest (default .inkbooth/fonts) with SOURCES.txt naming each package version
 # and each file's SHA-256, which the readers' manifests record.
 set -euo pipefail
 dest=${1:-.inkbooth/fonts}
-packages=(fonts-dejavu-core fonts-liberation fonts-lmodern fonts-urw-base35 fonts-noto-core wamerican hunspell-ru)
+packages=(fonts-dejavu-core fonts-liberation fonts-lmodern fonts-urw-base35 fonts-noto-core fonts-cmu cm-super-minimal
+          fonts-paratype wamerican hunspell-ru)
 wanted=(
   usr/share/fonts/truetype/dejavu/DejaVuSans.ttf
   usr/share/fonts/truetype/dejavu/DejaVuSerif.ttf
@@ -38,6 +42,20 @@ wanted=(
   usr/share/fonts/truetype/noto/NotoSans-Regular.ttf
   usr/share/fonts/truetype/noto/NotoSerif-Regular.ttf
   usr/share/fonts/truetype/noto/NotoSerif-Italic.ttf
+  usr/share/fonts/truetype/cmu/cmunrm.ttf
+  usr/share/fonts/truetype/cmu/cmunti.ttf
+  usr/share/fonts/truetype/cmu/cmunbx.ttf
+  usr/share/fonts/truetype/cmu/cmuntt.ttf
+  usr/share/fonts/truetype/cmu/cmunss.ttf
+  usr/share/texmf/fonts/type1/public/cm-super/sfrm1000.pfb
+  usr/share/texmf/fonts/type1/public/cm-super/sfti1000.pfb
+  usr/share/texmf/fonts/type1/public/cm-super/sfbx1000.pfb
+  usr/share/texmf/fonts/type1/public/cm-super/sftt1000.pfb
+  usr/share/fonts/truetype/paratype/PTS55F.ttf
+  usr/share/fonts/truetype/paratype/PTS75F.ttf
+  usr/share/fonts/truetype/paratype/PTF55F.ttf
+  usr/share/fonts/truetype/paratype/PTF56F.ttf
+  usr/share/fonts/truetype/paratype/PTM55F.ttf
   usr/share/dict/american-english
   usr/share/hunspell/ru_RU.dic
 )

@@ -57,14 +57,20 @@ for package in "${!wanted[@]}"; do
 done
 
 [ -z "${INKBOOTH_NO_TESSERACT:-}" ] || exit 0
-if ! command -v tesseract >/dev/null; then
+# Tesseract and its languages (TESSERACT_LANGS, default eng; bench-reading-cyrillic adds rus).
+packages="tesseract-ocr"
+for lang in ${TESSERACT_LANGS:-eng}; do
+  tesseract --list-langs 2>/dev/null | grep -qx "$lang" || packages="$packages tesseract-ocr-$lang"
+done
+if [ "$packages" != "tesseract-ocr" ] || ! command -v tesseract >/dev/null; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    { DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends tesseract-ocr tesseract-ocr-eng \
+    # shellcheck disable=SC2086  # one word per package
+    { DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $packages \
         >/dev/null 2>&1 || { apt-get update -qq >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive \
-        apt-get install -y -qq --no-install-recommends tesseract-ocr tesseract-ocr-eng >/dev/null 2>&1; }; } \
-      && echo "fetch-testdata: installed tesseract-ocr" \
-      || echo "fetch-testdata: could not install tesseract-ocr; the comparison with it will be skipped" >&2
+        apt-get install -y -qq --no-install-recommends $packages >/dev/null 2>&1; }; } \
+      && echo "fetch-testdata: installed $packages" \
+      || echo "fetch-testdata: could not install $packages; the comparison with Tesseract will be skipped" >&2
   else
-    echo "fetch-testdata: tesseract not found (apt-get install tesseract-ocr); the comparison will be skipped" >&2
+    echo "fetch-testdata: tesseract or a language of it is missing (apt-get install $packages); the comparison will be skipped" >&2
   fi
 fi

@@ -11,7 +11,10 @@ hub id does) and exports to ONNX behind the same parity gate. Each is made by
   through the same stage end to end;
 * ``printed``: the Latin reader taught real documents: synthetic lines in many of Debian's fonts and
   lines cut from Debian's documentation PDFs (``documents.tsv``; those in ``tests/readset.tsv`` are
-  held out and never trained on).
+  held out and never trained on);
+* ``printed-cyrillic``: the Cyrillic reader taught real documents the same way: synthetic lines in
+  Debian's fonts that have Cyrillic and lines cut from Debian's Russian documentation PDFs (those in
+  ``tests/readset-cyrillic.tsv`` are held out).
 
 A recipe's ``base`` is a tiny model's shape, or ``{reader: NAME}``: start from that committed reader
 (its content hash goes into the lineage). Its ``data`` names a list of PDFs (``documents``, fetched
@@ -35,7 +38,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-NAMES = ("latin", "cyrillic", "printed")
+NAMES = ("latin", "cyrillic", "printed", "printed-cyrillic")
 HERE = Path(__file__).resolve().parent
 RECIPE = "recipe.yaml"
 DOCUMENTS = "documents.tsv"
