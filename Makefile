@@ -44,9 +44,13 @@ reader-printed: setup fonts ## teach the Latin reader real documents (Debian's T
 reader-cyrillic: setup fonts ## retrain the Cyrillic reader the same way (about 1 h of one core)
 	OMP_NUM_THREADS=1 nice -n 10 $(BIN)/inkbooth reader train cyrillic
 
+reader-printed-cyrillic: setup fonts ## teach the Cyrillic reader real documents (Debian's Russian TeX documentation PDFs and 33 fonts with Cyrillic; 2 stages) and install it (about 1 h of one core)
+	bash scripts/fetch-testdata.sh .inkbooth/documents/printed-cyrillic src/inkbooth/readers/printed-cyrillic/documents.tsv
+	OMP_NUM_THREADS=1 nice -n 10 $(BIN)/inkbooth reader train printed-cyrillic
+
 test: setup testdata fonts ## set up, then lint and run the test suite (what CI runs)
 	$(BIN)/ruff check src components pipelines tests bench
-	$(BIN)/pytest -q -m "not slow and not gpu"
+	$(BIN)/pytest -q -m "not slow and not gpu" --durations=20
 
 test-all: setup testdata fonts ## every test, slow ones too (not the image proof: make test-images)
 	$(BIN)/pytest -q -m "not gpu and not images"
@@ -67,6 +71,10 @@ bench: setup testdata ## benchmarks (bench/*.py); figures go in the README
 
 bench-reading: setup testdata ## reading held-out real documents per font family vs Tesseract (tests/readset.tsv; a few minutes)
 	$(BIN)/python bench/reading.py --models printed,latin
+
+bench-reading-cyrillic: setup fonts ## reading held-out Russian documents vs tesseract -l rus (tests/readset-cyrillic.tsv)
+	TESSERACT_LANGS="eng rus" bash scripts/fetch-testdata.sh $(TESTDATA) tests/readset-cyrillic.tsv
+	$(BIN)/python bench/reading.py --readset tests/readset-cyrillic.tsv --models printed-cyrillic,cyrillic --tesseract-lang rus
 
 bench-pages: setup testdata ## page segmentation vs Tesseract on the real-PDF evaluation set (a few minutes)
 	$(BIN)/python bench/pages.py --detectors xycut,ppocr
@@ -126,4 +134,4 @@ manifests: setup ## write the overlay of every example cluster file (and with th
 clean: ## remove the venv and local run data
 	rm -rf $(VENV) .inkbooth .pytest_cache
 
-.PHONY: help setup demo report-screenshots testdata fonts reader-latin reader-printed reader-cyrillic test test-all test-load lint compile bench bench-pages bench-reading images lock-images standin-base push-images test-images manifests clean
+.PHONY: help setup demo report-screenshots testdata fonts reader-latin reader-printed reader-cyrillic reader-printed-cyrillic test test-all test-load lint compile bench bench-pages bench-reading bench-reading-cyrillic images lock-images standin-base push-images test-images manifests clean
