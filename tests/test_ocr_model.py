@@ -7,7 +7,7 @@ import hashlib
 import pytest
 
 from inkbooth import artifacts, models, storage
-from inkbooth.ocr.recognition import export
+from inkbooth.ocr.recognition import export, onnxfiles
 from inkbooth.ocr.recognition.exported import DECODER_INIT, DECODER_STEP, ENCODER, ENGINE_FILES
 from inkbooth.ocr.recognition.text import cer
 
@@ -87,7 +87,7 @@ def test_int8_attention_option_quantises_attention_too(tiny_onnx, tmp_path):
     import onnx
 
     out = artifacts.fetch(str(tiny_onnx[0]))
-    export._quantize_int8(out / "fp32", tmp_path / "int8", "avx2", per_channel=False, attention=True)
+    onnxfiles.quantize_int8(out / "fp32", tmp_path / "int8", "avx2", per_channel=False, attention=True)
     ops = [n.op_type for n in onnx.load(str(tmp_path / "int8" / DECODER_STEP)).graph.node]
     assert "MatMul" not in ops and ops.count("MatMulInteger") == 25
 
@@ -101,7 +101,7 @@ def test_export_refuses_to_publish_below_threshold(tiny_trocr, tmp_path):
 
 def test_export_rerun_reuses_the_published_artifact(tiny_trocr, tiny_onnx, monkeypatch):
     out, manifest = tiny_onnx
-    monkeypatch.setattr(export, "_export_optimum", lambda *a: pytest.fail("exported again"))
+    monkeypatch.setattr(onnxfiles, "export_optimum", lambda *a: pytest.fail("exported again"))
     again = export.export_trocr(str(tiny_trocr), str(out), export.ExportConfig(parity_images=50, max_int8_cer=0.6))
     assert again.content_hash == manifest.content_hash
 

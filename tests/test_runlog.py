@@ -183,11 +183,11 @@ def test_the_onnx_export_does_not_pass_on_optimums_deprecation_warning(tiny_troc
     deprecated; the user cannot act on that, so the export filters that one warning."""
     import warnings
 
-    from inkbooth.ocr.recognition import export
+    from inkbooth.ocr.recognition import onnxfiles
 
     with warnings.catch_warnings(record=True) as got:
         warnings.simplefilter("always")
-        export._export_optimum(tiny_trocr, tmp_path / "fp32", 17)
+        onnxfiles.export_optimum(tiny_trocr, tmp_path / "fp32", 17)
     assert (tmp_path / "fp32" / "encoder_model.onnx").is_file()
     assert not [w for w in got if "AutoModelForVision2Seq" in str(w.message)]
     # What optimum calls does warn, here, outside the export's filter.

@@ -9,7 +9,7 @@ import shutil
 import pytest
 
 from inkbooth import artifacts
-from inkbooth.ocr.recognition import export
+from inkbooth.ocr.recognition import export, variants
 from inkbooth.ocr.recognition.exported import auto_variant, choose_variant, cpu_features
 from inkbooth.ocr.recognition.recognizer import RecognizeConfig, Recognizer, resolve_model
 
@@ -99,14 +99,14 @@ def test_the_fastest_variant_within_the_cer_budget_is_chosen_if_the_speedup_is_r
     cfg = export.ExportConfig(variant_cer_margin=0.002, variant_min_speedup=1.1)
     fp32 = _m(0.02, 0.0018)
     # The issue's reader: INT8 adds 0.0059 CER to save 1.2x: fp32.
-    choice, why = export.pick_variant({"fp32": fp32, "int8": _m(0.0167, 0.0077, 1.2)}, ["fp32", "int8"], cfg, "labels")
+    choice, why = variants.pick_variant({"fp32": fp32, "int8": _m(0.0167, 0.0077, 1.2)}, ["fp32", "int8"], cfg, "labels")
     assert choice == "fp32" and "int8's CER 0.0077 is over the budget (fp32's 0.0018 + 0.002)" in why
-    choice, why = export.pick_variant({"fp32": fp32, "int8": _m(0.019, 0.0020, 1.05)}, ["fp32", "int8"], cfg, "labels")
+    choice, why = variants.pick_variant({"fp32": fp32, "int8": _m(0.019, 0.0020, 1.05)}, ["fp32", "int8"], cfg, "labels")
     assert choice == "fp32" and "only 1.05x fp32's speed, under the 1.1x a switch needs" in why
-    choice, why = export.pick_variant({"fp32": fp32, "int8": _m(0.01, 0.0030, 2.0)}, ["fp32", "int8"], cfg, "labels")
+    choice, why = variants.pick_variant({"fp32": fp32, "int8": _m(0.01, 0.0030, 2.0)}, ["fp32", "int8"], cfg, "labels")
     assert choice == "int8" and why.startswith("int8: 2.00x fp32's speed") and "within the budget" in why
     # Lines without true texts: the budget is on CER against fp32's text.
-    choice, why = export.pick_variant({"fp32": {**fp32, "cer_vs_fp32": 0.0}, "int8": _m(0.01, 0.001, 2.0)},
+    choice, why = variants.pick_variant({"fp32": {**fp32, "cer_vs_fp32": 0.0}, "int8": _m(0.01, 0.001, 2.0)},
                                       ["fp32", "int8"], cfg, "fp32")
     assert choice == "int8" and "CER against fp32's text 0.0010" in why
 

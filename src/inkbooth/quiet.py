@@ -5,7 +5,7 @@ library logs comes through as before. ``library_notes()`` installs them (cheap, 
 and is called before diffusers or optimum is imported: by ``inkbooth.dreambooth`` (diffusers in
 every module), ``inkbooth.tiny``, and the OCR export and ONNX reader (optimum, which imports
 diffusers). A Python warning of this kind is filtered with ``warnings.catch_warnings`` around the
-call that raises it instead (``ocr.recognition.export._export_optimum``).
+call that raises it instead (``ocr.recognition.onnxfiles.export_optimum``).
 """
 
 from __future__ import annotations

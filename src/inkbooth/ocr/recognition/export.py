@@ -27,7 +27,7 @@ Where the lines' true texts are known (rendered lines, or a label file beside th
 variant's own CER is reported too, and ``int8_cer_delta`` (INT8 CER minus fp32 CER) says what
 quantisation costs in reading; it informs, the gate stays on INT8 against fp32.
 
-After the gate, ``measure_variants`` times each CPU variant reading the parity lines as the recognizer
+After the gate, ``variants.measure_variants`` times each CPU variant reading the parity lines as the recognizer
 reads by default (beam search and all) on the machine the export runs on, takes each one's CER, and
 records in the manifest (``metrics["variants"]``) which one ``variant: auto`` runs there: the
 fastest within the CER budget whose speed-up over fp32 is real, else fp32; with why, the CPU's
@@ -46,7 +46,6 @@ import json
 import logging
 import os
 import re
-import shutil
 import time
 import warnings
 from pathlib import Path
@@ -56,7 +55,7 @@ from inkbooth import artifacts, models, runtime, storage
 from inkbooth.config import option, to_dict
 from inkbooth.ocr.documents import labels
 from inkbooth.ocr.documents.synthetic import DEFAULT_FONT, LineStyle, line_images, style_of
-from inkbooth.ocr.recognition import graphs
+from inkbooth.ocr.recognition import graphs, onnxfiles, variants
 from inkbooth.ocr.recognition.decoding import load_ort_decoder
 from inkbooth.ocr.recognition.exported import (
     DECODER,
@@ -64,7 +63,6 @@ from inkbooth.ocr.recognition.exported import (
     DECODER_PAST,
     KIND,
     onnx_bytes,
-    onnx_files,
 )
 from inkbooth.ocr.recognition.text import cer, corpus_cer
 from inkbooth.storage.localfiles import sweep_temp_dirs
@@ -128,78 +126,6 @@ class ExportConfig:
         for name in ("min_fp32_exact", "max_int8_cer", "max_fp16_cer", "variant_cer_margin"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be between 0 and 1")
-
-
-def _export_optimum(model_dir: Path, out: Path, opset: int) -> None:
-    from inkbooth import quiet
-
-    quiet.library_notes()
-    from optimum.exporters.onnx import main_export
-
-    with warnings.catch_warnings():  # optimum loads through AutoModelForVision2Seq: optimum's to change
-        warnings.filterwarnings("ignore", message="The class `AutoModelForVision2Seq` is deprecated",
-                                category=FutureWarning)
-        # no_post_process: keep decoder and decoder-with-past as two files, no merged duplicate.
-        main_export(str(model_dir), output=out, task="image-to-text-with-past", opset=opset,
-                    no_post_process=True, do_validation=False, device="cpu")
-    for extra in out.glob("decoder_model_merged*.onnx"):
-        extra.unlink()
-
-
-def _export_attention_decoder(model: Any, out_file: Path, opset: int) -> None:
-    """The teacher-forced decoder returning logits and cross-attention (see recognize)."""
-    import torch
-
-    wrapper = graphs.make_attention_decoder(model)
-    enc_dim = model.encoder.config.hidden_size
-    ids = torch.tensor([[2, 5, 6, 7]], dtype=torch.long)
-    states = torch.randn(1, 11, enc_dim)
-    with torch.no_grad():
-        torch.onnx.export(
-            wrapper, (ids, states), str(out_file), dynamo=False, opset_version=opset,
-            input_names=["input_ids", "encoder_hidden_states"], output_names=["logits", "cross_attentions"],
-            dynamic_axes={"input_ids": {0: "batch", 1: "target"},
-                          "encoder_hidden_states": {0: "batch", 1: "source"},
-                          "logits": {0: "batch", 1: "target"},
-                          "cross_attentions": {0: "batch", 1: "target", 2: "source"}},
-        )
-
-
-def _copy_support_files(src: Path, dest: Path) -> None:
-    dest.mkdir(parents=True, exist_ok=True)
-    for p in src.iterdir():
-        if p.is_file() and p.suffix != ".onnx" and p.name != artifacts.MANIFEST:
-            shutil.copy2(p, dest / p.name)
-
-
-def _quantize_int8(fp32: Path, out: Path, preset: str, per_channel: bool, attention: bool) -> None:
-    from optimum.onnxruntime import ORTQuantizer
-    from optimum.onnxruntime.configuration import AutoQuantizationConfig
-
-    _copy_support_files(fp32, out)
-    for name in onnx_files(fp32):
-        exclude = [] if attention else graphs.activation_matmuls(fp32 / name)
-        qconfig = getattr(AutoQuantizationConfig, preset)(is_static=False, per_channel=per_channel,
-                                                          nodes_to_exclude=exclude)
-        quantizer = ORTQuantizer.from_pretrained(fp32, file_name=name)
-        with storage.temp_dir("inkbooth-quantize-") as tmp:
-            produced = quantizer.quantize(quantization_config=qconfig, save_dir=tmp, file_suffix=None)
-            onnx_file = Path(produced) / name if Path(produced).is_dir() else Path(produced)
-            if not onnx_file.exists():
-                onnx_file = next(Path(tmp).glob("*.onnx"))
-            shutil.move(onnx_file, out / name)
-
-
-def _convert_fp16(fp32: Path, out: Path) -> None:
-    import onnx
-    from onnxruntime.transformers.float16 import convert_float_to_float16
-
-    _copy_support_files(fp32, out)
-    for name in onnx_files(fp32):
-        model = onnx.load(str(fp32 / name))
-        # Inputs and outputs stay fp32 so the same runtime code feeds every variant.
-        half = convert_float_to_float16(model, keep_io_types=True, disable_shape_infer=True)
-        onnx.save(half, str(out / name))
 
 
 PARITY_SEED = 1234
@@ -353,118 +279,6 @@ def measure_parity(source_dir: Path, out: Path, variants: list[str], images: lis
     return metrics
 
 
-def measure_variants(folder: Path, variants: list[str], images: list[Any], texts: list[str] | None,
-                     config: ExportConfig) -> dict[str, Any]:
-    """Each CPU variant's reading speed and CER on the parity lines, and the one ``variant: auto`` runs.
-
-    The variants of the export at ``folder`` read the lines as the recognizer reads by default (its
-    beams, or ``variant_num_beams``; its batch size, token boxes and long lines in chunks) on ONNX
-    Runtime's CPU provider with ``config.threads``: one warm-up batch each, then ``variant_rounds``
-    rounds, each batch read by every variant in turn (the order rotating), timed in this process's
-    CPU seconds per line. Each variant's CER is taken against the lines' true ``texts`` (and against
-    fp32's text).
-
-    The choice: the fastest variant whose CER is at most fp32's + ``variant_cer_margin`` (against the
-    true texts; where there are none, its CER against fp32's text at most the margin) and whose median
-    per-round speed-up over fp32 is at least ``variant_min_speedup``; else fp32. fp16 runs on CUDA
-    only: not measured here. The record names the CPU's vector features and ONNX Runtime's version,
-    because the choice holds on a like machine (``exported.auto_variant`` says when a worker's CPU
-    differs).
-    """
-    import statistics
-
-    import onnxruntime as ort
-
-    from inkbooth import runtime
-    from inkbooth.ocr.recognition.exported import cpu_features, cpu_model
-    from inkbooth.ocr.recognition.recognizer import RecognizeConfig, Recognizer
-
-    defaults = RecognizeConfig()
-    beams = config.variant_num_beams or defaults.num_beams
-    batch = defaults.batch_size
-    against = "labels" if texts is not None else "fp32"
-    record: dict[str, Any] = {
-        "device": "cpu", "choice": "fp32", "why": "", "cpu": cpu_model(), "cpu_features": cpu_features(),
-        "onnxruntime": ort.__version__, "threads": runtime.threads(config.threads), "num_beams": beams,
-        "batch_size": batch, "lines": len(images), "rounds": config.variant_rounds, "cer_against": against,
-        "cer_margin": config.variant_cer_margin, "min_speedup": config.variant_min_speedup, "measured": {},
-    }
-    if "fp16" in variants:
-        record["measured"]["fp16"] = {"measured": False, "why": "fp16 runs on CUDA; this record is for CPU"}
-    on_cpu = [v for v in ("fp32", "int8") if v in variants]
-    if len(on_cpu) == 1:
-        record["why"] = "fp32 is the only variant exported for CPU (not timed)"
-        return record
-    readers = {v: Recognizer(folder, RecognizeConfig(variant=v, device="cpu", num_beams=beams, batch_size=batch,
-                                                     threads=config.threads)) for v in on_cpu}
-
-    for v in on_cpu:
-        readers[v].read(images[:batch])  # sessions' and allocators' start-up is not reading speed
-    cpu: dict[str, list[float]] = {v: [] for v in on_cpu}
-    wall: dict[str, list[float]] = {v: [] for v in on_cpu}
-    read_texts: dict[str, list[str]] = {}
-    for r in range(config.variant_rounds):
-        spent = {v: [0.0, 0.0] for v in on_cpu}
-        texts_now: dict[str, list[str]] = {v: [] for v in on_cpu}
-        # Batch by batch, the variants in turn (the order rotating): on a shared machine the load
-        # drifts within seconds, so each batch's variants are timed under the same load.
-        for b, i in enumerate(range(0, len(images), batch)):
-            k = (r + b) % len(on_cpu)
-            for v in on_cpu[k:] + on_cpu[:k]:
-                c0, w0 = time.process_time(), time.perf_counter()
-                texts_now[v] += [x.text for x in readers[v].read(images[i:i + batch])]
-                spent[v][0] += time.process_time() - c0
-                spent[v][1] += time.perf_counter() - w0
-        for v in on_cpu:
-            cpu[v].append(spent[v][0] / len(images))
-            wall[v].append(spent[v][1] / len(images))
-        read_texts = texts_now
-    for v in on_cpu:
-        m: dict[str, Any] = {
-            "cpu_s_per_line": round(statistics.median(cpu[v]), 5),
-            "cpu_s_per_line_range": [round(min(cpu[v]), 5), round(max(cpu[v]), 5)],
-            "wall_s_per_line": round(statistics.median(wall[v]), 5),
-            # per round: within a round the variants alternate batch by batch, so they share its load
-            "speedup": round(statistics.median(f / x for f, x in zip(cpu["fp32"], cpu[v])), 3),
-            "cer_vs_fp32": round(corpus_cer(read_texts[v], read_texts["fp32"]), 5),
-        }
-        if texts is not None:
-            m["cer"] = round(corpus_cer(read_texts[v], texts), 5)
-        record["measured"][v] = m
-    record["choice"], record["why"] = pick_variant(record["measured"], on_cpu, config, against)
-    return record
-
-
-def pick_variant(measured: dict[str, dict[str, Any]], on_cpu: list[str], config: ExportConfig,
-                 against: str) -> tuple[str, str]:
-    """The variant ``measure_variants`` records for ``variant: auto``, and why (a sentence): the
-    fastest of ``on_cpu`` (fp32 first) within the CER budget and the least speed-up, else fp32.
-    ``against``: "labels" (CER on the lines' true text) or "fp32" (CER against fp32's text)."""
-    key = "cer" if against == "labels" else "cer_vs_fp32"
-    base = measured["fp32"][key]
-    margin, need = config.variant_cer_margin, config.variant_min_speedup
-    of_what = "CER" if against == "labels" else "CER against fp32's text"
-    budget = f"fp32's {base:.4f} + {margin:g}" if against == "labels" else f"{margin:g}"
-    fine, reasons = [], []
-    for v in on_cpu[1:]:
-        m = measured[v]
-        if m[key] > base + margin + 1e-9:
-            reasons.append(f"{v}'s {of_what} {m[key]:.4f} is over the budget ({budget}) for {m['speedup']:.2f}x "
-                           "fp32's speed")
-        elif m["speedup"] < need:
-            reasons.append(f"{v} is within the {of_what} budget ({m[key]:.4f}; {budget}) but only "
-                           f"{m['speedup']:.2f}x fp32's speed, under the {need:g}x a switch needs")
-        else:
-            fine.append(v)
-    if not fine:
-        return "fp32", "fp32: " + "; ".join(reasons)
-    best = min(fine, key=lambda v: measured[v]["cpu_s_per_line"])
-    m = measured[best]
-    return best, (f"{best}: {m['speedup']:.2f}x fp32's speed ({m['cpu_s_per_line']:.4f} against "
-                  f"{measured['fp32']['cpu_s_per_line']:.4f} CPU s/line), {of_what} {m[key]:.4f} within the "
-                  f"budget ({budget})")
-
-
 def check_parity(metrics: dict[str, Any], config: ExportConfig) -> list[str]:
     """The failed checks, each a sentence; empty when the export may be published."""
     failed = []
@@ -512,22 +326,22 @@ def export_trocr(model: str, output: str, config: ExportConfig | None = None,
     with storage.temp_dir("inkbooth-export-") as tmp:
         work = Path(tmp)
         fp32 = work / "fp32"
-        _export_optimum(source_dir, fp32, config.opset)
+        onnxfiles.export_optimum(source_dir, fp32, config.opset)
         hf_model = VisionEncoderDecoderModel.from_pretrained(source_dir, attn_implementation="eager").eval()
         why_not = graphs.engine_supports(hf_model) or ", ".join(graphs.unsupported_generation(
             hf_model.generation_config))
         if config.decoder == "generate" or why_not:
             if why_not:
                 log.info("%s: decoded by transformers.generate (the engine does not support: %s)", model, why_not)
-            _export_attention_decoder(hf_model, fp32 / DECODER_ATTN, config.opset)
+            onnxfiles.export_attention_decoder(hf_model, fp32 / DECODER_ATTN, config.opset)
         else:
             graphs.export_engine(hf_model, fp32, config.opset)
             for name in (DECODER, DECODER_PAST):  # optimum's decoders: the engine's graphs replace them
                 (fp32 / name).unlink(missing_ok=True)
         if "int8" in config.variants:
-            _quantize_int8(fp32, work / "int8", config.int8_preset, config.int8_per_channel, config.int8_attention)
+            onnxfiles.quantize_int8(fp32, work / "int8", config.int8_preset, config.int8_per_channel, config.int8_attention)
         if "fp16" in config.variants:
-            _convert_fp16(fp32, work / "fp16")
+            onnxfiles.convert_fp16(fp32, work / "fp16")
         export_seconds = time.perf_counter() - started
 
         images, texts = _parity_set(parity_images, config.parity_images, style)
@@ -539,7 +353,7 @@ def export_trocr(model: str, output: str, config: ExportConfig | None = None,
             metrics["int8_size_ratio"] = metrics["int8_bytes"] / metrics["fp32_bytes"]
         failed = check_parity(metrics, config)
         if not failed and config.variant_rounds:
-            metrics["variants"] = measure_variants(work, config.variants, images, texts, config)
+            metrics["variants"] = variants.measure_variants(work, config.variants, images, texts, config)
             log.info("%s: variant auto will run %s", model, metrics["variants"]["why"])
         (work / "parity.json").write_text(json.dumps({"metrics": metrics, "failed": failed,
                                                       "parity_lines": parity_lines}, indent=2, ensure_ascii=False))

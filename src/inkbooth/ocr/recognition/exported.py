@@ -124,7 +124,7 @@ def auto_variant(available: set[str], device: str, record: dict[str, Any] | None
     """What ``variant: auto`` runs on ``device`` ("cpu" or "cuda"), and why (a sentence).
 
     ``record`` is the export's measured choice (its manifest's ``metrics["variants"]``, see
-    ``inkbooth.ocr.recognition.export.measure_variants``): taken when it was measured on this kind of
+    ``inkbooth.ocr.recognition.variants.measure_variants``): taken when it was measured on this kind of
     device and its variant is present. It is taken on a CPU that lacks a feature the export's machine
     had too (``features``: this CPU's, by default read here), and the sentence says so: the CER side
     of the choice holds on any CPU, and the speed-up it needed was measured, so the variant it chose
