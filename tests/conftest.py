@@ -81,3 +81,25 @@ def class_set(tiny_sd, tmp_path_factory) -> str:
     out = tmp_path_factory.mktemp("prior") / "sets"
     cfg = prior.PriorConfig(class_prompt="a photo of dog", num_images=4, steps=4, batch_size=4)
     return prior.generate_prior_images(str(tiny_sd), str(out), cfg)["uri"]
+
+
+@pytest.fixture(scope="session")
+def reader_exports(tmp_path_factory):
+    """``get(name)``: committed reader ``name`` exported as ``inkbooth ocr`` exports a reader folder it
+    is given (``reading_export``: the default parity gate and variant record, into a node cache), once
+    per session and shared by every test that reads with a reader or checks its export."""
+    from inkbooth import readers
+    from inkbooth.ocr.recognition.export import reading_export
+
+    cache = tmp_path_factory.mktemp("reader-cache")
+    made: dict[str, str] = {}
+
+    def get(name: str) -> str:
+        if name not in made:
+            with pytest.MonkeyPatch.context() as mp:
+                mp.setenv("INKBOOTH_CACHE", str(cache))
+                made[name] = reading_export(str(readers.path(name)))
+        return made[name]
+
+    get.cache = cache
+    return get

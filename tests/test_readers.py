@@ -24,9 +24,10 @@ MAX_BYTES = 10_000_000  # the issue's ceiling for a committed reader's weights
 CYRILLIC_MAX_CER = 0.05  # measured 0.023 on these lines (beam 4); its held-out CER is 0.038 (greedy, 10% random characters)
 
 
-def _read(name: str, images: list, **config) -> list[str]:
-    rec = Recognizer(readers.path(name), RecognizeConfig(backend="torch", token_boxes=False,
-                                                         threads=2, **config))
+def _read(exported: str, images: list, **config) -> list[str]:
+    """Lines read as ``inkbooth ocr`` reads them with a reader folder: its export (``reader_exports``),
+    ONNX Runtime, the variant its export recorded."""
+    rec = Recognizer(exported, RecognizeConfig(token_boxes=False, threads=2, **config))
     return [r.text for r in rec.read(images)]
 
 
@@ -53,31 +54,36 @@ def test_the_latin_reader_reaches_its_held_out_target():
     assert manifest.metrics["synthetic_cer"] <= 0.03, "held-out CER of its last stage, on its own training mix"
 
 
-def test_the_latin_reader_reads_fresh_lines_in_the_demo_font():
+def test_the_latin_reader_reads_fresh_lines_in_the_demo_font(reader_exports):
     rng = random.Random(2026)
     pairs = [synthetic.line_images(1, seed=rng.randrange(10**9))[0] for _ in range(40)]
     texts = [t for _, t in pairs]
-    read = _read("latin", [img for img, _ in pairs], num_beams=4)
+    read = _read(reader_exports("latin"), [img for img, _ in pairs], num_beams=4)
     assert corpus_cer(read, texts) <= 0.05, list(zip(read, texts))[:5]
 
 
 @pytest.mark.parametrize("name", readers.NAMES)
-def test_the_default_export_gate_passes_on_each_reader_in_its_own_script(name, tmp_path):
+def test_the_default_export_gate_passes_on_each_reader_in_its_own_script(name, reader_exports):
     """The gate's default thresholds (max_int8_cer 0.05, min_fp32_exact 0.98) and parity set (64 lines),
     on models that read: the rendered lines are in each reader's own fonts, alphabet and words (its
     training.json), so INT8 is measured on what the model reads. Measured (threads 1): Latin fp32 CER
     0.008, INT8 against fp32 0.007; Cyrillic 0.005 and 0.006 (with Latin lines in Pillow's font the
     Cyrillic reader failed the gate: 0.18); printed 0.018 and 0.016."""
-    m = export.export_trocr(str(readers.path(name)), str(tmp_path / "onnx"),
-                            export.ExportConfig(variants=["fp32", "int8"], threads=2))
+    m = artifacts.read_manifest(reader_exports(name))  # the export `inkbooth ocr READER-FOLDER` makes
+    assert m.kind == export.KIND and m.config["parity_images"] == export.ExportConfig().parity_images
     metrics = m.metrics
+    record = metrics["variants"]  # which variant `variant: auto` runs, measured on this machine
+    assert record["choice"] in {"fp32", "int8"} and record["why"] and set(record["measured"]) >= {"fp32", "int8"}
     assert metrics["parity_images"] == export.ExportConfig().parity_images
     assert metrics["fp32_beam_exact"] >= 0.98 and metrics["int8_cer_vs_fp32"] <= 0.05
     # fp32 CER on the reader's own lines: Latin 0.008, Cyrillic 0.005; the printed reader's lines are in
     # 25 fonts, a tenth of them random characters: 0.018 (INT8 0.027).
-    assert metrics["fp32_cer"] <= {"printed": 0.04}.get(name, 0.03) and abs(metrics["int8_cer_delta"]) <= 0.02
+    # printed-cyrillic: 0.072 on its 64 lines (33 fonts, 15% random characters).
+    assert metrics["fp32_cer"] <= {"printed": 0.04, "printed-cyrillic": 0.12}.get(name, 0.03)
+    assert abs(metrics["int8_cer_delta"]) <= 0.02
     assert metrics["int8_bytes"] < 0.35 * metrics["fp32_bytes"]
-    font = {"latin": "Pillow's default font", "cyrillic": "DejaVuSans.ttf", "printed": "lmroman10-regular.otf"}[name]
+    font = {"latin": "Pillow's default font", "cyrillic": "DejaVuSans.ttf", "printed": "lmroman10-regular.otf",
+            "printed-cyrillic": "cmunrm.ttf"}[name]
     assert font in m.lineage["parity_lines"]
 
 
@@ -100,15 +106,19 @@ def test_the_parity_lines_are_the_readers_own_seeded_and_need_their_fonts(tmp_pa
     assert latin.fonts == [synthetic.DEFAULT_FONT] and latin.about.startswith("100% document-like")
 
 
-def test_ocr_given_a_reader_folder_reads_through_its_cached_export(tmp_path, monkeypatch, caplog):
+def test_ocr_given_a_reader_folder_reads_through_its_cached_export(reader_exports, tmp_path, monkeypatch):
     """The README's promise: a reader's folder is a MODEL for every OCR command. The onnx backend
-    exports it once (default gate) into the local cache and reads that; a second run reuses it."""
-    import logging
-
+    exports it once (default gate) into the local cache and reads that; later runs reuse it. The
+    export is the session's (``reader_exports`` made it through ``reading_export``, as OCR does)."""
     from inkbooth.ocr.batch.results import document_result
     from inkbooth.ocr.batch.shard import recognize_documents
 
-    monkeypatch.setenv("INKBOOTH_CACHE", str(tmp_path / "cache"))
+    cached = reader_exports("latin")
+    made = artifacts.read_manifest(cached)
+    assert made.kind == export.KIND and Path(cached).parent == reader_exports.cache / "onnx"
+    defaults = {k: v for k, v in export.to_dict(export.ExportConfig()).items() if k != "threads"}
+    assert {k: v for k, v in made.config.items() if k != "threads"} == defaults, "the default gate"
+    monkeypatch.setenv("INKBOOTH_CACHE", str(reader_exports.cache))
     exports = []
     real = export.export_trocr
     monkeypatch.setattr(export, "export_trocr", lambda *a, **k: exports.append(a[1]) or real(*a, **k))
@@ -116,24 +126,17 @@ def test_ocr_given_a_reader_folder_reads_through_its_cached_export(tmp_path, mon
     docs.mkdir()
     page = synthetic.render_page(seed=3, max_lines=3, width=1000, height=400)
     page.image.save(docs / "page.png")
-    config = RecognizeConfig(threads=2, token_boxes=False)  # backend onnx, variant auto (INT8 on CPU)
-    with caplog.at_level(logging.INFO, logger="inkbooth.ocr.recognition.export"):
-        summary = recognize_documents(str(docs), str(readers.path("latin")), str(tmp_path / "out"), config,
-                                      progress=False)
+    config = RecognizeConfig(threads=2, token_boxes=False)  # backend onnx, variant auto
+    summary = recognize_documents(str(docs), str(readers.path("latin")), str(tmp_path / "out"), config,
+                                  progress=False)
     assert summary["done"] == 1 and summary["lines"] == len(page.lines) == 3
-    assert len(exports) == 1 and exports[0].startswith(str(tmp_path / "cache"))
-    assert artifacts.read_manifest(exports[0]).kind == "trocr-onnx"
-    assert sum("exporting it through the default parity gate" in r.message for r in caplog.records) == 1
-    read = [r["text"] for r in document_result(str(tmp_path / "out"), "page.png")["records"]]
-    assert corpus_cer(read, [line.text for line in page.lines]) <= 0.05, read
-    again = recognize_documents(str(docs), str(readers.path("latin")), str(tmp_path / "out2"), config,
-                                progress=False)
-    assert again["done"] == 1 and len(exports) == 1, "the cached export is reused, not made again"
+    assert exports == [], "the cached export is reused, not made again"
     first = document_result(str(tmp_path / "out"), "page.png")
-    assert document_result(str(tmp_path / "out2"), "page.png")["model"] == first["model"]
+    read = [r["text"] for r in first["records"]]
+    assert corpus_cer(read, [line.text for line in page.lines]) <= 0.05, read
 
 
-def test_the_cyrillic_reader_reads_russian_lines():
+def test_the_cyrillic_reader_reads_russian_lines(reader_exports):
     """Another script and tokenizer through the same stage: Russian words from hunspell-ru's list in
     DejaVu Sans (make fonts fetches both from Debian)."""
     spec = readers.stages(readers.recipe("cyrillic"))[-1]["synthetic"]
@@ -144,7 +147,7 @@ def test_the_cyrillic_reader_reads_russian_lines():
     pairs = [lines.draw(rng) for _ in range(40)]
     texts = [t for _, t in pairs]
     assert all(any("а" <= c.lower() <= "я" for c in t) for t in texts if not t.isdigit())
-    read = _read("cyrillic", [img for img, _ in pairs], num_beams=4)
+    read = _read(reader_exports("cyrillic"), [img for img, _ in pairs], num_beams=4)
     assert corpus_cer(read, texts) <= CYRILLIC_MAX_CER, list(zip(read, texts))[:5]
 
 
@@ -189,16 +192,17 @@ def test_a_recipe_trains_in_stages_and_a_trained_stage_is_not_run_again(tmp_path
     assert [Path(r).name for r in runs[2:]] == ["trained-2"], "a changed stage runs again, from the stage before"
 
 
-def _real_page_cer(name: str, docs: dict[str, int]) -> dict[str, float]:
-    """CER of reader ``name`` (torch fp32, greedy) on one held-out real page of each document of
-    tests/readset.tsv named in ``docs`` (name -> 1-based page), scored as bench/reading.py scores."""
+def _real_page_cer(exported: str, docs: dict[str, int]) -> dict[str, float]:
+    """CER of a reader's export (ONNX Runtime, its recorded variant, greedy) on one held-out real page
+    of each document of tests/readset.tsv named in ``docs`` (name -> 1-based page), scored as
+    bench/reading.py scores."""
     import pypdfium2 as pdfium
 
     from bench.reading import TESTDATA, edits, readset, render, score_page, truth
     from inkbooth.ocr.documents.pages import Page, PagesConfig
     from inkbooth.ocr.layout.lines import page_lines
 
-    rec = Recognizer(readers.path(name), RecognizeConfig(backend="torch", token_boxes=False, threads=2, num_beams=1))
+    rec = Recognizer(exported, RecognizeConfig(token_boxes=False, threads=2, num_beams=1))
     out = {}
     for doc in readset(list(docs)):
         path = TESTDATA / doc["file"]
@@ -217,10 +221,10 @@ def _real_page_cer(name: str, docs: dict[str, int]) -> dict[str, float]:
     return out
 
 
-def test_the_printed_reader_reads_held_out_real_pages_in_three_families():
+def test_the_printed_reader_reads_held_out_real_pages_in_three_families(reader_exports):
     """One page each of three held-out documents (tests/readset.tsv: never trained on), in Computer
     Modern, Times and Libertine, read like bench/reading.py reads them (greedy here)."""
-    got = _real_page_cer("printed", {"booktabs": 3, "psnfss2e": 2, "sigconf": 1})
+    got = _real_page_cer(reader_exports("printed"), {"booktabs": 3, "psnfss2e": 2, "sigconf": 1})
     print(f"\nprinted reader on held-out real pages: {got}")
     # Measured (greedy, torch fp32): 0.0075, 0.031, 0.015; the Latin reader it started from reads such
     # pages at 0.38-0.64 (bench/reading.py). Bounds: about twice the measurement.

@@ -71,43 +71,70 @@ def trained(tiny_sd, subject_dir, class_set, tmp_path_factory) -> Path:
     return out
 
 
-@pytest.fixture(scope="module")
-def mlflow_server(s3_server, tmp_path_factory):
-    """``mlflow server`` on 127.0.0.1: SQLite store, artifacts proxied to a bucket of the suite's SeaweedFS."""
-    if not HAVE_MLFLOW_SERVER:
-        pytest.skip("the MLflow tracking server is not installed (mlflow, in the dev extra)")
-    folder = tmp_path_factory.mktemp("mlflow")
-    artifacts_root = f"s3://mlflow-{uuid.uuid4().hex[:10]}/artifacts"
-    storage.ensure_bucket(artifacts_root)
-    port = free_port()
-    env = {**os.environ, **s3_server.env(), "MLFLOW_S3_ENDPOINT_URL": s3_server.endpoint}
-    log = (folder / "server.log").open("w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{folder}/mlflow.db",
-         "--artifacts-destination", artifacts_root, "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
+class MlflowServer:
+    """``mlflow server`` on 127.0.0.1: SQLite store, artifacts proxied to a bucket of the suite's SeaweedFS.
+    Started when the module starts and waited for by the first test that needs it (the MLflow tests
+    come last), so that its start (imports and migrations, about 20 s of one core) overlaps the tests
+    before them on the other core."""
+
+    def __init__(self, s3_server, folder: Path):
+        self.folder = folder
+        self.artifacts_root = f"s3://mlflow-{uuid.uuid4().hex[:10]}/artifacts"
+        storage.ensure_bucket(self.artifacts_root)
+        port = free_port()
+        env = {**os.environ, **s3_server.env(), "MLFLOW_S3_ENDPOINT_URL": s3_server.endpoint}
+        self.log = (folder / "server.log").open("w")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{folder}/mlflow.db",
+             "--artifacts-destination", self.artifacts_root, "--host", "127.0.0.1", "--port", str(port),
+             "--workers", "1"],
+            env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.url = f"http://127.0.0.1:{port}"
+        self.ready = False
+
+    def wait(self) -> tuple[str, str]:
         deadline = time.monotonic() + 300  # migrations on a busy 2-core machine take ~25 s
-        while True:
+        while not self.ready:
             try:
-                with urllib.request.urlopen(f"{url}/health", timeout=5) as r:
-                    if r.status == 200:
-                        break
+                with urllib.request.urlopen(f"{self.url}/health", timeout=5) as r:
+                    self.ready = r.status == 200
+                    continue
             except OSError:
                 pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"mlflow server did not start:\n{(folder / 'server.log').read_text()[-3000:]}")
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"mlflow server did not start:\n{(self.folder / 'server.log').read_text()[-3000:]}")
             time.sleep(0.5)
-        yield url, artifacts_root
+        return self.url, self.artifacts_root
+
+    def stop(self) -> None:
+        # The group this fixture started: the CLI and its uvicorn. Killed, not asked: its graceful
+        # shutdown took 15 s, and its SQLite store and bucket are this module's, thrown away after.
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(30)
+        self.log.close()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def mlflow_starting(request, s3_server, tmp_path_factory):
+    """The module's MLflow server, starting (None where MLflow is not installed or no selected test needs it)."""
+    wanted = any(item.module is request.module and "mlflow_server" in item.fixturenames
+                 for item in request.session.items)
+    if not (HAVE_MLFLOW_SERVER and wanted):
+        yield None
+        return
+    server = MlflowServer(s3_server, tmp_path_factory.mktemp("mlflow"))
+    try:
+        yield server
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)  # the group this fixture started: the CLI and its uvicorn
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
-        log.close()
+        server.stop()
+
+
+@pytest.fixture
+def mlflow_server(mlflow_starting) -> tuple[str, str]:
+    """The MLflow server's URL and artifact root, once it answers."""
+    if mlflow_starting is None:
+        pytest.skip("the MLflow tracking server is not installed (mlflow, in the dev extra)")
+    return mlflow_starting.wait()
 
 
 @pytest.fixture
@@ -151,112 +178,6 @@ def small_version(bucket: str, name: str, tmp_path: Path, **fields) -> tuple[str
 
 def as_tags(props: dict) -> dict[str, str]:
     return {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in props.items()}
-
-
-# ---- MLflow: a real server ------------------------------------------------------------------------
-
-
-@needs_mlflow
-def test_a_dreambooth_version_is_registered_in_mlflow_once_with_its_properties_and_lineage(trained, mlflow_server,
-                                                                                          bucket, tmp_path):
-    import diffusers
-
-    url, artifacts_root = mlflow_server
-    registry = f"{bucket}/models/registry"
-    sink = {"type": "mlflow", "uri": url, "name": "team-mlflow", "experiment": "inkbooth-test"}
-    uri, manifest = export(trained, registry, "orange-ball", [sink])
-    again, _ = export(trained, registry, "orange-ball", [sink])  # the register step retried
-    assert again == uri and uri.endswith("orange-ball/v1")
-
-    client = mlflow_client(url)
-    versions = client.search_model_versions("name = 'orange-ball'")
-    assert len(versions) == 1, "a retried register step registers nothing twice"
-    mv = versions[0]
-    assert mv.source == f"{uri}/diffusers", "the loadable diffusers folder of the version"
-    expected = as_tags(sinks.describe(uri, manifest).properties())
-    assert {k: v for k, v in mv.tags.items() if not k.startswith("mlflow.")} == expected
-    assert mv.tags["inkbooth.version"] == "v1" and mv.tags["inkbooth.content_hash"] == manifest.content_hash
-    assert mv.tags["inkbooth.format"] == "diffusers" and mv.tags["inkbooth.format_version"] == diffusers.__version__
-    for key in ("base_model_hash", "instance_images_hash", "class_images_hash", "trained"):
-        assert mv.tags[f"lineage.{key}"] == str(manifest.lineage[key]), key
-    assert mv.tags["inputs.trained"] == manifest.inputs["trained"]
-
-    # The version's run: the metrics, and the manifest (every file's hash, config, lineage) as an artifact
-    # that the server stored on SeaweedFS.
-    experiment = client.get_experiment_by_name("inkbooth-test")
-    found = client.search_runs([experiment.experiment_id])
-    assert [r.info.run_id for r in found] == [mv.run_id], "one run, the version's, however often registered"
-    run = client.get_run(mv.run_id)
-    assert run.info.status == "FINISHED"
-    numeric = {k: float(v) for k, v in manifest.metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-    assert numeric and run.data.metrics == pytest.approx(numeric)
-    local = client.download_artifacts(mv.run_id, "inkbooth/manifest.json", str(tmp_path))
-    assert json.loads(Path(local).read_text()) == json.loads(manifest.to_json())
-    stored = storage.list_files(artifacts_root)
-    assert any(k.endswith(f"{mv.run_id}/artifacts/inkbooth/manifest.json") for k in stored), stored
-    assert "inkbooth" in client.get_registered_model("orange-ball").description
-
-
-@needs_mlflow
-def test_a_register_step_killed_half_way_registers_once_in_mlflow_when_retried(mlflow_server, bucket, tmp_path,
-                                                                            monkeypatch):
-    from mlflow import MlflowClient
-
-    url, _ = mlflow_server
-    sink = {"type": "mlflow", "uri": url, "experiment": "inkbooth-retries"}
-    client = mlflow_client(url)
-    uri, manifest = small_version(bucket, "killed-before-version", tmp_path)
-    real = MlflowClient.create_model_version
-
-    def killed(*a, **kw):
-        raise ConnectionError("the pod was killed")
-
-    monkeypatch.setattr(MlflowClient, "create_model_version", killed)
-    with pytest.raises(sinks.SinkError, match=r"mlflow@127\.0\.0\.1:\d+ .*ConnectionError: the pod was killed"):
-        sinks.register_version([sink], uri, manifest)
-    monkeypatch.setattr(MlflowClient, "create_model_version", real)
-    experiment = client.get_experiment_by_name("inkbooth-retries").experiment_id
-    (left,) = client.search_runs([experiment])
-    assert not client.search_model_versions("name = 'killed-before-version'")
-    sinks.register_version([sink], uri, manifest)
-    (mv,) = client.search_model_versions("name = 'killed-before-version'")
-    assert mv.run_id == left.info.run_id, "the finished run of the first attempt is reused"
-    assert len(client.search_runs([experiment])) == 1
-
-    # Killed before its run was finished: that run is deleted and made again, once.
-    uri2, manifest2 = small_version(bucket, "killed-in-run", tmp_path)
-    monkeypatch.setattr(MlflowClient, "set_terminated", lambda *a, **kw: (_ for _ in ()).throw(OSError("gone")))
-    with pytest.raises(sinks.SinkError, match="OSError: gone"):
-        sinks.register_version([sink], uri2, manifest2)
-    monkeypatch.undo()
-    sinks.register_version([sink], uri2, manifest2)
-    sinks.register_version([sink], uri2, manifest2)
-    query = "tags.`inkbooth.name` = 'killed-in-run'"
-    (run,) = client.search_runs([experiment], filter_string=query)
-    assert run.info.status == "FINISHED"
-    (mv2,) = client.search_model_versions("name = 'killed-in-run'")
-    assert mv2.run_id == run.info.run_id and mv2.tags["inkbooth.version"] == "v1"
-
-
-@needs_mlflow
-def test_mlflow_refuses_to_take_another_content_under_a_registered_version(mlflow_server, bucket, tmp_path):
-    url, _ = mlflow_server
-    sink = {"type": "mlflow", "uri": url, "experiment": "inkbooth-conflict"}
-    uri, manifest = small_version(bucket, "conflicting", tmp_path)
-    sinks.register_version([sink], uri, manifest)
-    other = dataclasses.replace(manifest, content_hash="0" * 64)
-    with pytest.raises(sinks.SinkError, match=r"conflicting version 1 is tagged inkbooth.version=v1 with content "
-                                              r"hash [0-9a-f]{12}\.\.\., not 000000000000.*Not overwritten"):
-        sinks.register_version([sink], uri, other)
-    (mv,) = mlflow_client(url).search_model_versions("name = 'conflicting'")
-    assert mv.tags["inkbooth.content_hash"] == manifest.content_hash
-
-
-@needs_mlflow
-def test_doctor_says_mlflow_answers(mlflow_server):
-    settings = cluster.ClusterConfig(model_registries=[{"type": "mlflow", "uri": mlflow_server[0]}])
-    (finding,) = doctor.registry_findings(settings)
-    assert finding.status == "ok" and "MLflow answers" in finding.message, finding.line()
 
 
 # ---- Kubeflow Model Registry: every request held to the published schema --------------------------
@@ -524,3 +445,109 @@ def test_a_sink_without_its_client_says_which_extra_to_install(monkeypatch, kind
     monkeypatch.setitem(sys.modules, module, None)  # as if not installed: importing it raises ImportError
     with pytest.raises(sinks.SinkError, match=re.escape(f"pip install '{extra}'")):
         sinks.check(sinks.SinkConfig(type=kind, uri="http://127.0.0.1:9"))
+
+
+# ---- MLflow: a real server (last in the module: it starts while the tests above run) --------------
+
+
+@needs_mlflow
+def test_a_dreambooth_version_is_registered_in_mlflow_once_with_its_properties_and_lineage(trained, mlflow_server,
+                                                                                          bucket, tmp_path):
+    import diffusers
+
+    url, artifacts_root = mlflow_server
+    registry = f"{bucket}/models/registry"
+    sink = {"type": "mlflow", "uri": url, "name": "team-mlflow", "experiment": "inkbooth-test"}
+    uri, manifest = export(trained, registry, "orange-ball", [sink])
+    again, _ = export(trained, registry, "orange-ball", [sink])  # the register step retried
+    assert again == uri and uri.endswith("orange-ball/v1")
+
+    client = mlflow_client(url)
+    versions = client.search_model_versions("name = 'orange-ball'")
+    assert len(versions) == 1, "a retried register step registers nothing twice"
+    mv = versions[0]
+    assert mv.source == f"{uri}/diffusers", "the loadable diffusers folder of the version"
+    expected = as_tags(sinks.describe(uri, manifest).properties())
+    assert {k: v for k, v in mv.tags.items() if not k.startswith("mlflow.")} == expected
+    assert mv.tags["inkbooth.version"] == "v1" and mv.tags["inkbooth.content_hash"] == manifest.content_hash
+    assert mv.tags["inkbooth.format"] == "diffusers" and mv.tags["inkbooth.format_version"] == diffusers.__version__
+    for key in ("base_model_hash", "instance_images_hash", "class_images_hash", "trained"):
+        assert mv.tags[f"lineage.{key}"] == str(manifest.lineage[key]), key
+    assert mv.tags["inputs.trained"] == manifest.inputs["trained"]
+
+    # The version's run: the metrics, and the manifest (every file's hash, config, lineage) as an artifact
+    # that the server stored on SeaweedFS.
+    experiment = client.get_experiment_by_name("inkbooth-test")
+    found = client.search_runs([experiment.experiment_id])
+    assert [r.info.run_id for r in found] == [mv.run_id], "one run, the version's, however often registered"
+    run = client.get_run(mv.run_id)
+    assert run.info.status == "FINISHED"
+    numeric = {k: float(v) for k, v in manifest.metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    assert numeric and run.data.metrics == pytest.approx(numeric)
+    local = client.download_artifacts(mv.run_id, "inkbooth/manifest.json", str(tmp_path))
+    assert json.loads(Path(local).read_text()) == json.loads(manifest.to_json())
+    stored = storage.list_files(artifacts_root)
+    assert any(k.endswith(f"{mv.run_id}/artifacts/inkbooth/manifest.json") for k in stored), stored
+    assert "inkbooth" in client.get_registered_model("orange-ball").description
+
+
+@needs_mlflow
+def test_a_register_step_killed_half_way_registers_once_in_mlflow_when_retried(mlflow_server, bucket, tmp_path,
+                                                                            monkeypatch):
+    from mlflow import MlflowClient
+
+    url, _ = mlflow_server
+    sink = {"type": "mlflow", "uri": url, "experiment": "inkbooth-retries"}
+    client = mlflow_client(url)
+    uri, manifest = small_version(bucket, "killed-before-version", tmp_path)
+    real = MlflowClient.create_model_version
+
+    def killed(*a, **kw):
+        raise ConnectionError("the pod was killed")
+
+    monkeypatch.setattr(MlflowClient, "create_model_version", killed)
+    with pytest.raises(sinks.SinkError, match=r"mlflow@127\.0\.0\.1:\d+ .*ConnectionError: the pod was killed"):
+        sinks.register_version([sink], uri, manifest)
+    monkeypatch.setattr(MlflowClient, "create_model_version", real)
+    experiment = client.get_experiment_by_name("inkbooth-retries").experiment_id
+    (left,) = client.search_runs([experiment])
+    assert not client.search_model_versions("name = 'killed-before-version'")
+    sinks.register_version([sink], uri, manifest)
+    (mv,) = client.search_model_versions("name = 'killed-before-version'")
+    assert mv.run_id == left.info.run_id, "the finished run of the first attempt is reused"
+    assert len(client.search_runs([experiment])) == 1
+
+    # Killed before its run was finished: that run is deleted and made again, once.
+    uri2, manifest2 = small_version(bucket, "killed-in-run", tmp_path)
+    monkeypatch.setattr(MlflowClient, "set_terminated", lambda *a, **kw: (_ for _ in ()).throw(OSError("gone")))
+    with pytest.raises(sinks.SinkError, match="OSError: gone"):
+        sinks.register_version([sink], uri2, manifest2)
+    monkeypatch.undo()
+    sinks.register_version([sink], uri2, manifest2)
+    sinks.register_version([sink], uri2, manifest2)
+    query = "tags.`inkbooth.name` = 'killed-in-run'"
+    (run,) = client.search_runs([experiment], filter_string=query)
+    assert run.info.status == "FINISHED"
+    (mv2,) = client.search_model_versions("name = 'killed-in-run'")
+    assert mv2.run_id == run.info.run_id and mv2.tags["inkbooth.version"] == "v1"
+
+
+@needs_mlflow
+def test_mlflow_refuses_to_take_another_content_under_a_registered_version(mlflow_server, bucket, tmp_path):
+    url, _ = mlflow_server
+    sink = {"type": "mlflow", "uri": url, "experiment": "inkbooth-conflict"}
+    uri, manifest = small_version(bucket, "conflicting", tmp_path)
+    sinks.register_version([sink], uri, manifest)
+    other = dataclasses.replace(manifest, content_hash="0" * 64)
+    with pytest.raises(sinks.SinkError, match=r"conflicting version 1 is tagged inkbooth.version=v1 with content "
+                                              r"hash [0-9a-f]{12}\.\.\., not 000000000000.*Not overwritten"):
+        sinks.register_version([sink], uri, other)
+    (mv,) = mlflow_client(url).search_model_versions("name = 'conflicting'")
+    assert mv.tags["inkbooth.content_hash"] == manifest.content_hash
+
+
+@needs_mlflow
+def test_doctor_says_mlflow_answers(mlflow_server):
+    settings = cluster.ClusterConfig(model_registries=[{"type": "mlflow", "uri": mlflow_server[0]}])
+    (finding,) = doctor.registry_findings(settings)
+    assert finding.status == "ok" and "MLflow answers" in finding.message, finding.line()
