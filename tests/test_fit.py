@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from inkbooth import artifacts, readers
+from inkbooth import artifacts
 from inkbooth.ocr import batch
 from inkbooth.ocr.batch import fit
 from inkbooth.ocr.batch.results import document_result, write_result
@@ -105,7 +105,7 @@ def _russian_text(rng: random.Random, min_words: int = 2, max_words: int = 8) ->
 
 
 @pytest.fixture(scope="module")
-def fit_run(tmp_path_factory):
+def fit_run(tmp_path_factory, reader_exports):
     """A demo page and a Russian page (DejaVu Sans: a script and font the reader never saw), read by
     the committed Latin reader and merged."""
     if not (FONTS / "DejaVuSans.ttf").is_file() or not (FONTS / "ru_RU.dic").is_file():
@@ -120,9 +120,9 @@ def fit_run(tmp_path_factory):
                                      font=str(FONTS / "DejaVuSans.ttf"))
     page.image.save(docs / "russian.png")
     out = str(root / "out")
-    model = str(readers.path("latin"))
-    # PyTorch reads the reader's folder as the fp32 export would: the fp32 numbers above apply.
-    cfg = RecognizeConfig(backend="torch", threads=2)
+    model = reader_exports("latin")  # the reader's export, as `inkbooth ocr` makes it from the folder
+    # fp32, as the numbers above were measured (the same tokens as PyTorch on the reader's folder).
+    cfg = RecognizeConfig(variant="fp32", threads=2)
     summary = batch.recognize_documents(str(docs), model, out, cfg, progress=False)
     manifest = batch.merge_results(batch.plan_documents(str(docs), 1), out, None, [summary], model="reader-latin")
     return out, manifest
