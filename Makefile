@@ -48,6 +48,12 @@ reader-printed-cyrillic: setup fonts ## teach the Cyrillic reader real documents
 	bash scripts/fetch-testdata.sh .inkbooth/documents/printed-cyrillic src/inkbooth/readers/printed-cyrillic/documents.tsv
 	OMP_NUM_THREADS=1 nice -n 10 $(BIN)/inkbooth reader train printed-cyrillic
 
+drawing-clip: setup ## train the small CLIP (shapes-clip) from its recipe and install it in src/inkbooth/drawing/models (about 25 min of one core)
+	OMP_NUM_THREADS=1 nice -n 10 $(BIN)/inkbooth drawing train shapes-clip
+
+drawing-model: setup ## train the small drawing model (shapes) and install it; judged by shapes-clip, so train that first (stages 1-2 about 1 h, all 4 about 4 h of one core)
+	OMP_NUM_THREADS=1 nice -n 10 $(BIN)/inkbooth drawing train shapes
+
 test: setup testdata fonts ## set up, then lint and run the test suite (what CI runs)
 	$(BIN)/ruff check src components pipelines tests bench
 	$(BIN)/pytest -q -m "not slow and not gpu" --durations=20
@@ -134,4 +140,4 @@ manifests: setup ## write the overlay of every example cluster file (and with th
 clean: ## remove the venv and local run data
 	rm -rf $(VENV) .inkbooth .pytest_cache
 
-.PHONY: help setup demo report-screenshots testdata fonts reader-latin reader-printed reader-cyrillic reader-printed-cyrillic test test-all test-load lint compile bench bench-pages bench-reading bench-reading-cyrillic images lock-images standin-base push-images test-images manifests clean
+.PHONY: help setup demo report-screenshots testdata fonts reader-latin reader-printed reader-cyrillic reader-printed-cyrillic drawing-clip drawing-model test test-all test-load lint compile bench bench-pages bench-reading bench-reading-cyrillic images lock-images standin-base push-images test-images manifests clean

@@ -183,6 +183,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--documents", default=".inkbooth/documents",
                    help="train: where a recipe's PDFs are (DIR/NAME/; `make documents` fetches them)")
 
+    from inkbooth import drawing  # light: the models' names, no torch
+
+    p = sub.add_parser("drawing", help="the committed small drawing model and CLIP: where one is (a MODEL for "
+                                       "train, prior, sample), or train it again from its recipe")
+    p.add_argument("action", choices=["path", "train"])
+    p.add_argument("name", choices=drawing.NAMES)
+    p.add_argument("--workdir", default=".inkbooth/drawing", help="train: base models, pool, stage outputs, checkpoints")
+    p.add_argument("--threads", type=int, default=0, help="train: torch threads (default: the recipe's)")
+    p.add_argument("--stages", type=int, default=0, help="train: run and install only the first N stages (0: all)")
+
     p = sub.add_parser("tiny", help="build a tiny model of a real architecture (offline, seeded)")
     p.add_argument("kind", choices=["trocr", "sd"])
     p.add_argument("output", help="folder to save it to")
@@ -487,6 +497,17 @@ def _reader(args: argparse.Namespace) -> int:
     return 0
 
 
+def _drawing(args: argparse.Namespace) -> int:
+    from inkbooth import drawing
+
+    if args.action == "train":
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        print(drawing.train(args.name, args.workdir, args.threads, args.stages))
+    else:
+        print(drawing.path(args.name))
+    return 0
+
+
 def _tiny(args: argparse.Namespace) -> int:
     from inkbooth import tiny
 
@@ -536,7 +557,7 @@ COMMANDS = {"submit": _submit, "schedule": _schedule, "retrain": _retrain, "expo
             "finetune-trocr": _finetune, "pdf-lines": _pdf_lines, "ocr": _ocr, "prior": _prior, "train": _train,
             "export-model": _export_model, "sample": _sample,
             "pages": _pages, "run": _run, "compile": _compile, "manifests": _manifests, "store": _store, "reader": _reader,
-            "tiny": _tiny, "demo": _demo, "report": _report, "doctor": _doctor}
+            "drawing": _drawing, "tiny": _tiny, "demo": _demo, "report": _report, "doctor": _doctor}
 
 if __name__ == "__main__":
     sys.exit(main())
