@@ -57,6 +57,7 @@ from inkbooth.artifacts.publishing import (
     collect,
     in_progress,
     publish,
+    publish_replacing,
     seal,
 )
 from inkbooth.artifacts.reading import fetch, file_uri, is_published, read_bytes, read_manifest, read_text
@@ -84,6 +85,7 @@ __all__ = [
     "is_published",
     "new_manifest",
     "publish",
+    "publish_replacing",
     "read_bytes",
     "read_manifest",
     "read_text",

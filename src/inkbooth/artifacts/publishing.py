@@ -1,5 +1,6 @@
 """Publishing artifacts: write-once in place (``publish(..., overwrite=False)``, ``seal``) or as
-a new version beside the old ones (``publish(..., overwrite=True)``), and collecting old versions
+a new version beside the old ones (``publish(..., overwrite=True)``), a local folder replaced
+(``publish_replacing``), and collecting old versions
 (``collect``). The layouts are described in the package docstring (``inkbooth.artifacts``).
 
 A versioned publish writes a ``PUBLISHING`` marker into its version's folder before any file (who
@@ -346,6 +347,24 @@ def _in_place_since(m: Manifest) -> float | None:
 def _in_place_old(m: Manifest, grace: float) -> bool:
     since = _in_place_since(m)
     return since is not None and time.time() - since >= grace
+
+
+def publish_replacing(local_dir: str | Path, dest: Path, **publish_args: Any) -> Manifest:
+    """Publish ``local_dir`` at the local folder ``dest`` in place of what is there (package data,
+    found by its file names, not a version under ``.inkbooth-versions/``): the old folder steps aside
+    to ``.<name>.old`` and comes back if the publish fails. ``publish_args`` go to ``publish``."""
+    old = dest.with_name(f".{dest.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    if dest.exists():
+        dest.rename(old)
+    try:
+        manifest = publish(local_dir, str(dest), **publish_args)
+    except BaseException:
+        if not dest.exists() and old.exists():
+            old.rename(dest)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+    return manifest
 
 
 def seal(uri: str, *, kind: str, files: list[str] | None = None, **manifest_fields: Any) -> Manifest:

@@ -180,16 +180,7 @@ def install(name: str, stage_outputs: list[str]) -> Path:
         record["lineage"] = {**record.get("lineage", {}), **portable}
         (work / TRAINING).write_text(json.dumps(record, indent=1), encoding="utf-8")
         history = [_stage_summary(k, artifacts.read_manifest(out)) for k, out in enumerate(stage_outputs, 1)]
-        old = dest.with_name(f".{name}.old")  # steps aside, and comes back if the publish fails
-        shutil.rmtree(old, ignore_errors=True)
-        dest.rename(old)
-        try:
-            artifacts.publish(work, str(dest), kind=last.kind, name=f"drawing-{name}",
-                              inputs={**last.inputs, "trained": last.content_hash}, config=last.config,
-                              metrics=last.metrics, lineage={**last.lineage, **portable, "stages": history})
-        except BaseException:
-            if not dest.exists():
-                old.rename(dest)
-            raise
-        shutil.rmtree(old, ignore_errors=True)
+        artifacts.publish_replacing(work, dest, kind=last.kind, name=f"drawing-{name}",
+                                    inputs={**last.inputs, "trained": last.content_hash}, config=last.config,
+                                    metrics=last.metrics, lineage={**last.lineage, **portable, "stages": history})
     return dest

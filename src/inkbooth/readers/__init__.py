@@ -182,19 +182,8 @@ def install(name: str, stage_outputs: list[str], fonts_dir: str | Path | None = 
         for kept in (RECIPE, DOCUMENTS):  # the recipe, and the documents list where it has one
             if (dest / kept).is_file():
                 shutil.copy2(dest / kept, work / kept)
-        # Published in place, not as a version under .inkbooth-versions/: package data is found by its
-        # file names. The old folder steps aside and comes back if the publish fails.
-        old = dest.with_name(f".{name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        dest.rename(old)
-        try:
-            artifacts.publish(work, str(dest), kind=KIND, name=f"reader-{name}",
-                              inputs={**trained_manifest.inputs, "trained": trained_manifest.content_hash},
-                              config=portable(trained_manifest.config), metrics=trained_manifest.metrics,
-                              lineage=portable({**trained_manifest.lineage, "stages": history}))
-        except BaseException:
-            if not dest.exists():
-                old.rename(dest)
-            raise
-        shutil.rmtree(old, ignore_errors=True)
+        artifacts.publish_replacing(work, dest, kind=KIND, name=f"reader-{name}",
+                                    inputs={**trained_manifest.inputs, "trained": trained_manifest.content_hash},
+                                    config=portable(trained_manifest.config), metrics=trained_manifest.metrics,
+                                    lineage=portable({**trained_manifest.lineage, "stages": history}))
     return dest
