@@ -33,7 +33,7 @@ ABOVE_STAGES = ("inkbooth.cli", "inkbooth.demo", "inkbooth.runs", "inkbooth.subm
                 "inkbooth.manifests", "inkbooth.doctor", "inkbooth.doctor_checks", "inkbooth.doctor_cluster")
 BASE = ("inkbooth.storage", "inkbooth.artifacts", "inkbooth.config", "inkbooth.runtime", "inkbooth.objectstore",
         "inkbooth.imaging", "inkbooth.shards", "inkbooth.lineage", "inkbooth.checkpoints", "inkbooth.models",
-        "inkbooth.pickles", "inkbooth.tiny", "inkbooth._image", "inkbooth.backends")
+        "inkbooth.pickles", "inkbooth.tiny", "inkbooth._image", "inkbooth.backends", "inkbooth.schedules")
 
 
 def modules() -> dict[str, Path]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import math
 import random
 from typing import Any, Literal
 
@@ -54,17 +53,6 @@ class StageConfig:
     device: Literal["auto", "cpu", "cuda"] = option("auto", "cuda when there is one (auto), or force one")
     seed: int = option(0, "seed of the pool, the order and every draw")
     resume: str = option("latest", "'latest' or a step number to resume from; empty: start fresh")
-
-
-def lr_at(step: int, config: StageConfig) -> float:
-    """The learning rate of optimizer step ``step`` (0-based): warm-up, then constant or cosine."""
-    peak = config.learning_rate
-    if step < config.warmup_steps:
-        return peak * (step + 1) / config.warmup_steps
-    if config.lr_scheduler == "constant":
-        return peak
-    progress = min(1.0, (step - config.warmup_steps) / max(1, config.max_steps - config.warmup_steps))
-    return peak * (config.min_lr_ratio + (1 - config.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
 def seed_of(*parts: Any) -> int:

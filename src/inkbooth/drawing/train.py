@@ -38,9 +38,10 @@ from inkbooth import checkpoints as ckpt
 from inkbooth.config import config_hash, to_dict
 from inkbooth.drawing import domain
 from inkbooth.drawing.data import Pool
-from inkbooth.drawing.settings import StageConfig, identity, lr_at, seed_of
+from inkbooth.drawing.settings import StageConfig, identity, seed_of
 from inkbooth.drawing.state import Ema, read_state, write_state
 from inkbooth.drawing.tasks import Clip, Diffusion, Task, Vae
+from inkbooth.schedules import lr_at
 
 log = logging.getLogger(__name__)
 

@@ -35,7 +35,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import math
 import random
 import shutil
 import time
@@ -52,6 +51,7 @@ from inkbooth.ocr.training.objectives import ctc_loss, encode_labels, seq2seq_lo
 from inkbooth.ocr.training.scoring import EvalLine, evaluate_sets, headline_cer
 from inkbooth.ocr.training.state import read_state, write_state
 from inkbooth.ocr.training.synth import LineSynth, SynthConfig
+from inkbooth.schedules import lr_at
 
 log = logging.getLogger(__name__)
 
@@ -131,19 +131,6 @@ class FinetuneConfig:
             raise ValueError(f"ctc_weight must be in [0, 1), got {self.ctc_weight}")
         if self.learning_rate <= 0 or self.warmup_steps < 0 or not 0.0 <= self.min_lr_ratio <= 1.0:
             raise ValueError("learning_rate must be positive, warmup_steps >= 0, min_lr_ratio in [0, 1]")
-
-
-def lr_at(step: int, config: FinetuneConfig) -> float:
-    """The learning rate of optimizer step ``step`` (0-based): warm-up, then the chosen decay."""
-    peak = config.learning_rate
-    if step < config.warmup_steps:
-        return peak * (step + 1) / config.warmup_steps
-    if config.lr_scheduler == "constant":
-        return peak
-    span = max(1, config.max_steps - config.warmup_steps)
-    progress = min(1.0, (step - config.warmup_steps) / span)
-    shape = 1.0 - progress if config.lr_scheduler == "linear" else 0.5 * (1.0 + math.cos(math.pi * progress))
-    return peak * (config.min_lr_ratio + (1.0 - config.min_lr_ratio) * shape)
 
 
 def _rng(*parts: Any) -> random.Random:
