@@ -130,6 +130,42 @@ def test_onnx_engine_reads_like_torch(tiny_trocr, tiny_onnx):
         assert torch.equal(engine.generate(pixel_values=pv, num_beams=beams, max_new_tokens=16), ref)
 
 
+def test_beam_below_reads_only_the_unsure_lines_again_with_beams(tiny_onnx):
+    """Greedy first; the lines whose least likely token is below the threshold get the beam search's reading,
+    the others keep greedy's; 1 is the beam search on every line, 0 greedy alone."""
+    from transformers import TrOCRProcessor
+
+    from inkbooth import artifacts
+
+    out = artifacts.fetch(str(tiny_onnx[0]))
+    engine = load_ort_decoder(out / "fp32", threads=1)
+    pv = TrOCRProcessor.from_pretrained(out / "fp32")(
+        images=[im for im, _ in synthetic.line_images(12, seed=5)], return_tensors="np").pixel_values
+    kw = {"num_beams": 3, "max_new_tokens": 16}
+    beams = engine.decode(pv, **kw)
+    greedy = engine.decode(pv, num_beams=1, max_new_tokens=16)
+    assert not (beams.sequences == greedy.sequences).all(), "the test needs lines that beams read otherwise"
+    least = decoding.least_likely(greedy, engine.eos_id)
+    threshold = float(np.exp(np.median(least)))
+    unsure = np.exp(least) < threshold
+    assert 0 < unsure.sum() < len(pv)
+    mixed = engine.decode(pv, beam_below=threshold, **kw)
+    for b in range(len(pv)):
+        ref = beams if unsure[b] else greedy
+        n = ref.sequences.shape[1]
+        assert mixed.sequences[b, :n].tolist() == ref.sequences[b].tolist()
+        np.testing.assert_allclose(mixed.token_logprobs[b, :n - 1], ref.token_logprobs[b], atol=1e-6)
+        np.testing.assert_allclose(mixed.attention[b, :n - 1], ref.attention[b], atol=1e-6)
+    assert (engine.decode(pv, beam_below=1.0, **kw).sequences == beams.sequences).all()
+    assert (engine.decode(pv, beam_below=0.0, **kw).sequences == greedy.sequences).all()
+
+
+def test_least_likely_stops_at_the_first_eos():
+    decoded = decoding.Decoded(np.array([[0, 5, 2, 7], [0, 5, 6, 7]]), np.array([[-0.1, -0.2, -3.0], [-0.1, -0.2, -3.0]]),
+                               np.zeros((2, 3, 1)))
+    np.testing.assert_allclose(decoding.least_likely(decoded, eos_id=2), [-0.2, -3.0])
+
+
 def test_auto_variant_is_int8_on_cpu_fp16_on_cuda_and_falls_back_to_fp32():
     everything = {"fp32", "int8", "fp16"}
     assert choose_variant("auto", everything, "cpu") == "int8"

@@ -100,6 +100,39 @@ def greedy_search(step: StepFn, batch: int, *, start_id: int, eos_id: int, pad_i
     return Decoded(np.stack(seqs, 1), np.stack(lps, 1), np.stack(atts, 1))
 
 
+def least_likely(decoded: Decoded, eos_id: int) -> np.ndarray:
+    """Per line, the log-probability of its least likely token up to its end (its first EOS, included)."""
+    import numpy as np
+
+    tokens = decoded.sequences[:, 1:]
+    ended = np.cumsum(tokens == eos_id, axis=1)
+    # A token belongs to the line while no EOS came before it (the EOS itself does).
+    mine = (ended - (tokens == eos_id)) == 0
+    return np.where(mine, decoded.token_logprobs, 0.0).min(axis=1, initial=0.0)
+
+
+def replace_rows(decoded: Decoded, other: Decoded, rows: np.ndarray, fill: int) -> Decoded:
+    """``decoded`` with its lines ``rows`` replaced by ``other``'s (in order), padded to the longer of the two."""
+    import numpy as np
+
+    length = max(decoded.sequences.shape[1], other.sequences.shape[1])
+
+    def pad(d: Decoded) -> Decoded:
+        extra = length - d.sequences.shape[1]
+        if not extra:
+            return d
+        return Decoded(np.pad(d.sequences, ((0, 0), (0, extra)), constant_values=fill),
+                       np.pad(d.token_logprobs, ((0, 0), (0, extra))),
+                       np.pad(d.attention, ((0, 0), (0, extra), (0, 0))))
+
+    out, other = pad(decoded), pad(other)
+    out = Decoded(out.sequences.copy(), out.token_logprobs.astype(np.float32, copy=True),
+                  out.attention.astype(np.float32, copy=True))
+    out.sequences[rows], out.token_logprobs[rows], out.attention[rows] = (
+        other.sequences, other.token_logprobs, other.attention)
+    return out
+
+
 def beam_search(step: StepFn, batch: int, num_beams: int, *, start_id: int, eos_id: int, pad_id: int,
                 max_new_tokens: int, min_new_tokens: int = 0, length_penalty: float = 1.0,
                 early_stopping: bool | str = True) -> Decoded:
@@ -259,15 +292,29 @@ class OrtEngine:
         return step
 
     def decode(self, pixel_values: np.ndarray, *, num_beams: int, max_new_tokens: int,
-               min_new_tokens: int = 0) -> Decoded:
-        """Encode a batch of line images and decode them (greedy for one beam), as ``generate`` would."""
-        step = self.stepper(self.encode(pixel_values))
+               min_new_tokens: int = 0, beam_below: float = 1.0) -> Decoded:
+        """Encode a batch of line images and decode them (greedy for one beam), as ``generate`` would.
+
+        ``beam_below`` < 1 (with ``num_beams`` > 1): every line is decoded greedily first, and only the
+        lines whose least likely token has a probability below it are decoded again with the beam search,
+        from the same encoder states (``beam_below`` 0: greedy only).
+        """
+        import numpy as np
+
+        states = self.encode(pixel_values)
         kw = {"start_id": self.start_id, "eos_id": self.eos_id, "pad_id": self.pad_id,
               "max_new_tokens": max_new_tokens, "min_new_tokens": min_new_tokens}
-        if num_beams > 1:
-            return beam_search(step, len(pixel_values), num_beams, length_penalty=self.length_penalty,
-                               early_stopping=True, **kw)
-        return greedy_search(step, len(pixel_values), **kw)
+        beams = {"length_penalty": self.length_penalty, "early_stopping": True, **kw}
+        if num_beams > 1 and beam_below >= 1.0:
+            return beam_search(self.stepper(states), len(states), num_beams, **beams)
+        first = greedy_search(self.stepper(states), len(states), **kw)
+        if num_beams == 1 or beam_below <= 0.0:
+            return first
+        unsure = np.flatnonzero(least_likely(first, self.eos_id) < np.log(beam_below))
+        if not len(unsure):
+            return first
+        again = beam_search(self.stepper(np.ascontiguousarray(states[unsure])), len(unsure), num_beams, **beams)
+        return replace_rows(first, again, unsure, self.pad_id if self.pad_id else self.eos_id)
 
     def generate(self, pixel_values: Any, num_beams: int = 1, max_new_tokens: int = 20, **_: Any) -> Any:
         """``generate``-shaped: token ids as a torch tensor (export's parity check calls it like a model)."""

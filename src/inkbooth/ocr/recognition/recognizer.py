@@ -50,6 +50,10 @@ class RecognizeConfig:
                 "export lacks it")
     device: Literal["auto", "cpu", "cuda"] = option("auto", "cuda when available (auto), or force one")
     num_beams: int = option(4, "beam search width (1 = greedy)", min=1, max=64)
+    beam_below: float = option(1.0, "with ONNX Runtime's decoding engine: read every line greedily first and "
+                                    "again with the beam search only where its least likely token's probability "
+                                    "is below this (1: the beam search on every line; 0: greedy only)",
+                               min=0.0, max=1.0)
     max_new_tokens: int = option(128, "longest line in tokens (the library default of 20 truncates lines)",
                                  min=1, max=4096)
     batch_size: int = option(8, "line crops per forward pass", min=1, max=4096)
@@ -217,7 +221,8 @@ class Recognizer:
         min_new_tokens = min(min_new_tokens, self.max_new_tokens)
         if self.engine is not None:
             decoded = self.engine.decode(pixel_values.numpy(), num_beams=self.config.num_beams,
-                                         max_new_tokens=self.max_new_tokens, min_new_tokens=min_new_tokens)
+                                         max_new_tokens=self.max_new_tokens, min_new_tokens=min_new_tokens,
+                                         beam_below=self.config.beam_below)
             return decoded.sequences, decoded.token_logprobs, decoded.attention
         gen_kwargs = {"num_beams": self.config.num_beams, "max_new_tokens": self.max_new_tokens,
                       "early_stopping": self.config.num_beams > 1}
