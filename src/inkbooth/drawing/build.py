@@ -1,9 +1,10 @@
-"""The untrained starting points: a small Stable Diffusion pipeline and a small CLIP, of the real classes.
+"""The untrained starting points: a small Stable Diffusion pipeline, a small CLIP and a small DINO, of the real classes.
 
 ``build_drawing`` writes a ``StableDiffusionPipeline`` folder (``AutoencoderKL``,
 ``UNet2DConditionModel``, ``CLIPTextModel`` + ``CLIPTokenizer``, SD 1.x's scheduler settings, no
 safety checker), so the trained model loads wherever a hub id or folder of SD 1.x does (DreamBooth
-training, prior images, sampling). ``build_clip`` writes a ``CLIPModel`` with a ``CLIPProcessor``.
+training, prior images, sampling). ``build_clip`` writes a ``CLIPModel`` with a ``CLIPProcessor``;
+``build_dino`` a ``ViTModel`` with a ``ViTImageProcessor``, which load as facebook/dino-vits16 does.
 Both use one tokenizer: a CLIP BPE whose merges spell the domain's words whole
 (``inkbooth.drawing.domain.WORDS``), so a caption is one token per word.
 """
@@ -48,6 +49,19 @@ class ClipShape:
     heads: int = option(4, "attention heads (both towers)", min=1)
     projection: int = option(128, "joint embedding width", min=8)
     max_length: int = option(32, "prompt length in tokens", min=8)
+    seed: int = option(0, "seed of the random weights")
+
+
+@dataclasses.dataclass
+class DinoShape:
+    """Shape of the small DINO: a ViT like facebook/dino-vits16's, at the domain's size."""
+
+    image_size: int = option(64, "input size in pixels", min=8)
+    patch_size: int = option(8, "ViT patch size", min=1)
+    hidden: int = option(128, "width", min=8)
+    layers: int = option(4, "transformer layers", min=1)
+    heads: int = option(4, "attention heads", min=1)
+    mlp: int = option(512, "width of each layer's MLP", min=8)
     seed: int = option(0, "seed of the random weights")
 
 
@@ -181,6 +195,29 @@ def build_clip(out_dir: str | Path, shape: ClipShape | None = None) -> Path:
     images = CLIPImageProcessor(size={"shortest_edge": cfg.image_size},
                                 crop_size={"height": cfg.image_size, "width": cfg.image_size})
     CLIPProcessor(image_processor=images, tokenizer=tok).save_pretrained(out)
+    return out
+
+
+# DINO's preprocessing (facebook/dino-vits16): ImageNet's mean and std.
+IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
+
+
+def build_dino(out_dir: str | Path, shape: DinoShape | None = None) -> Path:
+    """Write an untrained small DINO backbone (ViTModel, no pooler, + ViTImageProcessor) to ``out_dir``:
+    ``AutoModel`` and ``AutoImageProcessor`` load it as they load facebook/dino-vits16."""
+    import torch
+    from transformers import ViTConfig, ViTImageProcessor, ViTModel
+
+    cfg = shape or DinoShape()
+    out = Path(out_dir)
+    torch.manual_seed(cfg.seed)
+    vit = ViTConfig(hidden_size=cfg.hidden, num_hidden_layers=cfg.layers, num_attention_heads=cfg.heads,
+                    intermediate_size=cfg.mlp, image_size=cfg.image_size, patch_size=cfg.patch_size,
+                    hidden_act="gelu", qkv_bias=True)
+    # DINO's metric reads last_hidden_state[:, 0] (the CLS token); no pooler, as DINO has none.
+    ViTModel(vit, add_pooling_layer=False).save_pretrained(out, safe_serialization=True)
+    size = {"height": cfg.image_size, "width": cfg.image_size}
+    ViTImageProcessor(do_resize=True, size=size, image_mean=IMAGENET_MEAN, image_std=IMAGENET_STD).save_pretrained(out)
     return out
 
 

@@ -14,39 +14,13 @@ its ``CLIPProcessor`` like any CLIP checkpoint, so the same code judges with a h
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import Any
 
+from inkbooth import judges
 
-class ClipJudge:
-    """The small CLIP at ``folder`` (or a model and processor already loaded), in eval mode."""
 
-    def __init__(self, folder: str | Path, *, model: Any = None, processor: Any = None) -> None:
-        import torch
-        from transformers import CLIPModel, CLIPProcessor
-
-        self.model = model if model is not None else CLIPModel.from_pretrained(folder, dtype=torch.float32).eval()
-        self.processor = processor if processor is not None else CLIPProcessor.from_pretrained(folder)
-        self.device = next(self.model.parameters()).device
-
-    def images(self, images: list[Any]) -> Any:
-        """Unit-length image embeddings of PIL pictures."""
-        import torch
-
-        with torch.no_grad():
-            pixels = self.processor(images=images, return_tensors="pt").pixel_values.to(self.device)
-            out = torch.cat([self.model.get_image_features(pixel_values=pixels[i:i + 64])
-                             for i in range(0, len(pixels), 64)])
-        return torch.nn.functional.normalize(out, dim=-1)
-
-    def texts(self, texts: list[str]) -> Any:
-        """Unit-length text embeddings."""
-        import torch
-
-        with torch.no_grad():
-            tok = self.processor.tokenizer(texts, padding=True, return_tensors="pt").to(self.device)
-            out = self.model.get_text_features(input_ids=tok.input_ids, attention_mask=tok.attention_mask)
-        return torch.nn.functional.normalize(out, dim=-1)
+class ClipJudge(judges.Clip):
+    """The small CLIP at ``folder`` (or a model and processor already loaded), with the domain's figures."""
 
     def zero_shot(self, images: list[Any]) -> list[tuple[str, str]]:
         """(colour, class) of each picture: its best prompt among every colour and class."""
@@ -75,7 +49,7 @@ class ClipJudge:
 
     def clip_i(self, images: list[Any], references: list[Any]) -> float:
         """Mean cosine between every picture and every reference picture."""
-        return round(float((self.images(images) @ self.images(references).T).mean()), 4)
+        return round(judges.mean_cosine(self.images(images), self.images(references)), 4)
 
     def prompt_following(self, images: list[Any], scenes: list[Any], prompts: list[str]) -> dict[str, float]:
         """How well samples of ``prompts`` (which describe ``scenes``) show them: CLIP-T and zero-shot accuracy."""

@@ -1,8 +1,9 @@
 """What each kind of drawing stage trains, its loss, its held-out figures and what it saves.
 
-``vae``, ``diffusion`` and ``clip`` (see ``inkbooth.drawing.train``) each hold their models
-(``modules``: what is optimised and checkpointed), a loss for the pictures of a step, an evaluation
-and a save of the whole model folder.
+``vae``, ``diffusion`` and ``clip`` (see ``inkbooth.drawing.train``; ``dino`` is in
+``inkbooth.drawing.dino``) each hold their models (``modules``: what is checkpointed, and optimised
+where it requires grad), a loss for the pictures of a step, an evaluation and a save of the whole
+model folder.
 """
 
 from __future__ import annotations
@@ -29,11 +30,36 @@ class Task:
     def loss(self, step: int, indices: list[int], gen: Any) -> Any:
         raise NotImplementedError
 
+    def after_step(self, step: int) -> None:
+        """After the optimizer's step ``step`` (0-based): what follows the trained weights (DINO's teacher)."""
+
     def evaluate(self, step: int) -> dict[str, Any]:
         raise NotImplementedError
 
     def save(self, out: Path) -> None:
         raise NotImplementedError
+
+
+def variety(seed: int, step: int, n: int) -> Any:
+    """``n`` pictures beyond the domain for step ``step`` of a vae stage: domain scenes with any texture
+    (the reserved zigzag too) in a pattern of a random colour, half with their colour channels
+    shuffled (so object, pattern and background colours combine freely); a function of (seed, step)."""
+    import dataclasses
+    import random
+
+    import numpy as np
+
+    from inkbooth.drawing import domain
+
+    out = []
+    for k in range(n):
+        rng = random.Random(f"{seed}/variety/{step}/{k}")
+        scene = dataclasses.replace(domain.scene_at(seed, f"variety-{step}", k),
+                                    texture=rng.choice(domain.TEXTURES[1:] + (domain.RESERVED_TEXTURE,)),
+                                    pattern=tuple(rng.randrange(256) for _ in range(3)))
+        picture = np.asarray(domain.render(scene))
+        out.append(picture[..., rng.sample(range(3), 3)] if rng.random() < 0.5 else picture)
+    return np.stack(out)
 
 
 class Vae(Task):
@@ -43,11 +69,19 @@ class Vae(Task):
 
         self.folder, self.pool, self.config, self.device = folder, pool, config, device
         self.vae = AutoencoderKL.from_pretrained(folder, subfolder="vae", torch_dtype=torch.float32).to(device)
+        if config.vae_init_logvar:  # the starting point (a resumed stage loads its checkpoint over it)
+            with torch.no_grad():
+                self.vae.quant_conv.bias[self.vae.config.latent_channels:] = config.vae_init_logvar
         self.modules = {"vae": self.vae}
         self.eval_pixels = to_tensor(heldout(config.eval_pairs)[0]).to(device)
 
     def loss(self, step: int, indices: list[int], gen: Any) -> Any:
-        x = to_tensor(self.pool.pixels[indices]).to(self.device)
+        pixels = self.pool.pixels[indices]
+        varied = round(self.config.vae_variety * len(indices))
+        if varied:
+            pixels = pixels.copy()
+            pixels[:varied] = variety(self.config.seed, step, varied)
+        x = to_tensor(pixels).to(self.device)
         posterior = self.vae.encode(x).latent_dist
         z = posterior.mean + posterior.std * torch_randn(posterior.mean.shape, gen).to(self.device)
         rec = self.vae.decode(z).sample

@@ -1,4 +1,4 @@
-"""train_stage: one stage of a drawing recipe (VAE, diffusion or CLIP), resumable, published with its figures.
+"""train_stage: one stage of a drawing recipe (VAE, diffusion, CLIP or DINO), resumable, published with its figures.
 
 * ``vae``: the pipeline's ``AutoencoderKL`` as an autoencoder on domain pictures (L1 + MSE
   reconstruction and a small KL); at the end its ``scaling_factor`` is set to 1 / the latents' std,
@@ -11,6 +11,9 @@
   (``eval_clip``), samples of held-out captions judged by it (``inkbooth.drawing.evaluate``).
 * ``clip``: a ``CLIPModel``, contrastively on pictures and captions. Held out: zero-shot accuracy of
   colour and class.
+* ``dino``: a ``ViTModel`` by DINO's self-distillation (a teacher that is the student's moving
+  average, multi-crop; ``inkbooth.drawing.dino``). Held out: k-NN class and colour accuracy, and the
+  subject's views' cosines among themselves and to other balls.
 
 Training pictures are a pool rendered once (``pool`` scenes of the seed, cached in chunks under the
 work folder) and visited in a seeded order, epoch by epoch; captions are drawn afresh per visit.
@@ -38,6 +41,7 @@ from inkbooth import checkpoints as ckpt
 from inkbooth.config import config_hash, to_dict
 from inkbooth.drawing import domain
 from inkbooth.drawing.data import Pool
+from inkbooth.drawing.dino import Dino
 from inkbooth.drawing.settings import StageConfig, identity, seed_of
 from inkbooth.drawing.state import Ema, read_state, write_state
 from inkbooth.drawing.tasks import Clip, Diffusion, Task, Vae
@@ -47,6 +51,7 @@ log = logging.getLogger(__name__)
 
 KIND = "drawing-model"
 CLIP_KIND = "drawing-clip"
+DINO_KIND = "drawing-dino"
 CHECKPOINT_KIND = "drawing-checkpoint"
 TRAINING = "training.json"
 
@@ -55,7 +60,7 @@ __all__ = ["StageConfig", "identity", "train_stage"]
 
 def train_stage(model: str, output: str, config: StageConfig, *, cache: str | Path, checkpoints: str,
                 eval_clip: str | None = None, _on_step: Any = None) -> artifacts.Manifest:
-    """Train one stage from the model at ``model`` (a drawing pipeline folder, or a CLIP for ``clip``);
+    """Train one stage from the model at ``model`` (a drawing pipeline folder; a CLIP for ``clip``, a DINO ViT for ``dino``);
     publish the result at ``output``. ``cache`` keeps the rendered pool; ``checkpoints`` is a prefix
     for this stage's full-state checkpoints; ``eval_clip`` a small CLIP that judges samples."""
     import torch
@@ -75,6 +80,8 @@ def train_stage(model: str, output: str, config: StageConfig, *, cache: str | Pa
         work = Vae(folder, pool, config, device)
     elif config.train == "diffusion":
         work = Diffusion(folder, pool, config, str(models.resolve(eval_clip)) if eval_clip else None, device)
+    elif config.train == "dino":
+        work = Dino(folder, pool, config, device)
     else:
         work = Clip(folder, pool, config, device)
     params = [p for m in work.modules.values() for p in m.parameters() if p.requires_grad]
@@ -102,6 +109,7 @@ def train_stage(model: str, output: str, config: StageConfig, *, cache: str | Pa
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
         optimizer.step()
+        work.after_step(step)
         step += 1
         if ema is not None:
             ema.update(step - 1)
@@ -143,6 +151,6 @@ def train_stage(model: str, output: str, config: StageConfig, *, cache: str | Pa
             work.save(out)
         (out / TRAINING).write_text(json.dumps({"config": to_dict(config), "metrics": metrics, "lineage": lineage,
                                                 "history": history, "loss_curve": curve}, indent=1), encoding="utf-8")
-        return artifacts.publish(out, output, kind=CLIP_KIND if config.train == "clip" else KIND,
+        return artifacts.publish(out, output, kind={"clip": CLIP_KIND, "dino": DINO_KIND}.get(config.train, KIND),
                                  inputs={"base_model": base_hash}, config=to_dict(config), metrics=metrics,
                                  lineage=lineage, overwrite=True)
