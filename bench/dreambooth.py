@@ -16,6 +16,8 @@ the script imports; PyPI's torchvision does not import beside torch 2.13.0 CPU).
     at the reference's scheduler and steps. Both sides are timed the same way: a wrapper around
     ``StableDiffusionPipeline.__call__`` records wall and CPU time from the start of the first
     sampling call to the end of the last, and counts the images.
+(d) the evaluation stage's cost per step judged, against drawing the same pictures alone (see
+    bench/db_evaluate.py; ``--parts evaluate``).
 (c) sampler statistics for lower step counts: the same seeds through each sampler setting, compared
     with a converged solution of the same ODE (see ``--quality``; over many prompts, seeds and two
     model shapes: bench/sampler.py).
@@ -44,7 +46,7 @@ from common import machine, peak_rss_mb, run_child, summary
 
 HERE = Path(__file__).resolve().parent
 STANDIN = HERE / "standin"
-REFERENCE = HERE.parent.parent.parent / "shared" / "reference" / "diffusers-v0.39.0" / "train_dreambooth.py"
+REFERENCE = HERE.parent.parent / "shared" / "reference" / "diffusers-v0.39.0" / "train_dreambooth.py"
 INSTANCE_PROMPT, CLASS_PROMPT = "a photo of sks dog", "a photo of dog"
 
 SHAPES = {
@@ -334,7 +336,7 @@ def main() -> None:
     parser.add_argument("--class-set", type=int, default=8, help="class images given to training")
     parser.add_argument("--size", choices=sorted(SHAPES), default="small")
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--parts", default="train,class", help="train, class (comma-separated)")
+    parser.add_argument("--parts", default="train,class", help="train, class, evaluate (comma-separated)")
     parser.add_argument("--quality", action="store_true", help="also the sampler statistics of (c)")
     parser.add_argument("--floor", action="store_true", help="also the bare forward/backward/optimizer loop "
                         "(the ceiling of any eager trainer against the reference)")
@@ -349,9 +351,9 @@ def main() -> None:
     if args.only:
         child(args)
         return
-    if not Path(args.reference).is_file():
-        raise SystemExit(f"{args.reference}: the reference script is missing (see /work/shared/reference/README.md)")
     parts = set(args.parts.split(","))
+    if parts & {"train", "class"} and not Path(args.reference).is_file():
+        raise SystemExit(f"{args.reference}: the reference script is missing (see /work/shared/reference/README.md)")
     pairs = []
     if "train" in parts:
         pairs += [(f"train:inkbooth:{c}", f"train:reference:{c}") for c in TRAIN_CONFIGS]
@@ -381,10 +383,15 @@ def main() -> None:
                 runs.setdefault(name, []).append(spawn(name, args, work, paths_file))
                 print(f"round {r + 1}/{args.rounds} {name}: {runs[name][-1]}", file=sys.stderr)
         quality = sampler_quality(work, args) if args.quality else None
+        judged = None
+        if "evaluate" in parts:
+            from db_evaluate import evaluation_cost
+
+            judged = evaluation_cost(work, json.loads(paths_file.read_text()), args.rounds, args.threads)
     info["load_after"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
     info["minutes"] = f"{(time.time() - started) / 60:.1f}"
     report = {"args": {k: v for k, v in vars(args).items() if k not in ("only", "work", "paths")}, "machine": info,
-              "runs": runs, "comparisons": compare(pairs, runs), "quality": quality}
+              "runs": runs, "comparisons": compare(pairs, runs), "quality": quality, "evaluation": judged}
     print_report(report)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2))
@@ -411,8 +418,9 @@ def print_report(report: dict) -> None:
     print(f"\nDreamBooth vs diffusers v0.39.0 train_dreambooth.py: {a['size']} Stable Diffusion, {a['threads']} "
           f"thread(s), {a['rounds']} interleaved rounds; {m['cpu']} ({m['cores']} cores; {m['features']}), "
           f"load {m['load_before']} -> {m['load_after']}\n")
-    print("| comparison | measure | inkbooth median (min-max) | reference median (min-max) | speed-up | per-round |")
-    print("|---|---|---|---|---|---|")
+    if report["comparisons"]:
+        print("| comparison | measure | inkbooth median (min-max) | reference median (min-max) | speed-up | per-round |")
+        print("|---|---|---|---|---|---|")
     for r in report["comparisons"]:
         i, b, p = r["inkbooth"], r["baseline"], r["per_round"]
         kind, side, what = r["ours"].split(":")
@@ -421,6 +429,10 @@ def print_report(report: dict) -> None:
         print(f"| {name} | {r['measure']} | {i['median']:.3f} ({i['min']:.3f}-{i['max']:.3f}) | "
               f"{b['median']:.3f} ({b['min']:.3f}-{b['max']:.3f}) | {r['speedup']:.2f}x | "
               f"{p['median']:.2f}x ({p['min']:.2f}-{p['max']:.2f}) |")
+    if report.get("evaluation"):
+        from db_evaluate import print_evaluation
+
+        print_evaluation(report["evaluation"])
     if report.get("quality"):
         q = report["quality"]
         t = q["truth"]

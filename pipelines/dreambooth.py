@@ -1,8 +1,10 @@
-"""The DreamBooth pipeline: class images (parallel shards) -> fine-tuning -> export and register -> samples."""
+"""The DreamBooth pipeline: class images (parallel shards) -> fine-tuning -> evaluation of every kept step ->
+export and register (the selected step) -> samples."""
 
 from kfp import dsl
 
 from inkbooth.cluster import ClusterConfig
+from inkbooth.components.db_evaluate.component import evaluate_dreambooth
 from inkbooth.components.db_export.component import export_model
 from inkbooth.components.db_plan.component import plan_prior
 from inkbooth.components.db_prior.component import generate_prior
@@ -16,7 +18,8 @@ def build(cluster: ClusterConfig | None = None):
     cluster = cluster or ClusterConfig()
 
     @dsl.pipeline(name="inkbooth-dreambooth",
-                  description="DreamBooth: prior images, fine-tuning, export to diffusers and single-file, sampling",
+                  description="DreamBooth: prior images, fine-tuning, subject-fidelity evaluation, export to diffusers and "
+                              "single-file, sampling",
                   pipeline_config=cluster.pipeline_config())
     def dreambooth_pipeline(
         base_model: str,
@@ -27,6 +30,7 @@ def build(cluster: ClusterConfig | None = None):
         prior_shards: int = 2,
         prior_config: dict = {},  # noqa: B006 - KFP takes parameter defaults from literals
         train_config: dict = {},  # noqa: B006
+        evaluate_config: dict = {},  # noqa: B006
         export_config: dict = {},  # noqa: B006
         sample_config: dict = {},  # noqa: B006
         s3_secret: str = "inkbooth-s3",
@@ -52,7 +56,11 @@ def build(cluster: ClusterConfig | None = None):
                                           config=train_config, run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER),
                                     "train", s3_secret)
             trained.set_display_name("fine-tune")
-            exported = cluster.apply(export_model(trained=trained.outputs["trained"], registry=registry,
+            judged = cluster.apply(evaluate_dreambooth(trained=trained.outputs["trained"], config=evaluate_config),
+                                   "evaluate_dreambooth", s3_secret)
+            judged.set_display_name("evaluate")
+            exported = cluster.apply(export_model(trained=trained.outputs["trained"], evaluation=judged.outputs["evaluation"],
+                                                  registry=registry,
                                                   config=export_config, model_registries=model_registries),
                                      "export_model", s3_secret)
             exported.set_display_name("export-and-register")

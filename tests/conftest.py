@@ -27,6 +27,13 @@ def s3_server(tmp_path_factory):
     store.stop()
 
 
+@pytest.fixture(autouse=True)
+def no_pipeline_run_id(monkeypatch):
+    """Every test starts outside a pipeline run: a component run in-process (``own_checkpoints``) sets
+    ``INKBOOTH_RUN_ID`` for the rest of its process, which would make later tests' checkpoints owned."""
+    monkeypatch.delenv("INKBOOTH_RUN_ID", raising=False)
+
+
 @pytest.fixture(autouse=True, scope="session")
 def fast_retries():
     storage.set_retry_policy(storage.RetryPolicy(attempts=4, base_delay=0.01, max_delay=0.05, request_attempts=2))

@@ -241,7 +241,10 @@ RUNS = {
     "dreambooth": runs.DreamBoothRun(
         base_model="s3://inkbooth-models/base/tiny-sd", instance_images="s3://inkbooth-data/subjects/ball",
         prior_output="s3://inkbooth-data/class-images", registry="s3://inkbooth-models/models", prior_shards=2,
-        prior={"num_images": 2, "steps": 3}, train={"max_train_steps": 2, "checkpoint_every": 1},
+        prior={"num_images": 2, "steps": 3}, train={"max_train_steps": 2, "checkpoint_every": 1, "snapshot_every": 1},
+        evaluate={"clip_model": "s3://inkbooth-models/judges/clip", "dino_model": "s3://inkbooth-models/judges/dino",
+                  "prompt_set": "custom", "prompts": ["a photo of {identifier} {cls}"], "images_per_prompt": 2,
+                  "class_images": 2, "steps": 2, "select": "best"},
         export={"name": "ball"}, sample={"prompts": ["a photo of sks dog"], "steps": 2, "images_per_prompt": 1}),
     "ocr-train": runs.OCRTrainRun(
         base_model="s3://inkbooth-models/base/tiny-reader", data="s3://inkbooth-data/lines",
@@ -514,15 +517,19 @@ def test_the_dreambooth_pipeline_runs_in_its_image(image_of, store, tmp_path):
     from inkbooth.demo import subject_images
 
     storage.upload_dir(tiny.build_tiny_sd(tmp_path / "sd"), "s3://inkbooth-models/base/tiny-sd")
+    clip, dino = tiny.build_tiny_judges(tmp_path / "judges")
+    storage.upload_dir(clip, "s3://inkbooth-models/judges/clip")
+    storage.upload_dir(dino, "s3://inkbooth-models/judges/dino")
     subject_images(tmp_path / "subject", 3)
     storage.upload_dir(tmp_path / "subject", "s3://inkbooth-data/subjects/ball")
     steps, _ = _run_compiled("dreambooth", store, tmp_path)
     names = [s["step"] for s in steps]
-    assert {s["image"] for s in steps if s["step"] in ("generate-prior", "train", "export-model", "sample-model")} == {
-        _image.image("train-cuda")}
-    assert names.count("generate-prior") == 2 and {"plan-prior", "train", "export-model", "sample-model",
-                                                   "finish-run"} <= set(names)
-    assert artifacts.read_manifest("s3://inkbooth-models/models/ball/v1").kind
+    assert {s["image"] for s in steps if s["step"] in ("generate-prior", "train", "evaluate-dreambooth", "export-model",
+                                                        "sample-model")} == {_image.image("train-cuda")}
+    assert names.count("generate-prior") == 2 and {"plan-prior", "train", "evaluate-dreambooth", "export-model",
+                                                   "sample-model", "finish-run"} <= set(names)
+    version = artifacts.read_manifest("s3://inkbooth-models/models/ball/v1")
+    assert version.lineage["selected_step"] in (1, 2) and "select: best" in version.lineage["selection"]
     # Training checkpointed into the run's root on S3; the exit task removed them once the run succeeded.
     runs_ = {k.split("/")[0] for k in storage.list_files(PIPES) if k.startswith("inkbooth-dreambooth-")}
     assert runs_ and not any(storage.list_files(f"{PIPES}/{r}/checkpoints") for r in runs_)

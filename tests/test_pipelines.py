@@ -159,20 +159,35 @@ def test_dreambooth_pipeline_end_to_end_and_retrain(s3_server, bucket, tmp_path)
 
     base = tiny.build_tiny_sd(tmp_path / "sd")
     storage.upload_dir(base, f"{bucket}/base")
+    clip, dino = tiny.build_tiny_judges(tmp_path / "judges")
+    storage.upload_dir(clip, f"{bucket}/judges/clip")
+    storage.upload_dir(dino, f"{bucket}/judges/dino")
     subject_images(tmp_path / "subject", 3)
     storage.upload_dir(tmp_path / "subject", f"{bucket}/subject")
     run = runs.DreamBoothRun(
         base_model=f"{bucket}/base", instance_images=f"{bucket}/subject", prior_output=f"{bucket}/priors",
         registry=f"{bucket}/registry", checkpoints=f"{bucket}/checkpoints/ball", prior_shards=2,
         prior={"num_images": 2, "steps": 3},
-        train={"max_train_steps": 2, "checkpoint_every": 1, "resume": "latest"}, export={"name": "ball"},
+        train={"max_train_steps": 2, "checkpoint_every": 1, "resume": "latest", "snapshot_every": 1},
+        evaluate={"clip_model": f"{bucket}/judges/clip", "dino_model": f"{bucket}/judges/dino", "prompt_set": "custom",
+                  "prompts": ["a photo of {identifier} {cls}"], "images_per_prompt": 2, "class_images": 2, "steps": 2,
+                  "select": "best", "floors": {"clip_t": -1.0}},
+        export={"name": "ball"},
         sample={"prompts": ["a photo of sks dog"], "steps": 2, "images_per_prompt": 1},
     )
     run.validate()
     v1 = runs.run_local("dreambooth", run, tmp_path / "root")
     assert v1 == f"{bucket}/registry/ball/v1"
     m1 = artifacts.read_manifest(v1)
-    assert {"diffusers/model_index.json", "ball.safetensors", "training.json"} <= {f.path for f in m1.files}
+    assert {"diffusers/model_index.json", "ball.safetensors", "training.json", "evaluation/evaluation.json",
+            "evaluation/grids/base.png"} <= {f.path for f in m1.files}
+    # The evaluation judged the base model, the snapshot at step 1 and the last step, and the version
+    # is the step it selected, said with its reason; its figures are the version's metrics.
+    record = json.loads(artifacts.read_text(v1, "evaluation/evaluation.json"))
+    assert [(r["step"], r["source"]) for r in record["rows"]] == [(0, "base"), (1, "snapshots/step-00000001"),
+                                                                   (2, "model")]
+    assert m1.lineage["selected_step"] == record["selected"]["step"] and "among 2 of 2 steps" in m1.lineage["selection"]
+    assert m1.metrics["dino"] == next(r["dino"] for r in record["rows"][1:] if r["step"] == m1.lineage["selected_step"])
     assert m1.lineage["base_model"] == f"{bucket}/base" and m1.lineage["class_images"].startswith(f"{bucket}/priors/")
     priors = [k for k in storage.list_files(f"{bucket}/priors") if k.endswith(".png")]
     assert len(priors) == 2

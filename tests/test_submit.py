@@ -77,9 +77,14 @@ def test_retrain_trigger_submits_only_when_subject_images_change(kfp_api, bucket
     (tmp_path / "v").mkdir()
     (tmp_path / "v" / "weights.bin").write_bytes(b"w")
     artifacts.Registry(f"{bucket}/registry").register(
-        "dog", tmp_path / "v", kind="dreambooth-export", lineage={"instance_images_hash": first["hash"]})
+        "dog", tmp_path / "v", kind="dreambooth-export", lineage={
+            "instance_images_hash": first["hash"], "selected_step": 600,
+            "selection": "select: best; step 600 has the highest 1*dino = 0.6800 among 4 of 4 steps"})
     same = submit.retrain_if_changed(run, endpoint)
     assert not same["submitted"] and "unchanged since dog v1" in same["reason"]
+    # The trigger says which step the latest version is and why it was chosen.
+    assert same["latest"] == {"version": "v1", "selected_step": 600,
+                              "selection": "select: best; step 600 has the highest 1*dino = 0.6800 among 4 of 4 steps"}
     assert len(kfp_api.posted("/runs")) == 1
     storage.write_bytes(f"{bucket}/subjects/dog/new.png", (subject_dir / "subject-00.png").read_bytes()[::-1])
     changed = submit.retrain_if_changed(run, endpoint)

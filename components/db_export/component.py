@@ -6,9 +6,11 @@ from inkbooth._image import image
 
 
 @dsl.component(base_image=image("train-cuda"), install_kfp_package=False)
-def export_model(trained: dsl.Input[dsl.Model], registry: str, config: dict, model: dsl.Output[dsl.Model],
+def export_model(trained: dsl.Input[dsl.Model], evaluation: dsl.Input[dsl.Artifact], registry: str, config: dict,
+                 model: dsl.Output[dsl.Model],
                  model_registries: list = []) -> str:  # noqa: B006 - KFP takes parameter defaults from literals
-    """Diffusers folder, single-file .safetensors, LoRA weights; `model` points to the registered version,
+    """The step `evaluation` selected (the last, or the best by its config), as diffusers folder, single-file
+    .safetensors and LoRA weights, with the evaluation's figures and grids; `model` points to the registered version,
     whose URI is also returned. The version is also registered in each of `model_registries`
     (inkbooth.sinks.SinkConfig fields: MLflow, Kubeflow Model Registry)."""
     from inkbooth import config as cfg
@@ -17,6 +19,6 @@ def export_model(trained: dsl.Input[dsl.Model], registry: str, config: dict, mod
 
     uri, manifest = export_checkpoint(trained.path, registry,
                                       cfg.from_dict(ExportCheckpointConfig, config, source="export config"),
-                                      sinks=model_registries)
+                                      sinks=model_registries, evaluation=evaluation.path)
     lineage.point(model, uri, name=manifest.name, version=manifest.version, content_hash=manifest.content_hash)
     return uri

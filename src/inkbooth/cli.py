@@ -99,9 +99,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--class-images", help="class-image set (output of `inkbooth prior`)")
     p.add_argument("--checkpoints", help="prefix for full-state checkpoints (default: beside the output)")
 
+    p = _config_parser(sub, "evaluate-dreambooth", "subject fidelity (DINO, CLIP-I, CLIP-T) and class preservation "
+                       "of the base model and every kept step of a DreamBooth run; the step to register",
+                       "inkbooth.dreambooth.fidelity:EvaluateConfig",
+                       [("trained", "output of `inkbooth train` (keep steps with snapshot_every)"),
+                        ("output", "folder or s3:// prefix for the evaluation")])
+    p.add_argument("--base-model", default="", help="base model to compare with (default: the run's)")
+    p.add_argument("--instance-images", default="", help="real subject pictures (default: the run's)")
+
     p = _config_parser(sub, "export-model", "export a trained DreamBooth model and register it as a new version",
                        "inkbooth.dreambooth.export:ExportCheckpointConfig",
                        [("trained", "output of `inkbooth train`"), ("registry", "registry root (folder or s3://)")])
+    p.add_argument("--evaluation", default="", help="output of `inkbooth evaluate-dreambooth`: register its selected step")
 
     p = _config_parser(sub, "sample", "sample images (and a grid) from a model version",
                        "inkbooth.dreambooth.sample:SampleConfig",
@@ -468,11 +477,22 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _evaluate_dreambooth(args: argparse.Namespace) -> int:
+    from inkbooth.dreambooth.evaluate import evaluate_dreambooth, read_evaluation
+
+    evaluate_dreambooth(args.trained, args.output, _load_config(args), base_model=args.base_model,
+                        instance_images=args.instance_images)
+    record = read_evaluation(args.output)
+    print(json.dumps({"output": args.output, "selected": record["selected"], "rows": record["rows"]}))
+    return 0
+
+
 def _export_model(args: argparse.Namespace) -> int:
     from inkbooth.dreambooth.export import export_checkpoint
 
-    uri, manifest = export_checkpoint(args.trained, args.registry, _load_config(args))
-    print(json.dumps({"version": uri, "content_hash": manifest.content_hash}))
+    uri, manifest = export_checkpoint(args.trained, args.registry, _load_config(args), evaluation=args.evaluation)
+    print(json.dumps({"version": uri, "content_hash": manifest.content_hash,
+                      **{k: manifest.lineage[k] for k in ("selected_step", "selection") if k in manifest.lineage}}))
     return 0
 
 
@@ -555,7 +575,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 COMMANDS = {"submit": _submit, "schedule": _schedule, "retrain": _retrain, "export-trocr": _export,
             "finetune-trocr": _finetune, "pdf-lines": _pdf_lines, "ocr": _ocr, "prior": _prior, "train": _train,
-            "export-model": _export_model, "sample": _sample,
+            "export-model": _export_model, "evaluate-dreambooth": _evaluate_dreambooth, "sample": _sample,
             "pages": _pages, "run": _run, "compile": _compile, "manifests": _manifests, "store": _store, "reader": _reader,
             "drawing": _drawing, "tiny": _tiny, "demo": _demo, "report": _report, "doctor": _doctor}
 

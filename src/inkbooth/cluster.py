@@ -172,6 +172,9 @@ class ClusterConfig:
                                    parallelism=4)
     train: StageResources = _stage(cpu="8", memory="32Gi", gpus=1, shm="8Gi", scratch="100Gi", timeout=12 * 3600,
                                    retries=2, do_not_disrupt=True)
+    # Sampling every kept step (25 prompts x 4 pictures, class pictures) and the base model: a GPU.
+    evaluate_dreambooth: StageResources = _stage(cpu="4", memory="16Gi", gpus=1, scratch="60Gi", timeout=4 * 3600,
+                                                 retries=2)
     export_model: StageResources = _stage(cpu="4", memory="16Gi", scratch="60Gi", timeout=2 * 3600, retries=2)
     # No caching: sample takes the registered version as a pointer artifact (lineage), which is not
     # in a cache key the way the version's URI was.

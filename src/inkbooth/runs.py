@@ -87,6 +87,8 @@ class DreamBoothRun:
     prior_shards: int = option(2, "parallel class-image shards")
     prior: dict[str, Any] = option({}, "class images (inkbooth.dreambooth.prior.PriorConfig fields)")
     train: dict[str, Any] = option({}, "training (inkbooth.dreambooth.train.TrainConfig fields)")
+    evaluate: dict[str, Any] = option({}, "subject fidelity of every kept step and the one registered "
+                                          "(inkbooth.dreambooth.fidelity.EvaluateConfig fields)")
     export: dict[str, Any] = option({}, "export (inkbooth.dreambooth.export.ExportCheckpointConfig fields)")
     sample: dict[str, Any] = option({}, "samples (inkbooth.dreambooth.sample.SampleConfig fields)")
     model_registries: list[SinkConfig] = option([], "model registries the new version is also registered in "
@@ -105,12 +107,14 @@ class DreamBoothRun:
     def validate(self) -> None:
         from inkbooth import config
         from inkbooth.dreambooth.export import ExportCheckpointConfig
+        from inkbooth.dreambooth.fidelity import EvaluateConfig
         from inkbooth.dreambooth.prior import PriorConfig
         from inkbooth.dreambooth.sample import SampleConfig
         from inkbooth.dreambooth.train import TrainConfig
 
         config.from_dict(PriorConfig, self.prior, source="prior")
         config.from_dict(TrainConfig, self.train, source="train")
+        config.from_dict(EvaluateConfig, self.evaluate, source="evaluate").validate()
         config.from_dict(ExportCheckpointConfig, self.export, source="export")
         config.from_dict(SampleConfig, self.sample, source="sample")
         _check_sinks(self.model_registries, self.registry)
@@ -124,7 +128,7 @@ class DreamBoothRun:
                 "prior_output": _absolute(d["prior_output"]), "registry": _absolute(d["registry"]),
                 "checkpoints": _absolute(d["checkpoints"]) if d["checkpoints"] else "",
                 "prior_shards": d["prior_shards"], "prior_config": d["prior"], "train_config": d["train"],
-                "export_config": d["export"], "sample_config": d["sample"], "model_registries": d["model_registries"]}
+                "evaluate_config": d["evaluate"], "export_config": d["export"], "sample_config": d["sample"], "model_registries": d["model_registries"]}
 
 
 @dataclasses.dataclass

@@ -193,7 +193,9 @@ def retrain_if_changed(run: runs.DreamBoothRun | runs.OCRTrainRun, endpoint: End
     """Submit a training run only when its data differs from what the latest version was trained on.
 
     DreamBooth compares the subject images, OCR training the labelled lines (label file and images);
-    the latest version of the model in the registry records that hash in its lineage.
+    the latest version of the model in the registry records that hash in its lineage. The answer
+    names the latest version and, for an evaluated DreamBooth version, the training step it is and why
+    that step was chosen (``latest``).
     """
     from inkbooth import artifacts
 
@@ -203,10 +205,12 @@ def retrain_if_changed(run: runs.DreamBoothRun | runs.OCRTrainRun, endpoint: End
         latest = registry.manifest(name, "latest")
         trained_on = latest.lineage.get(key)
         version = latest.version
+        shown = {"latest": {"version": version, **{k: latest.lineage[k] for k in ("selected_step", "selection")
+                                                   if k in latest.lineage}}}
     except artifacts.NotPublishedError:
-        trained_on, version = None, None
+        trained_on, version, shown = None, None, {}
     if trained_on == current:
-        return {"submitted": False, "reason": f"{what} unchanged since {name} {version}", "hash": current}
+        return {"submitted": False, "reason": f"{what} unchanged since {name} {version}", "hash": current, **shown}
     run_id = submit(pipeline, run, endpoint, run_name=f"retrain-{name}-{current[:8]}")
     reason = f"no version of {name} yet" if version is None else f"{what} changed since {name} {version}"
-    return {"submitted": True, "run_id": run_id, "reason": reason, "hash": current}
+    return {"submitted": True, "run_id": run_id, "reason": reason, "hash": current, **shown}

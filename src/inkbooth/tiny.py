@@ -298,3 +298,15 @@ def build_tiny_sd(out_dir: str | Path, config: TinySDConfig | None = None) -> Pa
                                    requires_safety_checker=False)
     pipe.save_pretrained(out, safe_serialization=True)
     return out
+
+
+def build_tiny_judges(out_dir: str | Path) -> tuple[Path, Path]:
+    """A tiny random CLIP and DINO ViT at ``out_dir``/clip and /dino, saved as openai/clip-vit-base-patch32
+    and facebook/dino-vits16 are (the DreamBooth evaluation's judges), 32 px; (clip folder, dino folder)."""
+    from inkbooth.drawing import build
+
+    out = Path(out_dir)
+    clip = build.build_clip(out / "clip", build.ClipShape(image_size=32, vision_hidden=32, vision_layers=1,
+                                                          text_hidden=32, text_layers=1, heads=2, projection=16))
+    dino = build.build_dino(out / "dino", build.DinoShape(image_size=32, hidden=32, layers=1, heads=2, mlp=64))
+    return clip, dino

@@ -1,8 +1,15 @@
 """What a DreamBooth training run writes besides its weights in memory: full-state checkpoints,
-validation images, the TensorBoard tracker choice, and the trained pipeline published as an artifact.
+snapshots of the weights, validation images, the TensorBoard tracker choice, and the trained
+pipeline published as an artifact.
 
-Holds _tensorboard_or_none, _shared_staging, _save_checkpoint, _inference_pipeline, _validate and
-_save_pipeline, which the loop in ``inkbooth.dreambooth.train`` calls. May import the ``inkbooth``
+Holds _tensorboard_or_none, _shared_staging, _save_checkpoint, _save_snapshot, _collect_snapshots,
+_inference_pipeline, _validate and _save_pipeline, which the loop in ``inkbooth.dreambooth.train`` calls.
+
+A *snapshot* is the trainable weights alone at a step (``unet/`` and, with text-encoder training,
+``text_encoder/``; ``lora/`` for a LoRA run), published beside the run's checkpoints
+(``<run>/snapshots/step-N``) as it is taken, so that a resumed run still has the ones taken before
+it was stopped; the finished artifact carries all of them under ``snapshots/step-N/``, for
+``inkbooth.dreambooth.evaluate`` to judge and the export to register one of instead of the last. May import the ``inkbooth``
 base modules (artifacts, checkpoints, config) and ``inkbooth.dreambooth.settings``. torch, diffusers, accelerate and peft are imported
 inside the functions that need them.
 """
@@ -59,6 +66,53 @@ def _save_checkpoint(accelerator: Any, run: ckpt.RunCheckpoints, staging_root: P
         run.save(staging, step, metrics={"processes": accelerator.num_processes}, config=to_dict(config))
         shutil.rmtree(staging, ignore_errors=True)
     accelerator.wait_for_everyone()
+
+
+SNAPSHOTS = "snapshots"
+SNAPSHOT_KIND = "dreambooth-snapshot"
+
+
+def _save_snapshot(accelerator: Any, run: ckpt.RunCheckpoints, unet: Any, text_encoder: Any, config: TrainConfig,
+                   step: int) -> None:
+    """The trainable weights at ``step``, published beside the run's checkpoints (main process only)."""
+    from inkbooth import storage
+
+    if not accelerator.is_main_process:
+        return
+    unet, text_encoder = accelerator.unwrap_model(unet), accelerator.unwrap_model(text_encoder)
+    with storage.temp_dir("inkbooth-snapshot-") as tmp:
+        work = Path(tmp)
+        if config.lora_rank:
+            from diffusers import StableDiffusionPipeline
+            from peft.utils import get_peft_model_state_dict
+
+            StableDiffusionPipeline.save_lora_weights(work / "lora", unet_lora_layers=get_peft_model_state_dict(unet),
+                                                      safe_serialization=True)
+        else:
+            unet.save_pretrained(work / "unet", safe_serialization=True)
+        if config.train_text_encoder:
+            text_encoder.save_pretrained(work / "text_encoder", safe_serialization=True)
+        artifacts.publish(work, storage.join(run.uri, SNAPSHOTS, ckpt.step_name(step)), kind=SNAPSHOT_KIND,
+                          metrics={"step": step}, lineage={"run": run.key}, overwrite=True)
+
+
+def _collect_snapshots(run: ckpt.RunCheckpoints, work: Path, last_step: int) -> list[int]:
+    """Copy the run's snapshots (steps before ``last_step``) into ``work/snapshots/step-N``; their steps."""
+    import shutil
+
+    from inkbooth import storage
+
+    root = storage.join(run.uri, SNAPSHOTS)
+    names = sorted({key.split("/")[0] for key in storage.list_files(root) if key.endswith(artifacts.MANIFEST)})
+    steps = []
+    for name in names:
+        step = int(name.rsplit("-", 1)[-1])
+        if step >= last_step or not artifacts.is_published(storage.join(root, name)):
+            continue  # a later step of an abandoned timeline, or one still being written
+        shutil.copytree(artifacts.fetch(storage.join(root, name)), work / SNAPSHOTS / name,
+                        ignore=shutil.ignore_patterns(artifacts.MANIFEST, ".*"))
+        steps.append(step)
+    return steps
 
 
 def _inference_pipeline(folder: Path, unet: Any, text_encoder: Any, dtype: Any) -> Any:

@@ -54,6 +54,8 @@ class TrainConfig:
     cache_latents: bool = option(True, "encode the images once instead of every step")
     checkpoint_every: int = option(0, "full-state checkpoint every N steps (0: none)", min=0)
     checkpoints_total_limit: int = option(2, "checkpoints kept (older ones are deleted)", min=0)
+    snapshot_every: int = option(0, "keep the trained weights every N steps in the artifact (snapshots/step-N/), "
+                                    "for evaluate-dreambooth to judge and `select: best` to choose from (0: none)", min=0)
     resume: str = option("", "'latest' or a step number to resume from a checkpoint; empty: start fresh")
     log_every: int = option(10, "TensorBoard scalars every N steps (the tracker flushes to disk on each)", min=1)
     validation_every: int = option(0, "validation images every N steps (0: none)", min=0)
@@ -82,7 +84,7 @@ class TrainConfig:
 
 
 # Config fields that cannot change the training trajectory: a resumed run may differ in these.
-NOT_TRAJECTORY = ("resume", "checkpoint_every", "checkpoints_total_limit", "log_every")
+NOT_TRAJECTORY = ("resume", "checkpoint_every", "checkpoints_total_limit", "log_every", "snapshot_every")
 
 
 def run_identity(config: TrainConfig, *, base_model_hash: str, instance_images_hash: str, class_images_hash: str,

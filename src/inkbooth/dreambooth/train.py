@@ -40,8 +40,10 @@ from inkbooth.dreambooth.images import image_set_hash as image_set_hash
 from inkbooth.dreambooth.images import load_images as load_images
 from inkbooth.dreambooth.images import to_tensor
 from inkbooth.dreambooth.publish import (
+    _collect_snapshots,
     _save_checkpoint,
     _save_pipeline,
+    _save_snapshot,
     _shared_staging,
     _tensorboard_or_none,
     _validate,
@@ -317,6 +319,8 @@ def train_dreambooth(model: str, instance_images: str, output: str, config: Trai
         paused = time.perf_counter()  # checkpoints and validation do not count in steps/s
         if config.checkpoint_every and global_step % config.checkpoint_every == 0 and global_step < config.max_train_steps:
             _save_checkpoint(accelerator, run, staging[1], global_step, config)
+        if config.snapshot_every and global_step % config.snapshot_every == 0 and global_step < config.max_train_steps:
+            _save_snapshot(accelerator, run, unet, text_encoder, config, global_step)
         if config.validation_every and global_step % config.validation_every == 0 and accelerator.is_main_process:
             _validate(accelerator, folder, unet, text_encoder, config, global_step, work, weight_dtype)
         loop_started += time.perf_counter() - paused
@@ -339,10 +343,11 @@ def train_dreambooth(model: str, instance_images: str, output: str, config: Trai
     if accelerator.is_main_process:
         for tracker in accelerator.trackers:
             tracker.finish()  # the event files are complete before they are published
+        snapshots = _collect_snapshots(run, work, global_step) if config.snapshot_every else []
         manifest = _save_pipeline(accelerator, folder, unet, text_encoder, config, work, out, metrics, history, lineage={
             "base_model": model, "base_model_hash": base_hash, "instance_images": instance_images,
             "instance_images_hash": instance_hash, "class_images": class_images or "", "class_images_hash": class_hash,
-            "run": run.key, "resumed_from": resumed.uri if resumed is not None else "",
+            "run": run.key, "resumed_from": resumed.uri if resumed is not None else "", "snapshot_steps": snapshots,
         })
     accelerator.end_training()
     work_dir.cleanup()

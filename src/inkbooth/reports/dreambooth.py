@@ -1,4 +1,5 @@
-"""The DreamBooth report: samples with their prompts, validation images per step, loss, class images.
+"""The DreamBooth report: samples with their prompts, subject fidelity per step, validation images per
+step, loss, class images.
 
 Built from a training artifact or a registered model version (both hold ``training.json`` with the
 logged loss history, and ``validation/step-N/`` images), optionally the samples artifact, and the
@@ -101,6 +102,46 @@ def add_samples(page: Page, samples: str) -> None:
                caption="rows: " + "; ".join(f"{i + 1}. {p}" for i, p in enumerate(by_prompt)))
 
 
+FIDELITY = ("dino", "clip_i", "clip_t", "class_similarity", "class_diversity", "class_subject_dino")
+
+
+def add_evaluation(page: Page, uri: str, manifest: artifacts.Manifest, prefix: str = "") -> bool:
+    """The evaluation's table (one row per step judged, the base model first), the selection and its
+    reason, and each step's grids; ``prefix`` is where evaluation.json sits in the artifact. False if
+    there is none."""
+    paths = {f.path for f in manifest.files}
+    if f"{prefix}evaluation.json" not in paths:
+        return False
+    record = json.loads(artifacts.read_text(uri, f"{prefix}evaluation.json", manifest))
+    chosen = record["selected"]
+    page.paragraph(f"Registered: step {chosen['step']}. {chosen['reason']}.", css="selection")
+    rows = []
+    for r in record["rows"]:
+        name = "base" if r["source"] == "base" else f"step-{r['step']:08d}"
+        label = "base model" if r["source"] == "base" else str(r["step"]) + (" (selected)" if r["step"] == chosen["step"] else "")
+        tags = "".join(_img_tag(_image(uri, f"{prefix}grids/{g}.png", manifest), f"{label}: {g}", 320, "fidelity-grid")
+                       for g in (name, f"class-{name}") if f"{prefix}grids/{g}.png" in paths)
+        rows.append([label, *[r.get(k) for k in FIDELITY], r.get("seconds"), Cell("grids", tags)])
+    page.table(["step", *FIDELITY, "seconds", "pictures (subject prompts; class prompt)"], rows, css="fidelity")
+    page.paragraph("dino, clip_i: subject fidelity (cosine to the real subject pictures); clip_t: prompt fidelity; "
+                   "class_similarity: class-prompt pictures against the base model's, same seeds; class_diversity: "
+                   "1 - their mean cosine; class_subject_dino: their cosine to the subject (drift). Prompts: "
+                   + "; ".join(record.get("prompts", [])[:8]), css="muted")
+    return True
+
+
+def evaluation_report(uri: str) -> Page:
+    """The report of an evaluation artifact (``inkbooth.dreambooth.evaluate``)."""
+    manifest = artifacts.read_manifest(uri)
+    page = Page("DreamBooth evaluation: subject fidelity and class preservation per step", kind=KIND)
+    page.meta("evaluation", uri)
+    page.meta("trained", manifest.lineage.get("trained", ""))
+    page.meta("base model", manifest.lineage.get("base_model", ""))
+    page.heading("Subject fidelity per step", anchor="fidelity")
+    add_evaluation(page, uri, manifest)
+    return page
+
+
 def dreambooth_report(model_uri: str, *, samples: str | None = None, class_images: str | None = None,
                       title: str | None = None) -> Page:
     """The report of the training artifact or model version at ``model_uri`` (and its samples, if given)."""
@@ -119,6 +160,9 @@ def dreambooth_report(model_uri: str, *, samples: str | None = None, class_image
     page.meta("instance prompt", config.get("instance_prompt", ""))
     page.heading("Training", anchor="training")
     page.table(["measure", "value"], [[k.replace("_", " "), v] for k, v in metrics.items()], css="metrics")
+    if "evaluation/evaluation.json" in {f.path for f in manifest.files}:
+        page.heading("Subject fidelity per step", anchor="fidelity")
+        add_evaluation(page, model_uri, manifest, "evaluation/")
     if samples:
         page.heading("Samples", anchor="samples")
         add_samples(page, samples)

@@ -22,6 +22,9 @@ MERGE_KEYS = ("documents_ok", "documents_failed", "lines", "cer", "lines_per_sec
               "lines_per_second_per_worker", "workers", "documents_flagged", "documents_flagged_share",
               "pages_flagged", "pages_flagged_share")
 SAMPLE_KEYS = ("images",)
+DB_EVALUATE_KEYS = ("selected_step", "steps_judged", "dino", "clip_i", "clip_t", "class_similarity", "class_diversity",
+                    "class_subject_dino", "base_dino", "base_clip_i", "base_clip_t", "base_class_diversity",
+                    "base_class_subject_dino", "seconds_per_step_judged")
 FINETUNE_KEYS = ("steps", "first_loss", "last_loss", "heldout_cer", "heldout_wer", "synthetic_cer", "synthetic_wer",
                  "train_lines", "heldout_lines", "train_seconds", "resumed_from_step")
 EVALUATE_KEYS = ("cer", "wer", "fp32_cer", "int8_cer", "fp16_cer", "int8_cer_delta", "fp32_wer", "int8_wer", "seconds")
@@ -77,6 +80,12 @@ def merge_metrics(report: dict[str, Any]) -> dict[str, float]:
 
 def sample_metrics(metrics: dict[str, Any]) -> dict[str, float]:
     return _pick(metrics, SAMPLE_KEYS)
+
+
+def dreambooth_evaluate_metrics(metrics: dict[str, Any]) -> dict[str, float]:
+    """Subject fidelity (DINO, CLIP-I, CLIP-T) and class preservation of the selected step, the base
+    model's figures beside them, and the step chosen."""
+    return _pick(metrics, DB_EVALUATE_KEYS)
 
 
 def finetune_metrics(metrics: dict[str, Any]) -> dict[str, float]:
