@@ -13,7 +13,9 @@ SUMMARY = ["object store: SeaweedFS at http://127.0.0.1:", "OCR pipeline finishe
            "  line records    s3://", "  text per doc    s3://", "  report          s3://", "  read            ",
            "  export parity   ", "  error record    corrupt.png: ", "  visual report   s3://",
            "DreamBooth pipeline finished (two runs) in ", "  model versions  s3://", "  single file     s3://",
-           "  class images    s3://", "  sample grid     ", "  object store    data kept in "]
+           "  class images    s3://", "  sample grid     ", "  subject fidelity base model  DINO ",
+           "                   registered  DINO ", "  class preservation (the class prompt, step ",
+           "                   without it: similarity to the base's ", "  object store    data kept in "]
 
 
 @pytest.mark.slow

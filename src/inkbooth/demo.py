@@ -6,9 +6,15 @@ file) with their transcripts to ``s3://inkbooth-demo/``, runs the pipeline throu
 defaults (the export's parity gate, beam 4), and checks that every line of every page has a record,
 the corrupt file an error record, and the text a CER of at most 5%.
 
-DreamBooth: it builds the tiny Stable Diffusion, draws a few subject images, and runs class images
--> training -> export and registration -> samples; then it retrains with one subject image more,
-which makes a new model version and reuses the class images.
+DreamBooth: it personalises the committed drawing model (``inkbooth.drawing``: a small Stable
+Diffusion of the real classes that draws a synthetic domain of objects) with 4 pictures of a subject
+it has never seen (``subjects.ZIGZAG_BALL``, a white ball with blue zigzag stripes), through class
+images -> training (snapshots of the weights along the way) -> evaluation of every kept step by the
+committed small CLIP and DINO (subject fidelity, class preservation) -> export and registration of
+the step selected -> samples; then it retrains with one subject picture more, which makes a new model
+version and reuses the class images. Beside the pipeline it trains the same run without prior
+preservation and judges it, to show what the prior term keeps. The figures are printed; a run
+whose selected step draws the subject no better than the base model fails the demo.
 
 Each pipeline's visual report (HTML and Markdown, see ``inkbooth.reports``) is written beside its
 results; the demo prints where everything is.
@@ -159,6 +165,23 @@ def located_reports(run_output: str) -> dict[str, Any]:
     return found
 
 
+# The demo's DreamBooth run on the drawing model (inkbooth.drawing: 64 x 64 pictures of its domain).
+DB_STEPS = 60
+DB_TRAIN = {"instance_prompt": "a photo of sks ball", "class_prompt": "a photo of a ball", "max_train_steps": DB_STEPS,
+            "learning_rate": 2e-4, "train_batch_size": 2, "snapshot_every": 20, "checkpoint_every": 30,
+            "validation_every": 30, "validation_steps": 20, "log_every": 5, "random_flip": True,
+            "validation_prompts": ["a photo of sks ball on a light blue background", "a photo of sks ball at the top left"]}
+# Prompts in the domain's words (its text encoder knows no others), the subject in new places.
+DB_PROMPTS = ["a photo of {identifier} {cls}", "a photo of {identifier} {cls} on a light blue background",
+              "a photo of {identifier} {cls} on a dark gray background", "a photo of {identifier} {cls} at the top left",
+              "a photo of {identifier} {cls} at the bottom right",
+              "a photo of {identifier} {cls} on a light green gradient background"]
+# Select by DINO alone: the drawing model's CLIP-T hovers around 0 (its pictures are blurry), so a
+# CLIP-T floor would exclude steps at random.
+DB_EVALUATE = {"prompt_set": "custom", "prompts": DB_PROMPTS, "images_per_prompt": 2, "class_images": 8,
+               "guidance_scale": 4.0, "select": "best", "metric": {"dino": 1.0}}
+
+
 def subject_images(folder: Path, n: int, seed: int = 3) -> None:
     """``n`` pictures of one made-up subject (an orange ball on varied backgrounds)."""
     import random
@@ -175,31 +198,42 @@ def subject_images(folder: Path, n: int, seed: int = 3) -> None:
         img.save(folder / f"subject-{i:02d}.png")
 
 
+def _upload_model(name: str, uri: str) -> str:
+    from inkbooth import drawing
+
+    storage.upload_dir(drawing.path(name), uri)
+    return uri
+
+
 def run_dreambooth_demo(workdir: Path, verbose: bool = False) -> dict[str, Any]:
-    from inkbooth import artifacts, runs, tiny
+    from inkbooth import artifacts, runs
+    from inkbooth.drawing import subjects
 
     local = workdir / "demo"
     started = time.perf_counter()
-    base = tiny.build_tiny_sd(local / "tiny-sd")
-    storage.upload_dir(base, f"{BUCKET}/models/tiny-sd")
-    subject_images(local / "subject", 4)
-    storage.upload_dir(local / "subject", f"{BUCKET}/subjects/orange-ball")
+    base = _upload_model("shapes", f"{BUCKET}/models/shapes")
+    judges = {"clip_model": _upload_model("shapes-clip", f"{BUCKET}/models/shapes-clip"),
+              "dino_model": _upload_model("shapes-dino", f"{BUCKET}/models/shapes-dino")}
+    pictures = subjects.pictures(5)
+    (local / "subject").mkdir(parents=True, exist_ok=True)
+    for i, img in enumerate(pictures[:4]):
+        img.save(local / "subject" / f"subject-{i:02d}.png")
+    storage.upload_dir(local / "subject", f"{BUCKET}/subjects/zigzag-ball")
     run = runs.DreamBoothRun(
-        base_model=f"{BUCKET}/models/tiny-sd", instance_images=f"{BUCKET}/subjects/orange-ball",
+        base_model=base, instance_images=f"{BUCKET}/subjects/zigzag-ball",
         prior_output=f"{BUCKET}/class-images", registry=f"{BUCKET}/models/registry", prior_shards=2,
-        prior={"num_images": 4, "steps": 10, "batch_size": 2},
-        train={"instance_prompt": "a photo of sks dog", "class_prompt": "a photo of dog", "max_train_steps": 6,
-               "learning_rate": 1e-4, "checkpoint_every": 3, "validation_every": 3, "validation_steps": 5,
-               "log_every": 1},
-        export={"name": "orange-ball"},
-        sample={"prompts": ["a photo of sks dog on the beach", "a painting of sks dog"], "steps": 10},
+        prior={"num_images": 16, "guidance_scale": 4.0, "batch_size": 8}, train=DB_TRAIN,
+        evaluate={**DB_EVALUATE, **judges}, export={"name": "zigzag-ball"},
+        sample={"prompts": [t.format(identifier="sks", cls="ball") for t in DB_PROMPTS[1:5]] + ["a photo of a ball"],
+                "images_per_prompt": 4, "steps": 20, "guidance_scale": 4.0},
     )
     run.validate()
     first = runs.run_local("dreambooth", run, workdir / "kfp-local", verbose=verbose)
     prior_sets = [k for k in storage.list_files(f"{BUCKET}/class-images") if k.endswith(artifacts.MANIFEST)]
-    # Retraining with one more subject image: a new version; the class images are reused.
-    subject_images(local / "subject-more", 1, seed=99)
-    storage.upload(local / "subject-more" / "subject-00.png", f"{BUCKET}/subjects/orange-ball/subject-new.png")
+    # Retraining with one more subject picture: a new version; the class images are reused.
+    buf = io.BytesIO()
+    pictures[4].save(buf, format="PNG")
+    storage.write_bytes(f"{BUCKET}/subjects/zigzag-ball/subject-new.png", buf.getvalue())
     second = runs.run_local("dreambooth", run, workdir / "kfp-local", verbose=verbose)
     if first == second:
         raise RuntimeError("demo check failed: retraining with a new subject image did not make a new version")
@@ -207,12 +241,47 @@ def run_dreambooth_demo(workdir: Path, verbose: bool = False) -> dict[str, Any]:
     if prior_after != prior_sets:
         raise RuntimeError("demo check failed: the retrain made new class images instead of reusing them")
     manifest = artifacts.read_manifest(second)
+    record = json.loads(artifacts.read_text(second, "evaluation/evaluation.json"))
+    without = without_prior(workdir, run, judges)
+    base_row, chosen = record["rows"][0], next(r for r in record["rows"][1:] if r["step"] == record["selected"]["step"])
+    if chosen["dino"] <= base_row["dino"]:
+        raise RuntimeError(f"demo check failed: the registered step's DINO {chosen['dino']} is not above the base "
+                           f"model's {base_row['dino']}: the run did not learn the subject")
     samples = _latest(workdir / "kfp-local", "inkbooth-dreambooth-*/sample-model/samples")
-    return {"versions": [first, second], "single_file": f"{second}/orange-ball.safetensors",
+    return {"versions": [first, second], "single_file": f"{second}/zigzag-ball.safetensors",
             "class_images": storage.join(f"{BUCKET}/class-images", prior_sets[0].split("/")[0]),
             "lineage": manifest.lineage, "seconds": round(time.perf_counter() - started, 1),
             "samples": artifacts.file_uri(samples, "grid.png") if samples else "(not found)",
-            "reports": located_reports(second)}
+            "reports": located_reports(second), "base": base_row, "chosen": chosen,
+            "last": record["rows"][-1], "selected": record["selected"], "steps": DB_STEPS, "without_prior": without}
+
+
+def without_prior(workdir: Path, run: Any, judges: dict[str, str]) -> dict[str, Any]:
+    """The pipeline's run trained again without the prior term, beside the pipeline (``inkbooth train``
+    and ``inkbooth evaluate-dreambooth``, their output in log files there), its last step judged."""
+    import subprocess
+    import sys
+
+    import yaml
+
+    from inkbooth.dreambooth.evaluate import read_evaluation
+
+    local = workdir / "demo" / "no-prior"
+    local.mkdir(parents=True, exist_ok=True)
+    train = {**run.train, "with_prior_preservation": False, "snapshot_every": 0, "validation_every": 0,
+             "checkpoint_every": 0}
+    (local / "train.yaml").write_text(yaml.safe_dump(train), encoding="utf-8")
+    (local / "evaluate.yaml").write_text(yaml.safe_dump({**run.evaluate, **judges, "select": "last"}), encoding="utf-8")
+    inkbooth = [sys.executable, "-m", "inkbooth.cli"]
+    for name, cmd in (("train", ["train", run.base_model, run.instance_images, str(local / "trained"),
+                                 "--config", str(local / "train.yaml"), "--checkpoints", storage.join(BUCKET, "no-prior")]),
+                      ("evaluate", ["evaluate-dreambooth", str(local / "trained"), str(local / "evaluation"),
+                                    "--config", str(local / "evaluate.yaml")])):
+        with open(local / f"{name}.log", "w", encoding="utf-8") as log_file:
+            if subprocess.run(inkbooth + cmd, stdout=log_file, stderr=subprocess.STDOUT).returncode:
+                raise RuntimeError(f"demo: the run without prior preservation failed at {name}; its log: "
+                                   f"{local / (name + '.log')}")
+    return read_evaluation(str(local / "evaluation"))["rows"][-1]
 
 
 def _latest(root: Path, pattern: str) -> str | None:
@@ -227,6 +296,20 @@ def print_dreambooth_summary(summary: dict[str, Any]) -> None:
     print(f"  single file     {summary['single_file']}  (original SD layout, for AUTOMATIC1111/ComfyUI)")
     print(f"  class images    {summary['class_images']}  (made once, reused by the retrain)")
     print(f"  sample grid     {summary['samples']}")
+    base, chosen, last, nop = summary["base"], summary["chosen"], summary["last"], summary["without_prior"]
+
+    def fid(r: dict[str, Any]) -> str:
+        return f"DINO {r['dino']:.3f}  CLIP-I {r['clip_i']:.3f}  CLIP-T {r['clip_t']:.3f}"
+
+    def cls(r: dict[str, Any]) -> str:
+        return (f"similarity to the base's {r['class_similarity']:.3f}, diversity {r['class_diversity']:.3f}, "
+                f"DINO to the subject {r['class_subject_dino']:.3f}")
+    print(f"  subject fidelity base model  {fid(base)}")
+    print(f"                   registered  {fid(chosen)}  (step {chosen['step']} of {summary['steps']}: "
+          f"{summary['selected']['reason']})")
+    print(f"  class preservation (the class prompt, step {last['step']}) with the prior term: {cls(last)}")
+    print(f"                   without it: {cls(nop)}  (base model: diversity {base['class_diversity']:.3f}, "
+          f"DINO to the subject {base['class_subject_dino']:.3f})")
     print(f"  report          {summary['reports']['html']}  (and report.md; `inkbooth report {summary['versions'][1]}`)")
 
 
