@@ -255,7 +255,7 @@ def test_10_some_old_and_some_unlabelled_gpu_nodes_warn():
 
 def test_10_no_gpu_node_fails_unless_an_autoscaler_can_add_one():
     f = one(run("gpu-none", "healthy"), "gpu-nodes")
-    assert f.status == "FAIL" and "prior, train, sample" in f.message and "no autoscaler" in f.message
+    assert f.status == "FAIL" and "prior, train, evaluate_dreambooth, sample" in f.message and "no autoscaler" in f.message
     assert "gpus: 0" in f.fix
     f = one(run("gpu-none-karpenter", "gpu-none", "healthy"), "gpu-nodes")
     assert f.status == "warn" and "Karpenter NodePools" in f.message
