@@ -108,6 +108,18 @@ MUTATIONS = [
              "components/ocr_evaluate/component.py",
              "evaluate_trocr(lineage.target(onnx_model), ", "evaluate_trocr(onnx_model.path, ",
              ("tests/test_finetune.py::test_ocr_train_pipeline_end_to_end_on_s3",)),
+    # Issue 20: DreamBooth that visibly personalises.
+    Mutation("unet-not-stepped", "DreamBooth training computes its loss but never steps the optimizer",
+             "src/inkbooth/dreambooth/train.py", "            optimizer.step()\n", "            pass\n",
+             ("tests/test_db_fidelity.py::test_a_few_dozen_steps_raise_subject_fidelity_on_every_seed",)),
+    Mutation("prior-term-dropped", "the prior-preservation term weighs nothing in the loss",
+             "src/inkbooth/dreambooth/train.py", "prior_weight=config.prior_loss_weight", "prior_weight=0.0",
+             ("tests/test_db_fidelity.py::test_without_the_prior_term_the_class_drifts_to_the_subject",)),
+    Mutation("export-ignores-selection", "the export registers the last step whatever the evaluation selected",
+             "src/inkbooth/dreambooth/export.py",
+             'pipe = load_candidate(source, row["source"], base, "cpu", torch.float32)',
+             'pipe = load_candidate(source, "model", base, "cpu", torch.float32)',
+             ("tests/test_db_evaluate.py::test_export_registers_the_selected_step_and_says_why",)),
 ]
 
 
