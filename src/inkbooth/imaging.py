@@ -66,3 +66,16 @@ def to_8bit(img: Image.Image, *, stretch: bool) -> Image.Image:
     elif not stretch:  # a uniform float outside 0-1: no range to place it in
         out[finite] = 128.0
     return Image.fromarray(np.round(out).astype(np.uint8), "L")
+
+
+def grid(images: list[Image.Image], columns: int) -> Image.Image:
+    """The pictures in rows of ``columns`` on white, each in a cell the size of the first."""
+    import math
+
+    from PIL import Image
+
+    w, h = images[0].size
+    sheet = Image.new("RGB", (columns * w, math.ceil(len(images) / columns) * h), "white")
+    for i, img in enumerate(images):
+        sheet.paste(img, ((i % columns) * w, (i // columns) * h))
+    return sheet

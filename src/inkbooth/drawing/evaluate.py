@@ -13,7 +13,6 @@ its ``CLIPProcessor`` like any CLIP checkpoint, so the same code judges with a h
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 from inkbooth import judges
@@ -68,14 +67,3 @@ def draw(pipe: Any, prompts: list[str], *, steps: int = 20, guidance: float = 4.
         out += pipe(prompts[i:i + 16], num_inference_steps=steps, guidance_scale=guidance,
                     generator=gens[i:i + 16]).images
     return out
-
-
-def grid(images: list[Any], columns: int) -> Any:
-    """The pictures in rows of ``columns``."""
-    from PIL import Image
-
-    w, h = images[0].size
-    sheet = Image.new("RGB", (columns * w, math.ceil(len(images) / columns) * h), "white")
-    for i, img in enumerate(images):
-        sheet.paste(img, ((i % columns) * w, (i // columns) * h))
-    return sheet

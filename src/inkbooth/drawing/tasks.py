@@ -106,7 +106,7 @@ class Vae(Task):
         from diffusers import StableDiffusionPipeline
         from PIL import Image
 
-        from inkbooth.drawing.evaluate import grid
+        from inkbooth.imaging import grid
 
         # SD's practice: the latents the UNet sees have unit variance.
         gen = torch.Generator().manual_seed(seed_of(self.config.seed, "scale"))
@@ -238,7 +238,7 @@ class Diffusion(Task):
                                                        local_files_only=True)
         pipe.save_pretrained(out, safe_serialization=True)
         if getattr(self, "last_samples", None):
-            from inkbooth.drawing.evaluate import grid
+            from inkbooth.imaging import grid
 
             grid(self.last_samples, 8).save(out / SAMPLES)
 

@@ -100,7 +100,7 @@ def _draw(pipe: Any, prompts: list[str], seeds: list[int], config: EvaluateConfi
 
 
 def _grid(pictures: list[Any], columns: int, rows: int) -> Any:
-    from inkbooth.dreambooth.sample import grid
+    from inkbooth.imaging import grid
 
     return grid(pictures[: columns * rows], columns)
 

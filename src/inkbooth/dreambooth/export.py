@@ -56,8 +56,8 @@ def _dtype(name: str) -> Any:
     return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[name]
 
 
-def _selection(evaluation: str, training: artifacts.Manifest) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(the evaluation's record, the row of the step it selected), checked to be of this training."""
+def _selection(evaluation: str, training: artifacts.Manifest) -> tuple[dict[str, Any], dict[str, Any], str]:
+    """(the evaluation's record, the row of the step it selected, its content hash), checked to be of this training."""
     from inkbooth.dreambooth.evaluate import read_evaluation
 
     judged = artifacts.read_manifest(evaluation)
@@ -67,7 +67,7 @@ def _selection(evaluation: str, training: artifacts.Manifest) -> tuple[dict[str,
     record = read_evaluation(evaluation)
     step = record["selected"]["step"]
     row = next(r for r in record["rows"] if r["step"] == step and r["source"] != "base")
-    return record, row
+    return record, row, judged.content_hash
 
 
 def export_checkpoint(trained: str, registry: str, config: ExportCheckpointConfig,
@@ -91,7 +91,7 @@ def export_checkpoint(trained: str, registry: str, config: ExportCheckpointConfi
     sink_configs = registry_sinks.reachable(sinks, registry)  # refused before anything is exported
     source = artifacts.fetch(trained)
     training = artifacts.read_manifest(trained)
-    record, row = _selection(evaluation, training) if evaluation else ({}, {"source": "model"})
+    record, row, judged = _selection(evaluation, training) if evaluation else ({}, {"source": "model"}, "")
     chosen = source / row["source"]
     with storage.temp_dir("inkbooth-export-") as tmp:
         out = Path(work_dir) if work_dir else Path(tmp) / "export"
@@ -112,7 +112,7 @@ def export_checkpoint(trained: str, registry: str, config: ExportCheckpointConfi
             shutil.copytree(artifacts.fetch(evaluation), out / "evaluation", dirs_exist_ok=True,
                             ignore=shutil.ignore_patterns(artifacts.MANIFEST, ".*"))
         selected = {"selected_step": record["selected"]["step"], "selection": record["selected"]["reason"],
-                    "evaluation": artifacts.read_manifest(evaluation).content_hash} if evaluation else {}
+                    "evaluation": judged} if evaluation else {}
         figures = {k: row[k] for k in METRICS if k in row}
         # The version carries its training evidence (loss history, validation images) for its report.
         if (source / "validation").is_dir():

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from inkbooth import artifacts, storage
 from inkbooth.config import option, to_dict
 from inkbooth.dreambooth.prior import image_seed, make_scheduler, pick_device
+from inkbooth.imaging import grid
 
 KIND = "dreambooth-samples"
 
@@ -29,17 +29,6 @@ class SampleConfig:
     seed: int = option(0, "seed; image j of prompt i uses a seed derived from (seed, i, j)")
     device: Literal["auto", "cpu", "cuda"] = option("auto", "where to run")
     dtype: Literal["auto", "fp32", "fp16", "bf16"] = option("auto", "compute dtype")
-
-
-def grid(images: list[Any], columns: int) -> Any:
-    from PIL import Image
-
-    w, h = images[0].size
-    rows = math.ceil(len(images) / columns)
-    sheet = Image.new("RGB", (columns * w, rows * h), "white")
-    for i, img in enumerate(images):
-        sheet.paste(img, ((i % columns) * w, (i // columns) * h))
-    return sheet
 
 
 def sample(model: str, output: str, config: SampleConfig) -> artifacts.Manifest:
