@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     browser = chromium()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    outputs = {"ocr": f"{demo.BUCKET}/ocr/results", "dreambooth": f"{demo.BUCKET}/models/registry/orange-ball/v2"}
+    outputs = {"ocr": f"{demo.BUCKET}/ocr/results", "dreambooth": f"{demo.BUCKET}/models/registry/{demo.DB_MODEL}/v2"}
     with objectstore.EmbeddedS3(Path(args.workdir) / "s3") as store, objectstore.environment(store.env()), \
             tempfile.TemporaryDirectory(prefix="inkbooth-shots-") as tmp:
         for name, run_output in outputs.items():

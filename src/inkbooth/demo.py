@@ -166,6 +166,7 @@ def located_reports(run_output: str) -> dict[str, Any]:
 
 
 # The demo's DreamBooth run on the drawing model (inkbooth.drawing: 64 x 64 pictures of its domain).
+DB_MODEL = "zigzag-ball"  # the subject's folder and the registered model's name
 # The text encoder is trained too: with prior preservation, the UNet alone binds "sks" unsteadily on this
 # model (a step's DINO swings by 0.2); see tests/test_db_fidelity.py.
 DB_STEPS = 100
@@ -221,12 +222,12 @@ def run_dreambooth_demo(workdir: Path, verbose: bool = False) -> dict[str, Any]:
     (local / "subject").mkdir(parents=True, exist_ok=True)
     for i, img in enumerate(pictures[:4]):
         img.save(local / "subject" / f"subject-{i:02d}.png")
-    storage.upload_dir(local / "subject", f"{BUCKET}/subjects/zigzag-ball")
+    storage.upload_dir(local / "subject", f"{BUCKET}/subjects/{DB_MODEL}")
     run = runs.DreamBoothRun(
-        base_model=base, instance_images=f"{BUCKET}/subjects/zigzag-ball",
+        base_model=base, instance_images=f"{BUCKET}/subjects/{DB_MODEL}",
         prior_output=f"{BUCKET}/class-images", registry=f"{BUCKET}/models/registry", prior_shards=2,
         prior={"num_images": 16, "guidance_scale": 4.0, "batch_size": 8}, train=DB_TRAIN,
-        evaluate={**DB_EVALUATE, **judges}, export={"name": "zigzag-ball"},
+        evaluate={**DB_EVALUATE, **judges}, export={"name": DB_MODEL},
         sample={"prompts": [t.format(identifier="sks", cls="ball") for t in DB_PROMPTS[1:5]] + ["a photo of a ball"],
                 "images_per_prompt": 4, "steps": 20, "guidance_scale": 4.0},
     )
@@ -236,7 +237,7 @@ def run_dreambooth_demo(workdir: Path, verbose: bool = False) -> dict[str, Any]:
     # Retraining with one more subject picture: a new version; the class images are reused.
     buf = io.BytesIO()
     pictures[4].save(buf, format="PNG")
-    storage.write_bytes(f"{BUCKET}/subjects/zigzag-ball/subject-new.png", buf.getvalue())
+    storage.write_bytes(f"{BUCKET}/subjects/{DB_MODEL}/subject-new.png", buf.getvalue())
     second = runs.run_local("dreambooth", run, workdir / "kfp-local", verbose=verbose)
     if first == second:
         raise RuntimeError("demo check failed: retraining with a new subject image did not make a new version")
@@ -251,7 +252,7 @@ def run_dreambooth_demo(workdir: Path, verbose: bool = False) -> dict[str, Any]:
         raise RuntimeError(f"demo check failed: the registered step's DINO {chosen['dino']} is not above the base "
                            f"model's {base_row['dino']}: the run did not learn the subject")
     samples = _latest(workdir / "kfp-local", "inkbooth-dreambooth-*/sample-model/samples")
-    return {"versions": [first, second], "single_file": f"{second}/zigzag-ball.safetensors",
+    return {"versions": [first, second], "single_file": f"{second}/{DB_MODEL}.safetensors",
             "class_images": storage.join(f"{BUCKET}/class-images", prior_sets[0].split("/")[0]),
             "lineage": manifest.lineage, "seconds": round(time.perf_counter() - started, 1),
             "samples": artifacts.file_uri(samples, "grid.png") if samples else "(not found)",
