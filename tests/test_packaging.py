@@ -30,3 +30,11 @@ def test_component_bodies_are_thin_and_call_the_library():
         assert any(i.module and i.module.startswith("inkbooth") for i in imports), path
         decorator = ast.unparse(funcs[0].decorator_list[0])
         assert "base_image=image(" in decorator and "install_kfp_package=False" in decorator, path
+
+
+def test_package_names_and_package_data_keys_are_module_names():
+    """setuptools 80 (the images' locked build backend) refuses a package-data key that is no module name
+    (a folder such as readers/printed-cyrillic); newer ones accept it, so only an image build noticed."""
+    setuptools = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
+    for name in [*setuptools["packages"], *setuptools["package-data"]]:
+        assert all(part.isidentifier() for part in name.split(".")), f"{name}: not a module name"
