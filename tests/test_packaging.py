@@ -5,6 +5,8 @@ from __future__ import annotations
 import ast
 import tomllib
 
+import pytest
+
 from tests.conftest import REPO
 
 
@@ -38,3 +40,61 @@ def test_package_names_and_package_data_keys_are_module_names():
     setuptools = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
     for name in [*setuptools["packages"], *setuptools["package-data"]]:
         assert all(part.isidentifier() for part in name.split(".")), f"{name}: not a module name"
+
+
+def _closure(requirements: list[str]) -> set[str]:
+    """The distributions ``requirements`` install, with what they require in turn (as installed here)."""
+    import importlib.metadata as md
+
+    from packaging.requirements import Requirement
+
+    def norm(name: str) -> str:
+        return name.lower().replace("_", "-").replace(".", "-")
+
+    seen: set[str] = set()
+    todo = [Requirement(r) for r in requirements]
+    while todo:
+        req = todo.pop()
+        if req.marker is not None and not req.marker.evaluate({"extra": ""}):
+            continue
+        name = norm(req.name)
+        if name == "inkbooth":
+            todo += [Requirement(r) for extra in req.extras for r in _extras()[extra]]
+            continue
+        if name in seen:
+            continue
+        seen.add(name)
+        try:
+            todo += [Requirement(r) for r in (md.requires(req.name) or [])]
+        except md.PackageNotFoundError:
+            pass
+    return seen
+
+
+def _extras() -> dict[str, list[str]]:
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    return {"": project["dependencies"], **project["optional-dependencies"]}
+
+
+@pytest.mark.parametrize(("code", "extra"), [("ocr", "ocr-cpu"), ("dreambooth", "train-cuda"), ("drawing", "train-cuda")])
+def test_every_module_the_runtime_code_imports_is_installed_by_its_image_extra(code, extra):
+    """A module imported by the OCR library but installed here only through another extra (scipy came in
+    with mlflow) broke every page in the ocr-cpu image while the tests passed."""
+    import importlib.metadata as md
+    import sys
+
+    installs = _closure(_extras()[""] + _extras()[extra])
+    owners = md.packages_distributions()
+    missing = {}
+    for path in (REPO / "src" / "inkbooth" / code).rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module] if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module else [])
+            for name in names:
+                top = name.split(".")[0]
+                if top == "inkbooth" or top in sys.stdlib_module_names:
+                    continue
+                dists = {d.lower().replace("_", "-") for d in owners.get(top, [top])}
+                if not dists & installs:
+                    missing.setdefault(top, []).append(str(path.relative_to(REPO)))
+    assert not missing, f"imported by inkbooth.{code} but not installed by inkbooth[{extra}]: {missing}"
