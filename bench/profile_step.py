@@ -19,7 +19,6 @@ import collections
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -32,6 +31,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 WARMUP, TIMED = 3, 12
+
+from common import machine, run_child, summary  # noqa: E402  (bench/common.py, on the path above)
 
 
 def paths() -> dict[str, str]:
@@ -67,10 +68,18 @@ def _patch_unet_forward(fn) -> None:
     UNet2DConditionModel.forward = forward
 
 
+def _conv1x1_as_linear(input, weight, bias):
+    """A 1x1 convolution as a matrix product: channels-last activations are already (N, H, W, C) in
+    memory, so no copies."""
+    import torch.nn.functional as F
+
+    x = input.permute(0, 2, 3, 1)
+    return F.linear(x, weight.view(weight.shape[0], weight.shape[1]), bias).permute(0, 3, 1, 2)
+
+
 def _patch_conv1x1(mode: str) -> None:
     """1x1 convolutions (resnet conv_shortcut, transformer proj_in/proj_out) another way."""
     import torch
-    import torch.nn.functional as F
 
     orig = torch.nn.Conv2d._conv_forward
 
@@ -78,10 +87,7 @@ def _patch_conv1x1(mode: str) -> None:
         if self.kernel_size == (1, 1) and self.stride == (1, 1) and self.padding in ((0, 0), "valid") \
                 and self.groups == 1 and self.dilation == (1, 1) and self.padding_mode == "zeros":
             if mode == "linear":
-                # channels-last activations are already (N, H, W, C) in memory: a matmul, no copies
-                x = input.permute(0, 2, 3, 1)
-                y = F.linear(x, weight.view(weight.shape[0], weight.shape[1]), bias)
-                return y.permute(0, 3, 1, 2)
+                return _conv1x1_as_linear(input, weight, bias)
             if mode == "mkldnn":
                 return torch.ops.aten.mkldnn_convolution(input, weight, bias, [0, 0], [1, 1], [1, 1], 1)
         return orig(self, input, weight, bias)
@@ -171,17 +177,11 @@ def do_time(variant: str) -> None:
 def do_rounds(variants: list[str], rounds: int, out: Path, first: int = 0) -> None:
     results: dict[str, list[float]] = collections.defaultdict(list)
     log = []
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     for r in range(first, first + rounds):
         order = variants if r % 2 == 0 else list(reversed(variants))
         for v in order:
-            cmd = ["nice", "-n", "19", sys.executable, __file__, "time", "--variant", v]
-            proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1200)
-            line = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
-            if proc.returncode or not line:
-                print(proc.stdout[-2000:], proc.stderr[-3000:], file=sys.stderr)
-                raise SystemExit(f"{v} failed")
-            res = json.loads(line[0][7:])
+            res = run_child(v, ["nice", "-n", "19", sys.executable, __file__, "time", "--variant", v], threads=1,
+                            extra_env={"MKL_NUM_THREADS": "1"}, timeout=1200)
             res["round"] = r
             log.append(res)
             results[v].append(res["cpu_s_per_step"])
@@ -194,12 +194,13 @@ def do_rounds(variants: list[str], rounds: int, out: Path, first: int = 0) -> No
 
 def report(variants: list[str], results: dict[str, list[float]]) -> None:
     base = variants[0]
-    print(f"\n| variant | CPU s/step median (min-max) | per-round ratio to {base} | median ratio |")
+    print(f"\nmachine: {machine()}")
+    print(f"| variant | CPU s/step median (min-max) | per-round ratio to {base} | median ratio |")
     print("|---|---|---|---|")
     for v in variants:
-        xs = results[v]
-        ratios = [x / b for x, b in zip(xs, results[base])]
-        print(f"| {v} | {statistics.median(xs):.4f} ({min(xs):.4f}-{max(xs):.4f}) | "
+        xs = summary(results[v])
+        ratios = [x / b for x, b in zip(results[v], results[base])]
+        print(f"| {v} | {xs['median']:.4f} ({xs['min']:.4f}-{xs['max']:.4f}) | "
               f"{', '.join(f'{q:.3f}' for q in ratios)} | {statistics.median(ratios):.3f} |")
 
 
@@ -385,7 +386,6 @@ def do_paired(variants: list[str], cycles: int) -> None:
     import types
 
     import torch
-    import torch.nn.functional as F
     from diffusers import DDPMScheduler, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTokenizer
 
@@ -406,10 +406,6 @@ def do_paired(variants: list[str], cycles: int) -> None:
         states = te(ids)[0]
     latents = torch.randn(2, 4, 16, 16) * 0.18215
 
-    def linear_1x1(self, input, weight, bias):
-        x = input.permute(0, 2, 3, 1)
-        return F.linear(x, weight.view(weight.shape[0], weight.shape[1]), bias).permute(0, 3, 1, 2)
-
     runs = {}
     for v in variants:
         unet = UNet2DConditionModel.from_pretrained(base, subfolder="unet", torch_dtype=torch.float32).train()
@@ -420,7 +416,7 @@ def do_paired(variants: list[str], cycles: int) -> None:
         if v == "conv1x1-linear":
             for m in unet.modules():
                 if isinstance(m, torch.nn.Conv2d) and m.kernel_size == (1, 1):
-                    m._conv_forward = types.MethodType(linear_1x1, m)
+                    m._conv_forward = types.MethodType(lambda self, *a: _conv1x1_as_linear(*a), m)
         params = [p for p in unet.parameters() if p.requires_grad]
         opt = _optimizer([{"params": params, "lr": cfg.learning_rate}], cfg)
         runs[v] = {"unet": unet, "params": params, "opt": opt, "input_cl": input_cl,
@@ -456,11 +452,11 @@ def do_paired(variants: list[str], cycles: int) -> None:
         ratios = [x / b for x, b in zip(xs, runs[base_v]["cpu"])]
         # ratios per block of 6 cycles (sums), to see consistency
         blocks = [sum(xs[i:i + 6]) / sum(runs[base_v]["cpu"][i:i + 6]) for i in range(0, len(xs), 6)]
-        res[v] = {"median": statistics.median(xs), "min": min(xs), "max": max(xs),
-                  "ratio_median_per_cycle": statistics.median(ratios), "ratio_of_sums": sum(xs) / sum(runs[base_v]["cpu"]),
+        res[v] = {**summary(xs), "ratio_median_per_cycle": statistics.median(ratios), "ratio_of_sums": sum(xs) / sum(runs[base_v]["cpu"]),
                   "block_ratios": [round(b, 3) for b in blocks]}
-    print("RESULT " + json.dumps({"cycles": cycles, "variants": res}))
-    print("\n| variant | CPU s/step median (min-max) | per-cycle ratio median | ratio of sums | 6-cycle block ratios |")
+    print("RESULT " + json.dumps({"cycles": cycles, "machine": machine(), "variants": res}))
+    print(f"\nmachine: {machine()}")
+    print("| variant | CPU s/step median (min-max) | per-cycle ratio median | ratio of sums | 6-cycle block ratios |")
     print("|---|---|---|---|---|")
     for v, r in res.items():
         print(f"| {v} | {r['median']:.4f} ({r['min']:.4f}-{r['max']:.4f}) | {r['ratio_median_per_cycle']:.3f} | "
