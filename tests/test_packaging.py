@@ -42,14 +42,16 @@ def test_package_names_and_package_data_keys_are_module_names():
         assert all(part.isidentifier() for part in name.split(".")), f"{name}: not a module name"
 
 
+def _norm(name: str) -> str:
+    """A distribution's name as PEP 503 compares it."""
+    return name.lower().replace("_", "-").replace(".", "-")
+
+
 def _closure(requirements: list[str]) -> set[str]:
     """The distributions ``requirements`` install, with what they require in turn (as installed here)."""
     import importlib.metadata as md
 
     from packaging.requirements import Requirement
-
-    def norm(name: str) -> str:
-        return name.lower().replace("_", "-").replace(".", "-")
 
     seen: set[str] = set()
     todo = [Requirement(r) for r in requirements]
@@ -57,7 +59,7 @@ def _closure(requirements: list[str]) -> set[str]:
         req = todo.pop()
         if req.marker is not None and not req.marker.evaluate({"extra": ""}):
             continue
-        name = norm(req.name)
+        name = _norm(req.name)
         if name == "inkbooth":
             todo += [Requirement(r) for extra in req.extras for r in _extras()[extra]]
             continue
@@ -94,7 +96,7 @@ def test_every_module_the_runtime_code_imports_is_installed_by_its_image_extra(c
                 top = name.split(".")[0]
                 if top == "inkbooth" or top in sys.stdlib_module_names:
                     continue
-                dists = {d.lower().replace("_", "-") for d in owners.get(top, [top])}
+                dists = {_norm(d) for d in owners.get(top, [top])}
                 if not dists & installs:
                     missing.setdefault(top, []).append(str(path.relative_to(REPO)))
     assert not missing, f"imported by inkbooth.{code} but not installed by inkbooth[{extra}]: {missing}"
