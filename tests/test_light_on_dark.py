@@ -58,6 +58,28 @@ def test_the_title_on_the_band_is_a_line_with_dark_text_on_light_and_the_rest_st
         "without the panel step the band is one block of ink, not the title's line"
 
 
+def test_dim_text_beside_bright_text_on_a_band_comes_out_as_dark_as_it():
+    """A slide's navigation bar: the current item bright, the others dimmed (grey on black). Each is
+    stretched against its own surroundings, so the dim one's strokes are as dark as the bright
+    one's and both binarise as ink; the band's own tone (shaded, and a second band of another tone
+    below it) is paper."""
+    from inkbooth.ocr.layout.ink import panel_as_paper
+
+    line = np.asarray(synthetic.render_line("Summary", size=24, pad=0).convert("L")) < 128
+    h, w = line.shape
+    region = np.zeros((3 * h + 40, 2 * w + 120), dtype=np.uint8)
+    region[:, :] = np.linspace(10, 30, region.shape[0]).astype(np.uint8)[:, None]  # shaded top to bottom
+    region[2 * h + 10:] = 70  # a band of another tone below
+    bright, dim = region[h:2 * h, 20:20 + w], region[h:2 * h, w + 100:2 * w + 100]
+    bright[line], dim[line] = 250, 120
+    out = panel_as_paper(region, region < 75)
+    ink = binarize(out)
+    for part in (out[h:2 * h, 20:20 + w], out[h:2 * h, w + 100:2 * w + 100]):
+        assert np.median(part[line]) < 40, "the strokes, bright or dim, are dark"
+    assert not ink[:h - 2].any() and not ink[2 * h + 10:].any(), "the bands' tones are paper"
+    assert ink[h:2 * h, w + 100:2 * w + 100][line].mean() > 0.9
+
+
 def test_the_latin_reader_reads_the_title_off_the_band():
     from inkbooth import readers
     from inkbooth.ocr.recognition.recognizer import RecognizeConfig, Recognizer
@@ -94,25 +116,32 @@ def test_a_real_beamer_talk_keeps_its_titles_and_bars(tmp_path):
         off += score(truth, [ln.box for ln in layout.page_lines(pages.Page(index, img),
                                                                  pages.PagesConfig(light_on_dark=False))])
     pdf.close()
-    # Measured on pages 2-9: recall 0.528 -> 0.880 with panels, precision 0.934 -> 0.848 (the misses
-    # and extra boxes: the navigation bar's tiny text, its rows of circles); margins of a few lines.
+    # Measured on pages 2-9: recall 0.528 -> 1.000 with panels, precision 0.934 -> 0.893 (the extra
+    # boxes: the single circle under the last navigation item, and rows of circles some of which are
+    # dimmed, partly lost in binarising, so not a row of like marks); before
+    # each stroke was stretched against its surroundings, dimmed navigation items were lost (0.880),
+    # and before rows of marks were figure pieces, their circles were lines (0.848). Margins of a
+    # few lines.
     print(f"\nbeamer talk: recall {off.recall:.3f} -> {on.recall:.3f}, precision {off.precision:.3f} -> {on.precision:.3f}")
     assert on.recall >= off.recall + 0.25
-    assert on.recall >= 0.85 and on.precision >= 0.82
+    assert on.recall >= 0.97 and on.precision >= 0.87
 
 
-@pytest.mark.parametrize("kind", ["bars", "solid", "speck", "text", "digits", "dash"])
+@pytest.mark.parametrize("kind", ["bars", "solid", "speck", "circles", "text", "digits", "dash", "words of o", "onc"])
 def test_figure_pieces_are_not_lines_and_text_is(kind):
-    """A row of solid bars (a matrix drawn as cells), a solid bar and a speck are figure pieces; a line
-    of text is not, nor a line of digits (whose glyphs all span the box, but are not solid), nor a
-    dash (a table's empty cell: aastex's sideways table has them; solid, but flat)."""
+    """A row of solid bars (a matrix drawn as cells), a solid bar, a speck and a row of circles (a
+    slide's navigation marks) are figure pieces; a line of text is not, nor a line of digits (whose
+    glyphs all span the box, but are not solid), nor a dash (a table's empty cell: aastex's sideways
+    table has them; solid, but flat), nor words of round letters, nor letters of one size at one pitch
+    (apssamp has a line "onc")."""
     cfg = pages.PagesConfig()
     if kind == "dash":
         ink = np.zeros((2, 85), dtype=bool)
         ink[:, 3:80] = True
-    elif kind in ("text", "digits"):
-        line = synthetic.render_line("quality judging typography" if kind == "text" else "2023 1000 1987 4500",
-                                     size=24, pad=0)
+    elif kind in ("text", "digits", "words of o", "onc"):
+        text = {"text": "quality judging typography", "digits": "2023 1000 1987 4500", "words of o": "ooo ooooo",
+                "onc": "onc"}[kind]
+        line = synthetic.render_line(text, size=24, pad=0)
         ink = np.asarray(line.convert("L")) < 128
     else:
         ink = np.zeros((40, 400), dtype=bool)
@@ -121,7 +150,13 @@ def test_figure_pieces_are_not_lines_and_text_is(kind):
                 ink[:, x:x + 12] = True
         elif kind == "solid":
             ink[5:35, :] = True
+        elif kind == "circles":
+            ink = np.zeros((12, 100), dtype=bool)
+            yy, xx = np.mgrid[:12, :12]
+            ring = np.abs(np.hypot(yy - 5.5, xx - 5.5) - 5) < 1.2
+            for x in range(0, 96, 14):
+                ink[:, x:x + 12] |= ring
         else:
             ink = np.ones((7, 7), dtype=bool)
     box = (0, 0, ink.shape[1], ink.shape[0])
-    assert layout.is_figure_piece(ink, box, cfg) is (kind not in ("text", "digits", "dash"))
+    assert layout.is_figure_piece(ink, box, cfg) is (kind not in ("text", "digits", "dash", "words of o", "onc"))

@@ -180,7 +180,7 @@ def dark_panels(gray: np.ndarray, ink: np.ndarray, block: int = 8, min_height: i
             continue
         with np.errstate(all="ignore"):
             spread = float(np.nanmedian(np.abs(masked - tone)))
-        if spread > 6 or float(np.median(np.abs(region[light] - lit))) > 12:
+        if spread > 6 or float(np.median(np.abs(region[light] - lit))) > 20:
             continue  # a textured surface or light shapes in many greys (a photo), not a panel with text
         values = region.astype(np.float64)
         near = (np.abs(values - tone) < 40) | (np.abs(values - lit) < 40)
@@ -188,3 +188,25 @@ def dark_panels(gray: np.ndarray, ink: np.ndarray, block: int = 8, min_height: i
             continue  # the grey levels of a photo, not two tones
         panels.append((x0, y0, x1, y1))
     return panels
+
+
+def panel_as_paper(region: np.ndarray, dark: np.ndarray, min_line_height: int = 6) -> np.ndarray:
+    """A dark panel's light text as dark text on white paper, each stroke against its own
+    surroundings: the panel's tone row by row (``dark``: its pixels that binarise as ink; a band
+    may be shaded top to bottom, or two bands of other tones may touch) becomes white, and the
+    lightest level near each pixel (a window a few text lines tall) black. So dimmed text (a
+    slide's inactive navigation items, grey on black) comes out as dark as the bright text beside
+    it, which one stretch for the whole panel left too faint to binarise as ink."""
+    import numpy as np
+    from scipy import ndimage
+
+    values = region.astype(np.float32)
+    with np.errstate(all="ignore"):
+        tone = np.nanmedian(np.where(dark, values, np.nan), axis=1)
+    tone = np.where(np.isfinite(tone), tone, np.nanmedian(tone) if np.isfinite(tone).any() else 0.0)[:, None]
+    window = (5 * min_line_height, 15 * min_line_height)
+    lit = ndimage.maximum_filter(values, size=window, mode="nearest")
+    span = lit - tone
+    level = np.clip((values - tone) / np.maximum(span, 1.0), 0.0, 1.0)
+    level[span < 40] = 0.0  # no text near: the panel's own grain, paper
+    return (255.0 * (1.0 - level)).astype(np.uint8)

@@ -18,7 +18,14 @@ from typing import TYPE_CHECKING, Any
 
 from inkbooth.ocr.documents.pages import Page, PagesConfig, load_pages
 from inkbooth.ocr.layout import detect
-from inkbooth.ocr.layout.ink import _paper_level, binarize, dark_panels, estimate_skew, is_picture
+from inkbooth.ocr.layout.ink import (
+    _paper_level,
+    binarize,
+    dark_panels,
+    estimate_skew,
+    is_picture,
+    panel_as_paper,
+)
 from inkbooth.ocr.layout.segment import Box, _bands, _halve, line_height, remove_rules, segment_lines
 
 if TYPE_CHECKING:
@@ -118,10 +125,7 @@ def page_lines(page: Page, config: PagesConfig | None = None) -> list[Line]:
     if panels:  # light text on dark bands: the bands turned to dark text on light, as the reader reads
         arr = np.array(gray)
         for x0, y0, x1, y1 in panels:
-            # inverted, and the panel's own tone (now its background) stretched to white paper
-            turned = 255.0 - arr[y0:y1, x0:x1]
-            background = max(1.0, float(np.median(turned)))
-            arr[y0:y1, x0:x1] = np.clip(turned * (255.0 / background), 0, 255).astype(np.uint8)
+            arr[y0:y1, x0:x1] = panel_as_paper(arr[y0:y1, x0:x1], ink[y0:y1, x0:x1], config.min_line_height)
         gray = Image.fromarray(arr)
         hist = gray.histogram()
         ink = binarize(arr, hist)
@@ -196,8 +200,41 @@ def is_figure_piece(ink: np.ndarray, box: Box, config: PagesConfig) -> bool:
     solid = region.mean(axis=0) >= 0.9
     if inked.sum() >= 2 * h and solid.sum() >= 0.7 * inked.sum():
         starts = np.flatnonzero(solid[1:] & ~solid[:-1]).size + int(solid[0])
-        return starts >= 5
-    return False
+        if starts >= 5:
+            return True
+    return _is_row_of_marks(region)
+
+
+def _is_row_of_marks(region: np.ndarray) -> bool:
+    """A row of three or more like marks at one pitch, each as wide as tall and as tall as the row
+    (a slide's navigation circles, the current one filled; a row of check boxes): of any two, one
+    lies within the other, to a pixel. Text has words, so its gaps are not all one width, and its
+    letters differ (o, n and c are one size, but none lies within another but c within o)."""
+    import numpy as np
+    from scipy import ndimage
+
+    labels, count = ndimage.label(region, structure=np.ones((3, 3)))
+    if count < 3:
+        return False
+    boxes = sorted(ndimage.find_objects(labels), key=lambda sl: sl[1].start)
+    heights = np.array([sl[0].stop - sl[0].start for sl in boxes])
+    widths = np.array([sl[1].stop - sl[1].start for sl in boxes])
+    gaps, h = np.array([b[1].start - a[1].stop for a, b in zip(boxes, boxes[1:])]), region.shape[0]
+    if not ((heights >= 0.8 * h).all() and (np.abs(widths - heights) <= 0.15 * heights + 1).all()
+            and np.ptp(heights) <= 0.1 * h + 1 and np.ptp(gaps) <= 0.1 * h + 1):
+        return False
+    size = (int(heights.max()), int(widths.max()))
+    marks = []
+    for sl in boxes:
+        mark = np.zeros(size, dtype=bool)
+        piece = region[sl]
+        mark[:piece.shape[0], :piece.shape[1]] = piece
+        marks.append((mark, ndimage.binary_dilation(mark, np.ones((3, 3)))))
+
+    def within(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray]) -> bool:
+        return (a[0] & ~b[1]).sum() <= 0.05 * a[0].sum()
+
+    return all(within(a, b) or within(b, a) for i, a in enumerate(marks) for b in marks[i + 1:])
 
 
 def _crop_mapper(origin: tuple[int, int], angle: float, work: Image.Image, page: Image.Image) -> Callable[[Box], Box]:
