@@ -192,6 +192,48 @@ def test_a_recipe_trains_in_stages_and_a_trained_stage_is_not_run_again(tmp_path
     assert [Path(r).name for r in runs[2:]] == ["trained-2"], "a changed stage runs again, from the stage before"
 
 
+def test_a_stage_may_cut_more_pages_and_a_changed_document_trains_again(tmp_path, monkeypatch):
+    """A recipe with documents: stage 2 cuts 2 pages of each where stage 1 cut 1. Each stage trains on
+    its own published set (stage 1's is not replaced), a second run trains nothing, and a changed
+    document (same names, same settings) makes both stages train again: a stage's identity is its
+    data's content, not the folder the lines are in."""
+    import yaml
+
+    from inkbooth.ocr.training.lines import read_labels
+    from tests.test_pdflines import PAGE, text_pdf
+
+    here, docs = tmp_path / "readers", tmp_path / "documents"
+    (here / "latin").mkdir(parents=True)
+    (docs / "latin").mkdir(parents=True)
+    rows = []
+    for i in range(3):
+        (docs / "latin" / f"d{i}.pdf").write_bytes(text_pdf([PAGE, PAGE[1:]]))
+        rows.append(f"d{i}\tpkg\tusr/share/doc/d{i}.pdf\t0\t1-2\tHelvetica")
+    (here / "latin" / readers.DOCUMENTS).write_text("\n".join(rows) + "\n")
+    stage = {"max_steps": 1, "batch_size": 2, "learning_rate": 1e-3, "synthetic_share": 0.5, "eval_every": 0,
+             "synthetic_eval_lines": 2, "eval_lines": 2, "threads": 1,
+             "synthetic": {"fonts": ["default"], "texts": {"invoice": 1.0}, "max_chars": 12}}
+    recipe = {"base": {"tokenizer": "chars", "alphabet": ""},
+              "data": {"documents": readers.DOCUMENTS, "pdf_lines": {"pages": {"max_pages": 1}, "holdout": 0.0}},
+              "finetune": [stage, {"seed": 1, "pdf_lines": {"pages": {"max_pages": 2}}}]}
+    (here / "latin" / readers.RECIPE).write_text(yaml.safe_dump(recipe))
+    monkeypatch.setattr(readers, "HERE", here)
+    runs = []
+    real = finetune.finetune_trocr
+    monkeypatch.setattr(finetune, "finetune_trocr", lambda *a, **k: runs.append((a[1], k["data"])) or real(*a, **k))
+    work = tmp_path / "work"
+    readers.train("latin", FONTS, work, documents_dir=docs)
+    (first, lines1), (second, lines2) = runs
+    assert [Path(first).name, Path(second).name, Path(lines1).name] == ["trained", "trained-2", "lines"]
+    assert Path(lines2).name.startswith("lines-")
+    assert [len(read_labels(lines)[1]) for lines in (lines1, lines2)] == [3 * 3, 3 * 5], "1 page, then 2 pages"
+    readers.train("latin", FONTS, work, documents_dir=docs)
+    assert len(runs) == 2, "nothing changed: nothing trains again"
+    (docs / "latin" / "d0.pdf").write_bytes(text_pdf([PAGE[::-1], PAGE[1:]]))
+    readers.train("latin", FONTS, work, documents_dir=docs)
+    assert [Path(r).name for r, _ in runs[2:]] == ["trained", "trained-2"], "a changed document trains both again"
+
+
 def _real_page_cer(exported: str, docs: dict[str, int]) -> dict[str, float]:
     """CER of a reader's export (ONNX Runtime, its recorded variant, greedy) on one held-out real page
     of each document of tests/readset.tsv named in ``docs`` (name -> 1-based page), scored as

@@ -19,7 +19,9 @@ hub id does) and exports to ONNX behind the same parity gate. Each is made by
 A recipe's ``base`` is a tiny model's shape, or ``{reader: NAME}``: start from that committed reader
 (its content hash goes into the lineage). Its ``data`` names a list of PDFs (``documents``, fetched
 by ``scripts/fetch-testdata.sh`` into ``documents_dir``) and how ``inkbooth.ocr.training.pdflines``
-cuts them (``pdf_lines``): every stage then trains on those lines beside its synthetic ones.
+cuts them (``pdf_lines``): every stage then trains on those lines beside its synthetic ones. A stage
+may give its own ``pdf_lines`` changes (more pages, say): it and the stages after it train on the
+lines cut that way, published beside the first set.
 
 A reader's folder holds the checkpoint, ``recipe.yaml`` (base shape and fine-tuning stages),
 ``training.json`` (its last stage's config, metrics and held-out history) and a manifest (content
@@ -96,6 +98,7 @@ def train(name: str, fonts_dir: str | Path = ".inkbooth/fonts", workdir: str | P
     """
     from inkbooth import artifacts, config, tiny
     from inkbooth.ocr.training.finetune import FinetuneConfig, finetune_trocr, identity
+    from inkbooth.ocr.training.lines import line_data_hash
 
     spec = recipe(name)
     work = Path(workdir) / name
@@ -105,9 +108,11 @@ def train(name: str, fonts_dir: str | Path = ".inkbooth/fonts", workdir: str | P
         base_cfg = config.from_dict(tiny.TinyTrOCRConfig, {**tiny.dataclasses.asdict(tiny.READER_SHAPE), **spec["base"]},
                                     source=f"{name}/{RECIPE}: base")
         source = str(tiny.build_tiny_trocr(work / "base", base_cfg))
-    data = _lines(name, spec["data"], Path(documents_dir) / name, work) if spec.get("data") else None
     outputs: list[str] = []
     for k, stage in enumerate(stages(spec), start=1):
+        stage = dict(stage)
+        data = _lines(name, spec["data"], stage.pop("pdf_lines", None), Path(documents_dir) / name, work) \
+            if spec.get("data") else None
         ft = {**stage, "synthetic": _with_fonts(stage["synthetic"], Path(fonts_dir).absolute()), "resume": "latest",
               **({"threads": threads} if threads else {})}
         ft_cfg = config.from_dict(FinetuneConfig, ft, source=f"{name}/{RECIPE}: finetune stage {k}")
@@ -116,7 +121,7 @@ def train(name: str, fonts_dir: str | Path = ".inkbooth/fonts", workdir: str | P
         if artifacts.is_published(output):
             done = artifacts.read_manifest(output)
             if (identity(done.config) == identity(config.to_dict(ft_cfg)) and done.lineage.get("base_model") == source
-                    and done.lineage.get("data", "") == (data or "")):
+                    and done.inputs.get("data", "") == (line_data_hash(data) if data else "")):
                 log.info("stage %d: %s is trained already", k, output)
                 source = output
                 continue
@@ -130,10 +135,15 @@ def documents(name: str) -> Path:
     return HERE / name / DOCUMENTS
 
 
-def _lines(name: str, spec: dict[str, Any], folder: Path, work: Path) -> str:
-    """Labelled lines cut from the recipe's documents (all listed files must be in ``folder``), made
-    once: the published set is reused while its documents and settings are the same."""
-    from inkbooth import config
+def _lines(name: str, spec: dict[str, Any], changes: dict[str, Any] | None, folder: Path, work: Path) -> str:
+    """Labelled lines cut from the recipe's documents (all listed files must be in ``folder``) by its
+    ``data.pdf_lines`` with a stage's ``changes``, made once: the published set is reused while its
+    documents and settings are the same. The recipe's own settings publish ``lines``; a stage's
+    changes ``lines-`` and a hash of the settings, so that no stage's set replaces another's."""
+    import hashlib
+    import json
+
+    from inkbooth import config, storage
     from inkbooth.ocr.training.pdflines import PdfLinesConfig, pdf_lines
 
     listed = [row.split("\t")[2].rsplit("/", 1)[-1] for row in documents(name).read_text(encoding="utf-8").splitlines()
@@ -142,10 +152,27 @@ def _lines(name: str, spec: dict[str, Any], folder: Path, work: Path) -> str:
     if missing:
         raise FileNotFoundError(f"reader {name!r}: {len(missing)} of its {len(listed)} documents are not in {folder} "
                                 f"(first: {missing[0]}); scripts/fetch-testdata.sh {folder} {documents(name)} fetches them")
-    cfg = config.from_dict(PdfLinesConfig, spec.get("pdf_lines") or {}, source=f"{name}/{RECIPE}: data.pdf_lines")
-    output = str(work / "lines")
-    pdf_lines(str(folder), output, cfg)  # returns the published set when documents and settings are the same
-    return output
+    settings = dict(spec.get("pdf_lines") or {})
+    if changes:
+        merged = {**settings, **changes}
+        if isinstance(changes.get("pages"), dict):
+            merged["pages"] = {**(settings.get("pages") or {}), **changes["pages"]}
+        settings = merged
+    cfg = config.from_dict(PdfLinesConfig, settings, source=f"{name}/{RECIPE}: data.pdf_lines")
+    output = work / "lines"
+    if settings != (spec.get("pdf_lines") or {}):
+        key = hashlib.sha256(json.dumps(config.to_dict(cfg), sort_keys=True).encode()).hexdigest()[:12]
+        output = work / f"lines-{key}"
+    try:
+        pdf_lines(str(folder), str(output), cfg)  # returns the published set when documents and settings are the same
+    except storage.AlreadyExistsError:  # a set of other documents: this recipe's own, so it is cut again
+        log.info("%s: the documents have changed since these lines were cut; cutting them again", output)
+        stale = output.with_name(f".{output.name}.stale")
+        shutil.rmtree(stale, ignore_errors=True)
+        output.rename(stale)  # out of sight in one step, then removed
+        shutil.rmtree(stale)
+        pdf_lines(str(folder), str(output), cfg)
+    return str(output)
 
 
 def _stage_summary(k: int, manifest: Any) -> dict[str, Any]:
@@ -153,7 +180,9 @@ def _stage_summary(k: int, manifest: Any) -> dict[str, Any]:
     cfg, m = manifest.config, manifest.metrics
     return {"stage": k, "steps": m.get("steps"), "learning_rate": cfg.get("learning_rate"),
             "ctc_weight": cfg.get("ctc_weight"), "max_chars": (cfg.get("synthetic") or {}).get("max_chars"),
-            "seed": cfg.get("seed"), "train_seconds": m.get("train_seconds"), "synthetic_cer": m.get("synthetic_cer")}
+            "seed": cfg.get("seed"), "train_seconds": m.get("train_seconds"), "synthetic_cer": m.get("synthetic_cer"),
+            "train_lines": m.get("train_lines"), "heldout_lines": m.get("heldout_lines"),
+            "heldout_cer": m.get("heldout_cer")}
 
 
 def install(name: str, stage_outputs: list[str], fonts_dir: str | Path | None = None) -> Path:
