@@ -393,7 +393,15 @@ def test_reader_recipes_are_stages_each_given_as_its_changes():
     assert first == spec["finetune"][0]
     assert second == {"max_steps": 5, "seed": 0, "synthetic": {"fonts": ["default"], "max_chars": 20}}
     assert readers.stages({"finetune": {"max_steps": 3}}) == [{"max_steps": 3}]
-    for name in readers.NAMES:  # every committed recipe makes valid configs
-        for stage in readers.stages(readers.recipe(name)):
-            cfg = from_dict(finetune.FinetuneConfig, stage, source=f"{name} recipe")
-            cfg.validate()
+    from inkbooth.ocr.training.pdflines import PdfLinesConfig
+
+    for name in readers.NAMES:  # every committed recipe makes valid configs, its lines' too
+        recipe = readers.recipe(name)
+        for stage in readers.stages(recipe):
+            stage = dict(stage)
+            changes = stage.pop("pdf_lines", None)
+            from_dict(finetune.FinetuneConfig, stage, source=f"{name} recipe").validate()
+            if recipe.get("data"):
+                from_dict(PdfLinesConfig, readers.lines_settings(recipe["data"], changes), source=name).validate()
+            else:
+                assert changes is None, f"{name}: a stage's pdf_lines, but the recipe has no documents"

@@ -135,6 +135,18 @@ def documents(name: str) -> Path:
     return HERE / name / DOCUMENTS
 
 
+def lines_settings(data: dict[str, Any], changes: dict[str, Any] | None) -> dict[str, Any]:
+    """How a stage cuts its lines: the recipe's ``data.pdf_lines`` with the stage's ``pdf_lines``
+    changes (``pages`` merged key by key)."""
+    settings = dict(data.get("pdf_lines") or {})
+    if changes:
+        merged = {**settings, **changes}
+        if isinstance(changes.get("pages"), dict):
+            merged["pages"] = {**(settings.get("pages") or {}), **changes["pages"]}
+        settings = merged
+    return settings
+
+
 def _lines(name: str, spec: dict[str, Any], changes: dict[str, Any] | None, folder: Path, work: Path) -> str:
     """Labelled lines cut from the recipe's documents (all listed files must be in ``folder``) by its
     ``data.pdf_lines`` with a stage's ``changes``, made once: the published set is reused while its
@@ -152,12 +164,7 @@ def _lines(name: str, spec: dict[str, Any], changes: dict[str, Any] | None, fold
     if missing:
         raise FileNotFoundError(f"reader {name!r}: {len(missing)} of its {len(listed)} documents are not in {folder} "
                                 f"(first: {missing[0]}); scripts/fetch-testdata.sh {folder} {documents(name)} fetches them")
-    settings = dict(spec.get("pdf_lines") or {})
-    if changes:
-        merged = {**settings, **changes}
-        if isinstance(changes.get("pages"), dict):
-            merged["pages"] = {**(settings.get("pages") or {}), **changes["pages"]}
-        settings = merged
+    settings = lines_settings(spec, changes)
     cfg = config.from_dict(PdfLinesConfig, settings, source=f"{name}/{RECIPE}: data.pdf_lines")
     output = work / "lines"
     if settings != (spec.get("pdf_lines") or {}):
