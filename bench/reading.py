@@ -89,9 +89,23 @@ def truth(page, dpi: int) -> tuple[list[tuple[Box, str]], list[Box], list[list[t
     return [(ln.box, ln.text) for ln in good], [ln.box for ln in lines if ln.problem], words
 
 
+def _one_row(pieces: list[Box]) -> bool:
+    """Whether boxes are pieces of one row of text: side by side, each overlapping the next in height
+    by half the lower one, with gaps under 2.5 line heights (the truth cuts a row at a space of
+    1.5-2.5 em, a tab stop or a justified sentence's end; a column gutter is wider)."""
+    pieces = sorted(pieces)
+    for a, b in zip(pieces, pieces[1:]):
+        h = min(a[3] - a[1], b[3] - b[1])
+        if min(a[3], b[3]) - max(a[1], b[1]) < 0.5 * h or b[0] - a[2] > 2.5 * h:
+            return False
+    return True
+
+
 def assign(read: list[tuple[Box, str]], true: list[tuple[Box, str]], ignored: list[Box]
            ) -> tuple[dict[int, list[int]], list[int]]:
-    """Which read lines each true line is given (indices into ``read``), and the read lines over no true line."""
+    """Which read lines each true line is given (indices into ``read``), and the read lines over no true
+    line. A read line that holds several true lines whole, pieces of one row (the truth's cut at a
+    wide space, which the segmentation score accepts read either way), is given to each of them."""
     given: dict[int, list[int]] = defaultdict(list)
     inserted = []
     for k, (box, text) in enumerate(read):
@@ -100,17 +114,44 @@ def assign(read: list[tuple[Box, str]], true: list[tuple[Box, str]], ignored: li
         shares = [_inside(box, t) for t, _ in true]
         best = max(range(len(true)), key=shares.__getitem__, default=-1)
         if best >= 0 and shares[best] >= 0.3:
-            given[best].append(k)
+            held = [i for i, (t, _) in enumerate(true) if _inside(t, box) >= 0.8]
+            if best in held and len(held) > 1 and _one_row([true[i][0] for i in held]):
+                for i in held:
+                    given[i].append(k)
+            else:
+                given[best].append(k)
         elif not any(_inside(box, b) >= 0.3 for b in ignored):
             inserted.append(k)
     return given, inserted
 
 
 def score_page(read: list[tuple[Box, str]], true: list[tuple[Box, str]], ignored: list[Box]) -> list[tuple[str, str]]:
-    """(hypothesis, reference) pairs of a page: one per true line, plus ('text', '') per inserted line."""
+    """(hypothesis, reference) pairs of a page: one per true line, or per group of true lines that share
+    a read line (their texts joined left to right), plus ('text', '') per inserted line."""
     given, inserted = assign(read, true, ignored)
-    pairs = [(" ".join(read[k][1] for k in sorted(given[i], key=lambda k: read[k][0][0])), ref)
-             for i, (_, ref) in enumerate(true)]
+    group = list(range(len(true)))  # union-find over true lines that share a read line
+
+    def root(i: int) -> int:
+        while group[i] != i:
+            group[i] = group[group[i]]
+            i = group[i]
+        return i
+
+    holders: dict[int, list[int]] = defaultdict(list)
+    for i, ks in given.items():
+        for k in ks:
+            holders[k].append(i)
+    for members in holders.values():
+        for i in members[1:]:
+            group[root(i)] = root(members[0])
+    groups: dict[int, list[int]] = defaultdict(list)
+    for i in range(len(true)):
+        groups[root(i)].append(i)
+    pairs = []
+    for members in groups.values():
+        members.sort(key=lambda i: true[i][0][0])
+        ks = sorted({k for i in members for k in given.get(i, [])}, key=lambda k: read[k][0][0])
+        pairs.append((" ".join(read[k][1] for k in ks), " ".join(true[i][1] for i in members)))
     return pairs + [(read[k][1], "") for k in inserted]
 
 

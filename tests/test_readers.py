@@ -234,6 +234,26 @@ def test_a_stage_may_cut_more_pages_and_a_changed_document_trains_again(tmp_path
     assert [Path(r).name for r, _ in runs[2:]] == ["trained", "trained-2"], "a changed document trains both again"
 
 
+def test_the_reading_score_joins_pieces_of_one_row_read_as_one_line_and_not_columns():
+    """bench/reading.py's rule: the truth cuts a justified row at a wide space (asmeconf: "file.   Put
+    each distinct address"); a line read over both pieces is scored against them joined, as the
+    segmentation score accepts either. A line read across a column gutter is not: it is given to one
+    true line and the other is deleted."""
+    from bench.reading import score_page
+
+    true = [((100, 100, 500, 130), "template.tex file."), ((560, 100, 900, 130), "Put each distinct address"),
+            ((100, 140, 900, 170), "next line"), ((1000, 100, 1500, 130), "other column")]
+    whole_row = [((98, 98, 902, 132), "template.tex file. Put each distinct address"),
+                 ((98, 138, 902, 172), "next line"), ((998, 98, 1502, 132), "other column")]
+    assert sorted(score_page(whole_row, true, [])) == sorted([
+        ("template.tex file. Put each distinct address", "template.tex file. Put each distinct address"),
+        ("next line", "next line"), ("other column", "other column")])
+    across = [((98, 98, 1502, 132), "template.tex file. Put each distinct address other column"),
+              ((98, 138, 902, 172), "next line")]
+    pairs = score_page(across, true, [])
+    assert len(pairs) == 4 and sum(1 for hyp, _ in pairs if not hyp) == 2, pairs
+
+
 def _real_page_cer(exported: str, docs: dict[str, int]) -> dict[str, float]:
     """CER of a reader's export (ONNX Runtime, its recorded variant, greedy) on one held-out real page
     of each document of tests/readset.tsv named in ``docs`` (name -> 1-based page), scored as
