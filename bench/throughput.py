@@ -49,6 +49,7 @@ sys.path.insert(0, str(REPO))
 
 from bench.common import machine, peak_rss_mb, run_child, summary  # noqa: E402
 from bench.reading import READSET, TESTDATA, edits, readset, render, score_page, truth  # noqa: E402
+from inkbooth.ocr.documents.labels import records as jsonl_records  # noqa: E402
 
 SETS = ("demo", "heldout")
 TESSERACT = ("tesseract-page", "tesseract-list")
@@ -152,7 +153,9 @@ def child(args: argparse.Namespace) -> None:
         def read(doc: dict) -> dict[int, list[tuple[Box, str]]]:
             _, records = _read_document(Path(doc["path"]), doc["name"], recognizer, config, Path(tmp))
             pages: dict[int, list[tuple[Box, str]]] = defaultdict(list)
-            for line in records.read_text(encoding="utf-8").splitlines():
+            for _, line in jsonl_records(records.read_text(encoding="utf-8")):  # not splitlines(): U+2028 in a text
+                if not line:
+                    continue
                 rec = json.loads(line)
                 if rec.get("text") is not None:
                     pages[rec["page"]].append((tuple(rec["box"]), rec["text"]))
