@@ -109,10 +109,18 @@ def train(name: str, fonts_dir: str | Path = ".inkbooth/fonts", workdir: str | P
                                     source=f"{name}/{RECIPE}: base")
         source = str(tiny.build_tiny_trocr(work / "base", base_cfg))
     outputs: list[str] = []
+    cut: dict[str, tuple[str, str]] = {}  # a stage's pdf_lines changes -> (its lines, their content hash), made once
+
+    def lines_of(changes: dict[str, Any] | None) -> tuple[str, str]:
+        key = config.config_hash(changes or {})
+        if key not in cut:
+            data = _lines(name, spec["data"], changes, Path(documents_dir) / name, work)
+            cut[key] = data, line_data_hash(data)
+        return cut[key]
+
     for k, stage in enumerate(stages(spec), start=1):
         stage = dict(stage)
-        data = _lines(name, spec["data"], stage.pop("pdf_lines", None), Path(documents_dir) / name, work) \
-            if spec.get("data") else None
+        data, data_hash = lines_of(stage.pop("pdf_lines", None)) if spec.get("data") else (None, "")
         ft = {**stage, "synthetic": _with_fonts(stage["synthetic"], Path(fonts_dir).absolute()), "resume": "latest",
               **({"threads": threads} if threads else {})}
         ft_cfg = config.from_dict(FinetuneConfig, ft, source=f"{name}/{RECIPE}: finetune stage {k}")
@@ -121,7 +129,7 @@ def train(name: str, fonts_dir: str | Path = ".inkbooth/fonts", workdir: str | P
         if artifacts.is_published(output):
             done = artifacts.read_manifest(output)
             if (identity(done.config) == identity(config.to_dict(ft_cfg)) and done.lineage.get("base_model") == source
-                    and done.inputs.get("data", "") == (line_data_hash(data) if data else "")):
+                    and done.inputs.get("data", "") == data_hash):
                 log.info("stage %d: %s is trained already", k, output)
                 source = output
                 continue
@@ -152,9 +160,6 @@ def _lines(name: str, spec: dict[str, Any], changes: dict[str, Any] | None, fold
     ``data.pdf_lines`` with a stage's ``changes``, made once: the published set is reused while its
     documents and settings are the same. The recipe's own settings publish ``lines``; a stage's
     changes ``lines-`` and a hash of the settings, so that no stage's set replaces another's."""
-    import hashlib
-    import json
-
     from inkbooth import config, storage
     from inkbooth.ocr.training.pdflines import PdfLinesConfig, pdf_lines
 
@@ -168,8 +173,7 @@ def _lines(name: str, spec: dict[str, Any], changes: dict[str, Any] | None, fold
     cfg = config.from_dict(PdfLinesConfig, settings, source=f"{name}/{RECIPE}: data.pdf_lines")
     output = work / "lines"
     if settings != (spec.get("pdf_lines") or {}):
-        key = hashlib.sha256(json.dumps(config.to_dict(cfg), sort_keys=True).encode()).hexdigest()[:12]
-        output = work / f"lines-{key}"
+        output = work / f"lines-{config.config_hash(cfg)[:12]}"
     try:
         pdf_lines(str(folder), str(output), cfg)  # returns the published set when documents and settings are the same
     except storage.AlreadyExistsError:  # a set of other documents: this recipe's own, so it is cut again

@@ -134,6 +134,17 @@ def _near_paper(background: int) -> np.ndarray:
     return np.abs(np.arange(256) - background) < 25
 
 
+def _row_tone(masked: np.ndarray) -> np.ndarray:
+    """A panel's tone row by row (a column vector): the median of each row's panel pixels (``masked``:
+    the others NaN), a row with none taking the median of the rows' tones (0 if no row has any)."""
+    import numpy as np
+
+    with np.errstate(all="ignore"):
+        tone = np.nanmedian(masked, axis=1)
+    finite = np.isfinite(tone)
+    return np.where(finite, tone, np.nanmedian(tone) if finite.any() else 0.0)[:, None]
+
+
 def dark_panels(gray: np.ndarray, ink: np.ndarray, block: int = 8, min_height: int = 16) -> list[tuple[int, int, int, int]]:
     """Boxes (x0, y0, x1, y1) of dark panels with light text on them (slide titles, header bands,
     table heads): regions that binarise as solid ink although they hold something lighter.
@@ -172,9 +183,7 @@ def dark_panels(gray: np.ndarray, ink: np.ndarray, block: int = 8, min_height: i
             continue  # nothing written on it, or not a panel
         # The panel's tone row by row (a band may be shaded top to bottom), and its text's.
         masked = np.where(panel_inked, region, np.nan).astype(np.float64)
-        with np.errstate(all="ignore"):
-            tone = np.nanmedian(masked, axis=1)
-        tone = np.where(np.isfinite(tone), tone, np.nanmedian(tone))[:, None]
+        tone = _row_tone(masked)
         lit = float(np.median(region[light]))
         if lit - float(np.median(tone)) < 60:
             continue
@@ -201,9 +210,7 @@ def panel_as_paper(region: np.ndarray, dark: np.ndarray, min_line_height: int = 
     from scipy import ndimage
 
     values = region.astype(np.float32)
-    with np.errstate(all="ignore"):
-        tone = np.nanmedian(np.where(dark, values, np.nan), axis=1)
-    tone = np.where(np.isfinite(tone), tone, np.nanmedian(tone) if np.isfinite(tone).any() else 0.0)[:, None]
+    tone = _row_tone(np.where(dark, values, np.nan))
     window = (5 * min_line_height, 15 * min_line_height)
     lit = ndimage.maximum_filter(values, size=window, mode="nearest")
     span = lit - tone
