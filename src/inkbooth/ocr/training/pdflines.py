@@ -293,7 +293,9 @@ def _page_lines(image: Any, lines: list[TextLine], key: str, index: int, folder:
     for n, line in enumerate(lines, 1):
         box = (max(0, math.floor(line.box[0])), max(0, math.floor(line.box[1])),
                min(image.width, math.ceil(line.box[2])), min(image.height, math.ceil(line.box[3])))
-        why = line.problem or ink_problem(ink, box, line.glyphs, config)
+        # A text-layer line outside the rendered page (text placed off the page or beyond its crop box).
+        why = line.problem or ("off the page" if box[2] <= box[0] or box[3] <= box[1] else None) or ink_problem(
+            ink, box, line.glyphs, config)
         if why:
             counts[f"left_out:{why.split(' (')[0]}"] += 1
             continue
