@@ -22,8 +22,8 @@ DPI = 200
 
 def text_pdf(pages: list[list[tuple[str, str]]]) -> bytes:
     """A PDF of Helvetica lines, one list of (text, how) a page; ``how`` is 'shown', 'invisible'
-    (text render mode 3, as an OCR layer), 'white' (drawn, but no ink on white paper) or 'off' (placed
-    right of the page, where it is never rendered)."""
+    (text render mode 3, as an OCR layer), 'white' (drawn, but no ink on white paper), 'off' (placed
+    right of the page, where it is never rendered) or 'edge' (running over the page's left edge, as a margin note may)."""
     objects = [b"<< /Type /Catalog /Pages 2 0 R >>", None,
                b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>"]
     kids = []
@@ -32,7 +32,7 @@ def text_pdf(pages: list[list[tuple[str, str]]]) -> bytes:
         for n, (text, how) in enumerate(lines):
             escaped = text.replace("\\", "\\\\").replace("(", "\\(").replace(")", "\\)")
             ops.append(f"BT {'1' if how == 'white' else '0'} g /F1 14 Tf {3 if how == 'invisible' else 0} Tr "
-                       f"{700 if how == 'off' else 72} {720 - 30 * n} Td ({escaped}) Tj ET")
+                       f"{ {'off': 700, 'edge': -40}.get(how, 72)} {720 - 30 * n} Td ({escaped}) Tj ET")
         content = "\n".join(ops).encode("latin-1")
         objects.append(b"<< /Length %d >>\nstream\n%s\nendstream" % (len(content), content))
         kids.append(len(objects) + 1)
@@ -236,10 +236,12 @@ def test_text_the_page_does_not_show_is_left_out(tmp_path):
     folder.mkdir()
     (folder / "layers.pdf").write_bytes(text_pdf([[("Printed and seen", "shown"), ("An OCR layer guess", "invisible"),
                                                    ("White on white", "white"), ("Seen again", "shown"),
-                                                   ("Off the page", "off")]]))
+                                                   ("Off the page", "off"),
+                                                   ("Over the edge of the page: a line long enough to be cut in pieces, some of them "
+                                                    "wholly outside it", "edge")]]))
     m = pdf_lines(str(folder), str(tmp_path / "out"), PdfLinesConfig(augment=0.0))
     assert [r["text"] for r in labels(tmp_path / "out")] == ["Printed and seen", "Seen again"]
-    assert m.metrics["left_out"] == {"glyphs without ink": 1, "invisible text": 1, "off the page": 1, "rotated": 0}
+    assert m.metrics["left_out"] == {"glyphs without ink": 1, "invisible text": 1, "off the page": 2, "rotated": 0}
 
 
 def test_same_input_same_bytes_and_the_damage_is_seeded(tmp_path):

@@ -293,9 +293,11 @@ def _page_lines(image: Any, lines: list[TextLine], key: str, index: int, folder:
     for n, line in enumerate(lines, 1):
         box = (max(0, math.floor(line.box[0])), max(0, math.floor(line.box[1])),
                min(image.width, math.ceil(line.box[2])), min(image.height, math.ceil(line.box[3])))
-        # A text-layer line outside the rendered page (text placed off the page or beyond its crop box).
-        why = line.problem or ("off the page" if box[2] <= box[0] or box[3] <= box[1] else None) or ink_problem(
-            ink, box, line.glyphs, config)
+        # A text-layer line not wholly on the rendered page (placed beyond its edge or crop box): its label
+        # would hold words the crop cannot show (and a piece of it could lie wholly outside).
+        off = (line.box[0] < -1 or line.box[1] < -1 or line.box[2] > image.width + 1
+               or line.box[3] > image.height + 1)
+        why = line.problem or ("off the page" if off else None) or ink_problem(ink, box, line.glyphs, config)
         if why:
             counts[f"left_out:{why.split(' (')[0]}"] += 1
             continue
