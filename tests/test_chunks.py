@@ -290,3 +290,32 @@ def test_records_of_a_chunked_line_carry_its_stitched_boxes_in_page_pixels():
     (rec,) = line_records("doc.png", [line], [res], (1, 128), RecognizeConfig())
     assert [t["box"] for t in rec["tokens"]] == [[110, 52, 160, 72], [400, 52, 480, 72]]
     assert [w["text"] for w in rec["words"]] == ["ab", "cd"]
+
+
+def test_leaders_are_read_with_the_dots_the_line_has(latin_onnx):
+    """A contents line's dot leader, long enough to be read in chunks or not, comes out with exactly the
+    dots drawn, though the decoder alone miscounts them (and at a seam may write a stray character among
+    them); the tokens keep their boxes."""
+    import re
+
+    rng = random.Random(5)
+    pairs = []
+    for k in range(8):
+        title, n = _text_of(rng, rng.randint(12, 30)), rng.randint(8, 60)
+        text = f"{k + 1}.{rng.randint(1, 9)} {title} {' '.join('.' * n)} {rng.randint(2, 300)}"
+        pairs.append((synthetic.render_line(text, size=24), text))
+    counted = Recognizer(latin_onnx, RecognizeConfig(variant="fp32", threads=1))
+    alone = Recognizer(latin_onnx, RecognizeConfig(variant="fp32", threads=1, count_leaders=False))
+    images = [img for img, _ in pairs]
+    assert any(len(counted.plan(img)) > 1 for img in images) and any(len(counted.plan(img)) == 1 for img in images)
+
+    def runs(text: str) -> list[int]:
+        return [m.group(0).count(".") for m in re.finditer(r"\.(?: ?\.){3,}", text)]
+
+    truth = [runs(t) for _, t in pairs]
+    read, plain = counted.read(images), alone.read(images)
+    assert [runs(r.text) for r in read] == truth, [r.text for r in read]
+    assert sum(runs(r.text) != t for r, t in zip(plain, truth)) >= 2, \
+        "the decoder alone counts these right: this test shows nothing"
+    for r in read:
+        assert len(r.tokens) == len(r.token_logprobs) == len(r.boxes) and r.attention.shape[0] == len(r.tokens)

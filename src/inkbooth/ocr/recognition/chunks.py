@@ -55,22 +55,36 @@ def model_aspect(image_processor: Any, grid: tuple[int, int]) -> float:
     return STRETCHED_ASPECT * cols / max(1, rows)
 
 
-def ink_profile(image: Any) -> tuple[Any, int]:
-    """Per column whether it holds ink, and the ink's height in pixels (dark on light, or light on dark)."""
+def ink_mask(image: Any) -> Any:
+    """Which pixels of a line image are ink (dark on light, or light on dark); None where it is blank or
+    too faint to tell ink from paper."""
     import numpy as np
 
     gray = np.asarray(image.convert("L"), dtype=np.float32)
     lo, hi = np.percentile(gray, 2), np.percentile(gray, 98)
-    if hi - lo < 32:  # blank, or too faint to tell ink from paper
-        return np.zeros(gray.shape[1], dtype=bool), gray.shape[0]
+    if hi - lo < 32:
+        return None
     ink = gray < (lo + hi) / 2
-    if ink.mean() > 0.5:  # light text on a dark ground
-        ink = ~ink
-    cols = ink.sum(axis=0) >= max(1, round(0.02 * gray.shape[0]))
+    return ~ink if ink.mean() > 0.5 else ink  # light text on a dark ground
+
+
+def ink_height(ink: Any) -> int:
+    """The height in pixels of the rows that hold ink: descenders count, specks not."""
+    import numpy as np
+
     per_row = ink.sum(axis=1)
-    rows = np.flatnonzero(per_row >= max(2.0, 0.005 * float(per_row.max())))  # descenders count, specks not
-    height = int(rows[-1] - rows[0] + 1) if len(rows) else gray.shape[0]
-    return cols, height
+    rows = np.flatnonzero(per_row >= max(2.0, 0.005 * float(per_row.max())))
+    return int(rows[-1] - rows[0] + 1) if len(rows) else ink.shape[0]
+
+
+def ink_profile(image: Any) -> tuple[Any, int]:
+    """Per column whether it holds ink, and the ink's height in pixels (``ink_mask``)."""
+    import numpy as np
+
+    ink = ink_mask(image)
+    if ink is None:
+        return np.zeros(image.width, dtype=bool), image.height
+    return ink.sum(axis=0) >= max(1, round(0.02 * ink.shape[0])), ink_height(ink)
 
 
 def word_gaps(image: Any) -> list[Span]:

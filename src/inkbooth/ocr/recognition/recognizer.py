@@ -22,7 +22,7 @@ from typing import Any, Literal
 from inkbooth import artifacts
 from inkbooth.config import nested, option
 from inkbooth.ocr.documents import pages
-from inkbooth.ocr.recognition import chunks, localize
+from inkbooth.ocr.recognition import chunks, leaders, localize
 from inkbooth.ocr.recognition.decoding import OrtEngine
 from inkbooth.ocr.recognition.exported import (
     DECODER_ATTN,
@@ -73,6 +73,9 @@ class RecognizeConfig:
                                          "rises past about 0.9 x its aspect", min=0.1, max=100.0)
     chunk_overlap: float = option(2.0, "how far neighbouring chunks overlap, in line heights (at most a quarter "
                                        "of a chunk)", min=0.5, max=100.0)
+    count_leaders: bool = option(True, "rows of dot leaders (a contents page's '. . . . 8') get the number of dots "
+                                       "counted in the image, which the decoder miscounts "
+                                       "(inkbooth.ocr.recognition.leaders)")
     pages: pages.PagesConfig = option(None, "how pages are read and cut into lines")
     skip_done: bool = option(True, "skip documents whose result already exists for the same input, model and config")
 
@@ -199,7 +202,7 @@ class Recognizer:
             return []
         plans = [self.plan(img) for img in images]
         if all(len(p) == 1 for p in plans):
-            return self._results(*self._decode(images, min_new_tokens))
+            return [self._leaders(img, r) for img, r in zip(images, self._results(*self._decode(images, min_new_tokens)))]
         crops = [img if len(p) == 1 else img.crop((x0, 0, x1, img.height))
                  for img, p in zip(images, plans) for x0, x1 in p]
         per_pass = max(self.config.batch_size, len(images))
@@ -209,8 +212,33 @@ class Recognizer:
         results, at = [], 0
         for img, spans in zip(images, plans):
             mine, at = seqs[at:at + len(spans)], at + len(spans)
-            results.append(self._result(mine[0]) if len(spans) == 1 else self._stitched(img, spans, mine))
+            results.append(self._leaders(img, self._result(mine[0]) if len(spans) == 1 else self._stitched(img, spans, mine)))
         return results
+
+    def _leaders(self, image: Any, res: LineResult) -> LineResult:
+        """``res`` with its runs of dots recounted in the image (``leaders``), where they are found in both."""
+        if not self.config.count_leaders or not hasattr(image, "crop") or not leaders.text_runs(res.tokens):
+            return res
+        size = image.size
+        placed = res.boxes is not None or res.attention is not None  # boxes of the tokens' own, to pair runs by
+        if res.boxes is not None:
+            boxes = list(res.boxes)
+        elif res.attention is not None:
+            content = self.content_box(size)
+            boxes = [localize.attention_box(row, self.grid, size, self.config.box_threshold, content)
+                     for row in res.attention]
+        else:
+            boxes = [(0, 0, 0, 0)] * len(res.tokens)
+        fixed = leaders.recount(res.tokens, res.token_logprobs, boxes, leaders.dot_runs(image), self.tokenizer.tokenize,
+                                placed=placed)
+        if fixed is None:
+            return res
+        tokens, logprobs, boxes = fixed
+        return dataclasses.replace(
+            res, text=self.tokenizer.decode(self.tokenizer.convert_tokens_to_ids(tokens), skip_special_tokens=True).strip(),
+            tokens=tokens, token_logprobs=logprobs,
+            attention=chunks.paint(boxes, self.grid, size, self.content_box(size)) if placed else None,
+            boxes=boxes if placed else None)
 
     def _decode(self, images: list[Any], min_new_tokens: int) -> tuple[Any, Any, Any]:
         """Sequences (start token first), their tokens' log-probabilities and cross-attention."""
