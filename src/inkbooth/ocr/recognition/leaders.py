@@ -26,6 +26,7 @@ from typing import Any
 from inkbooth.ocr.recognition import chunks, localize
 
 Box = localize.Box
+Mark = tuple[int, int, int, int, float]  # a connected region's box and the share of it that is ink
 MIN_DOTS = 4  # marks in the image that make a leader
 MIN_TEXT_DOTS = 3  # dots the decoder wrote that may be one (it may write too few)
 DOT_SIZE = 0.25  # a dot's width and height at most, in ink heights (a period is about 0.1)
@@ -34,9 +35,9 @@ PITCH = 0.3  # how far one gap between dots may differ from the run's first, as 
 _SPACE = re.compile(r"[\sĠ▁]")
 
 
-def _marks(image: Any) -> tuple[list[Box], int]:
-    """The connected regions of a line's ink as boxes (x0, y0, x1, y1), left to right by centre, and
-    the ink's height in pixels."""
+def _marks(image: Any) -> tuple[list[Mark], int]:
+    """The connected regions of a line's ink, left to right by centre: box (x0, y0, x1, y1) and the
+    share of it that is ink; and the ink's height in pixels."""
     import numpy as np
     from scipy import ndimage
 
@@ -48,7 +49,7 @@ def _marks(image: Any) -> tuple[list[Box], int]:
     areas = ndimage.sum_labels(ink, labels, index=np.arange(1, len(boxes) + 1)) if boxes else []
     order = sorted(range(len(boxes)), key=lambda i: boxes[i][0] + boxes[i][2])
     filled = [float(areas[i]) / max(1, (boxes[i][2] - boxes[i][0]) * (boxes[i][3] - boxes[i][1])) for i in order]
-    return [(*boxes[i], f) for i, f in zip(order, filled)], chunks.ink_height(ink)  # type: ignore[misc]
+    return [(*boxes[i], f) for i, f in zip(order, filled)], chunks.ink_height(ink)
 
 
 def dot_runs(image: Any, min_dots: int = MIN_DOTS) -> list[list[Box]]:
@@ -56,9 +57,12 @@ def dot_runs(image: Any, min_dots: int = MIN_DOTS) -> list[list[Box]]:
     marks, height = _marks(image)
     size = DOT_SIZE * height
 
-    def is_dot(m: tuple[int, int, int, int, float]) -> bool:
+    def is_dot(m: Mark) -> bool:
         w, h = m[2] - m[0], m[3] - m[1]
         return w <= size and h <= size and max(w, h) <= 2.5 * min(w, h) and m[4] >= 0.4
+
+    def alike(a: Mark, b: Mark) -> bool:  # one size, to a pixel or a third
+        return all(abs((b[k + 2] - b[k]) - (a[k + 2] - a[k])) <= max(1.0, (a[k + 2] - a[k]) / 3) for k in (0, 1))
 
     runs: list[list[Box]] = []
     i = 0
@@ -72,19 +76,15 @@ def dot_runs(image: Any, min_dots: int = MIN_DOTS) -> list[list[Box]]:
             a, b = run[-1], marks[j]
             pitch = (b[0] + b[2] - a[0] - a[2]) / 2
             first = (run[1][0] + run[1][2] - run[0][0] - run[0][2]) / 2 if len(run) > 1 else pitch
-            if (abs(b[3] - run[0][3]) > max(2.0, BASELINE * height) or pitch < 1.5 * (a[2] - a[0])
+            if (not alike(run[0], b) or abs(b[3] - run[0][3]) > max(2.0, BASELINE * height) or pitch < 1.5 * (a[2] - a[0])
                     or abs(pitch - first) > max(2.0, PITCH * first)):
                 break
             run.append(b)
             j += 1
         if len(run) >= min_dots:
-            runs.append([m[:4] for m in run])  # type: ignore[misc]
+            runs.append([(m[0], m[1], m[2], m[3]) for m in run])
         i = j
     return runs
-
-
-def _is_space(token: str) -> bool:
-    return not _SPACE.sub("", token)
 
 
 def text_runs(tokens: Sequence[str]) -> list[tuple[int, int]]:
