@@ -92,11 +92,13 @@ def truth(page, dpi: int) -> tuple[list[tuple[Box, str]], list[Box], list[list[t
 def _one_row(pieces: list[Box]) -> bool:
     """Whether boxes are pieces of one row of text: side by side, each overlapping the next in height
     by half the lower one, with gaps under 2.5 line heights (the truth cuts a row at a space of
-    1.5-2.5 em, a tab stop or a justified sentence's end; a column gutter is wider)."""
+    1.5-2.5 em, a tab stop or a justified sentence's end; a column gutter is wider). The line height
+    is the taller piece's: a piece of digits or of letters without ascenders ("5" after a contents
+    line's leader, "emu" in a table) has a box shorter than the row's type."""
     pieces = sorted(pieces)
     for a, b in zip(pieces, pieces[1:]):
-        h = min(a[3] - a[1], b[3] - b[1])
-        if min(a[3], b[3]) - max(a[1], b[1]) < 0.5 * h or b[0] - a[2] > 2.5 * h:
+        low, tall = sorted((a[3] - a[1], b[3] - b[1]))
+        if min(a[3], b[3]) - max(a[1], b[1]) < 0.5 * low or b[0] - a[2] > 2.5 * tall:
             return False
     return True
 

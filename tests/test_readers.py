@@ -248,6 +248,11 @@ def test_the_reading_score_joins_pieces_of_one_row_read_as_one_line_and_not_colu
     assert sorted(score_page(whole_row, true, [])) == sorted([
         ("template.tex file. Put each distinct address", "template.tex file. Put each distinct address"),
         ("next line", "next line"), ("other column", "other column")])
+    # A contents row: the truth cuts the page number off at the gap after the leader (56 px: 1.9 of the
+    # row's 30 px, 3.1 of the digit's own 18); read whole, it is one row.
+    toc = [((100, 200, 800, 230), "3.4 Tracking . . . ."), ((856, 206, 868, 224), "8")]
+    assert score_page([((98, 198, 870, 232), "3.4 Tracking . . . . 8")], toc, []) == [
+        ("3.4 Tracking . . . . 8", "3.4 Tracking . . . . 8")]
     across = [((98, 98, 1502, 132), "template.tex file. Put each distinct address other column"),
               ((98, 138, 902, 172), "next line")]
     pairs = score_page(across, true, [])
