@@ -37,7 +37,7 @@ fonts: ## fetch fonts and word lists from Debian (for synthetic training lines) 
 reader-latin: setup fonts ## train the Latin reader from scratch (its recipe's 5 stages) and install it in src/inkbooth/readers (about 2 h of one core)
 	OMP_NUM_THREADS=1 nice -n 10 $(BIN)/inkbooth reader train latin
 
-reader-printed: setup fonts ## teach the Latin reader real documents (Debian's TeX documentation PDFs and 25 fonts; 4 stages) and install it (about 2.5 h: stages 1-3 on one core, stage 4 on two)
+reader-printed: setup fonts ## teach the Latin reader real documents (Debian's TeX documentation PDFs and 25 fonts; 5 stages) and install it (about 3.5 h: stages 1-3 on one core, stages 4 and 5 on two)
 	bash scripts/fetch-testdata.sh .inkbooth/documents/printed src/inkbooth/readers/printed/documents.tsv
 	OMP_NUM_THREADS=1 nice -n 10 $(BIN)/inkbooth reader train printed
 
