@@ -102,7 +102,8 @@ class LineResult:
     # resolution; ``boxes`` holds them exactly.
     attention: Any
     # Token boxes in crop pixels where the tokens were not attended over one grid (a line read in
-    # chunks, with token_boxes on); None otherwise: boxes come from ``attention``.
+    # chunks, or one whose dot leaders were recounted, with token_boxes on); None otherwise: boxes
+    # come from ``attention``.
     boxes: list[tuple[int, int, int, int]] | None = None
 
 
