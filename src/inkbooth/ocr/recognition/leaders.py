@@ -9,9 +9,10 @@ easiest mark on a page to count, so the count is taken from the image:
 * ``dot_runs`` finds rows of at least ``MIN_DOTS`` small, filled, like marks on one baseline at one
   pitch with nothing between them (connected regions of the line's ink);
 * ``recount`` gives each run of dots the decoder wrote (``MIN_TEXT_DOTS`` or more, spaced or not)
-  the count of the image's run in the same place in reading order, keeping the decoder's spacing,
-  when both find the same number of runs (else it changes nothing). Each dot token's box becomes its
-  own dot's box; the line's confidence is the decoder's.
+  the count of the image's run in the same place: in reading order when both find the same number
+  of runs, else by where the tokens' boxes lie (a stray character read among the dots at a chunk
+  seam goes with them), keeping the decoder's spacing; where neither pairs them, nothing changes.
+  Each dot token's box becomes its own dot's box; the line's confidence is the decoder's.
 
 Three dots in a row ("...", an ellipsis) are never a leader in the image, so text is left as read.
 May import the other recognition modules.
@@ -87,21 +88,30 @@ def dot_runs(image: Any, min_dots: int = MIN_DOTS) -> list[list[Box]]:
     return runs
 
 
+def _dots_and_spaces(token: str) -> bool:
+    """Whether a token holds nothing but dots and spaces (a byte-level or SentencePiece space marker)."""
+    return not _SPACE.sub("", token).strip(".")
+
+
+def _count(tokens: Sequence[str]) -> int:
+    return sum(t.count(".") for t in tokens)
+
+
 def text_runs(tokens: Sequence[str]) -> list[tuple[int, int]]:
     """Token spans [start, end) of the decoder's dot runs: tokens of dots and spaces only, starting and
     ending with a dot, holding ``MIN_TEXT_DOTS`` dots or more."""
     out: list[tuple[int, int]] = []
     i = 0
     while i < len(tokens):
-        if "." not in tokens[i] or _SPACE.sub("", tokens[i]).strip("."):
+        if "." not in tokens[i] or not _dots_and_spaces(tokens[i]):
             i += 1
             continue
         j, last = i, i
-        while j < len(tokens) and not _SPACE.sub("", tokens[j]).strip("."):
+        while j < len(tokens) and _dots_and_spaces(tokens[j]):
             if "." in tokens[j]:
                 last = j
             j += 1
-        if sum(tokens[k].count(".") for k in range(i, last + 1)) >= MIN_TEXT_DOTS:
+        if _count(tokens[i:last + 1]) >= MIN_TEXT_DOTS:
             out.append((i, last + 1))
         i = last + 1
     return out
@@ -120,9 +130,8 @@ def placed_runs(tokens: Sequence[str], boxes: Sequence[Box], runs: Sequence[Sequ
         if not on:
             return None
         start, end = on[0], on[-1] + 1
-        stray = sum(1 for t in tokens[start:end] if _SPACE.sub("", t).strip("."))
-        if (out and start < out[-1][1]) or sum(t.count(".") for t in tokens[start:end]) < MIN_TEXT_DOTS or \
-                stray > max(1, (end - start) // 8):
+        stray = sum(1 for t in tokens[start:end] if not _dots_and_spaces(t))
+        if (out and start < out[-1][1]) or _count(tokens[start:end]) < MIN_TEXT_DOTS or stray > max(1, (end - start) // 8):
             return None
         out.append((start, end))
     return out
@@ -145,13 +154,12 @@ def recount(tokens: Sequence[str], logprobs: Sequence[float], boxes: Sequence[Bo
     out_t, out_l, out_b = list(tokens), list(logprobs), list(boxes)
     changed = False
     for (start, end), dots in reversed(list(zip(spans, runs))):
-        if sum(t.count(".") for t in tokens[start:end]) == len(dots) and not any(
-                _SPACE.sub("", t).strip(".") for t in tokens[start:end]):  # right already
+        if _count(tokens[start:end]) == len(dots) and all(map(_dots_and_spaces, tokens[start:end])):  # right already
             continue
         lead = " " if _SPACE.match(tokens[start]) else ""  # a space the run's first token carries
         spaced = bool(_SPACE.search("".join(tokens[start:end])[len(lead):]))
         new = tokenize(lead + (" " if spaced else "").join("." * len(dots)))
-        if sum(t.count(".") for t in new) != len(dots) or any(_SPACE.sub("", t).strip(".") for t in new):
+        if _count(new) != len(dots) or not all(map(_dots_and_spaces, new)):
             return None
         mean = sum(logprobs[start:end]) / max(1, end - start)
         new_boxes, k = [], 0

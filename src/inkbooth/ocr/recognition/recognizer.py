@@ -225,9 +225,8 @@ class Recognizer:
         if res.boxes is not None:
             boxes = list(res.boxes)
         elif res.attention is not None:
-            content = self.content_box(size)
-            boxes = [localize.attention_box(row, self.grid, size, self.config.box_threshold, content)
-                     for row in res.attention]
+            boxes = localize.token_boxes(res.attention, self.grid, size, lambda b: b, self.config.box_threshold,
+                                         self.content_box(size))
         else:
             boxes = [(0, 0, 0, 0)] * len(res.tokens)
         fixed = leaders.recount(res.tokens, res.token_logprobs, boxes, leaders.dot_runs(image), self.tokenizer.tokenize,
